@@ -1,0 +1,5 @@
+import sys
+
+from robustscale.cli import main
+
+sys.exit(main())

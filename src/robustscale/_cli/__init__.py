@@ -1,0 +1,1 @@
+"""CLI command modules, one per area; each defines ``register(app)``. Discovered by :mod:`robustscale.cli`."""

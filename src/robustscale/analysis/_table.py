@@ -1,0 +1,258 @@
+"""Reading a results table and turning it into the runs a scaling law may be fitted on.
+
+The analysis accepts robustscale's own table (``robustscale results``) or any other framework's table through a
+column mapping, so that runs from other adversarial-training codebases can be analysed with the same laws. Values are
+used as given: accuracies stay in the table's unit (fraction or percent, detected and reported) and FLOPs in
+whatever unit the table uses. Every way a table can be unusable ends in one :class:`UserError` line that names the
+file or column and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from robustscale.errors import UserError
+
+CANONICAL_COLUMNS = (
+    "run_id", "status", "dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
+    "synthetic", "synthetic_fraction", "seed", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
+    "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd", "co2_kg",
+)
+ACCURACY_METRICS = ("autoattack_acc", "pgd40_acc", "clean_acc")
+BOOLEAN_COLUMNS = ("synthetic", "ema", "energy_estimated")
+MIN_POINTS = 3
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+
+
+def parse_mapping(pairs: Sequence[str] | None) -> dict[str, str]:
+    """Turn repeated ``--map CANONICAL=COLUMN`` options into ``{canonical: column}``."""
+    mapping: dict[str, str] = {}
+    for pair in pairs or ():
+        canonical, sep, column = pair.partition("=")
+        if not sep or not canonical.strip() or not column.strip():
+            raise UserError(f"--map '{pair}' is not CANONICAL=COLUMN (e.g. --map autoattack_acc=robust_acc)")
+        if canonical.strip() not in CANONICAL_COLUMNS:
+            raise UserError(f"--map '{pair}': '{canonical.strip()}' is not a robustscale column; "
+                            f"choose one of {', '.join(CANONICAL_COLUMNS)}")
+        mapping[canonical.strip()] = column.strip()
+    return mapping
+
+
+def read_table(path: str | os.PathLike, mapping: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Read a results table (csv, parquet, json/jsonl, or a runs directory) under robustscale's column names.
+
+    Args:
+        path: a table file, or a runs directory whose table ``robustscale results`` would print.
+        mapping: ``{canonical: column}`` renaming another framework's columns to robustscale's.
+
+    Returns:
+        The table with canonical names, boolean columns parsed, and ``attrs["source"]`` naming the file for messages.
+    """
+    path = Path(path)
+    table = _read_any(path)
+    table = _apply_mapping(table, dict(mapping or {}), path)
+    for column in BOOLEAN_COLUMNS:
+        if column in table:
+            table[column] = _as_bool(table[column])
+    table.attrs["source"] = str(path)
+    return table
+
+
+def _read_any(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory; pass a results table (csv/parquet/json) or a runs dir")
+    if path.is_dir():
+        from robustscale.store.results import results_table
+
+        return results_table(path)
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet, ".json": _read_json,
+               ".jsonl": lambda p: pd.read_json(p, lines=True)}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise UserError(f"{path}: unknown table format '{path.suffix}'; use .csv, .parquet, .json or .jsonl")
+    try:
+        return reader(path)
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise UserError(f"{path}: cannot be read as a {path.suffix[1:]} table ({str(err).splitlines()[0]})") from None
+
+
+def _read_json(path: Path) -> pd.DataFrame:
+    """Read a JSON table: a list of records, ``{"runs": [...]}``, or JSON lines."""
+    import json
+
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return pd.read_json(path, lines=True)
+    if isinstance(data, dict):
+        data = data.get("runs", data.get("rows", data))
+    return pd.DataFrame(data)
+
+
+def _apply_mapping(table: pd.DataFrame, mapping: dict[str, str], path: Path) -> pd.DataFrame:
+    missing = [column for column in mapping.values() if column not in table.columns]
+    if missing:
+        raise UserError(f"{path}: --map names column '{missing[0]}' which the table lacks "
+                        f"(columns: {', '.join(map(str, table.columns[:20]))})")
+    renamed = table.drop(columns=[c for c in mapping if c in table.columns and c not in mapping.values()])
+    return renamed.rename(columns={column: canonical for canonical, column in mapping.items()})
+
+
+def _as_bool(series: pd.Series) -> pd.Series:
+    """Parse True/False, 1/0 and yes/no the way other frameworks write them; anything else becomes missing."""
+    if series.dtype == bool:
+        return series
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        text = str(value).strip().lower()
+        return True if text in _TRUE else False if text in _FALSE else None
+
+    return series.map(parse).astype("boolean")
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The runs a law is fitted on: done, with positive FLOPs and positive accuracy in ``metric``.
+
+    Attributes:
+        frame: the usable rows (``train_flops`` and ``metric`` numeric, positive).
+        metric: the accuracy column analysed (``autoattack_acc`` unless the user chose another).
+        accuracy_unit: ``"fraction"`` or ``"percent"``, detected from the values (max > 1.5 means percent).
+        source: the file or folder the table came from, for messages and the report.
+        dropped: how many rows were set aside and why.
+    """
+
+    frame: pd.DataFrame
+    metric: str
+    accuracy_unit: str
+    source: str
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def flops(self) -> np.ndarray:
+        return self.frame["train_flops"].to_numpy(dtype=float)
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.frame[self.metric].to_numpy(dtype=float)
+
+    @property
+    def ceiling(self) -> float:
+        """The highest accuracy possible in the table's unit: a saturating law's plateau cannot exceed it."""
+        return 100.0 if self.accuracy_unit == "percent" else 1.0
+
+    def units(self) -> dict[str, str]:
+        return {"accuracy": self.accuracy_unit, "flops": "as given"}
+
+
+def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: float | None = None) -> Runs:
+    """Select the runs a scaling law or predictor may use, or say in one line why the table cannot be used.
+
+    Only ``done`` runs count when a status column exists (failed or running runs have no final accuracy). Rows with
+    missing FLOPs or accuracy, accuracy <= 0 (log space needs positive values), or accuracy below ``min_acc``
+    (collapsed runs) are dropped and counted; non-positive FLOPs are an error because they mean a broken column.
+    """
+    source = str(table.attrs.get("source", "table"))
+    _require_columns(table, ("train_flops", metric), source)
+    dropped: dict[str, int] = {}
+    frame = table
+    if "status" in frame:
+        done = frame["status"].astype(str).str.strip().str.lower() == "done"
+        dropped["not_done"] = int((~done).sum())
+        frame = frame[done]
+    frame = frame.assign(train_flops=_numeric(frame, "train_flops", source), **{metric: _numeric(frame, metric, source)})
+    _reject_non_positive_flops(frame, source)
+    if frame[metric].notna().sum() == 0 and metric == "autoattack_acc" and "pgd40_acc" in table:
+        raise UserError(f"{source}: column 'autoattack_acc' has no values; pass --metric pgd40_acc to analyse "
+                        "PGD-40 accuracy instead")
+    frame, dropped = _drop_unusable(frame, metric, min_acc, dropped)
+    if len(frame) < MIN_POINTS:
+        raise UserError(f"{source}: only {len(frame)} usable runs (done, train_flops > 0, {metric} > 0); "
+                        f"a law needs at least {MIN_POINTS}")
+    unit = "percent" if float(frame[metric].max()) > 1.5 else "fraction"
+    return Runs(frame.reset_index(drop=True), metric, unit, source, {k: v for k, v in dropped.items() if v})
+
+
+def _require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -> None:
+    for column in columns:
+        if column not in table.columns:
+            hint = " or pass --metric pgd40_acc" if column == "autoattack_acc" and "pgd40_acc" in table else ""
+            raise UserError(f"{source}: no '{column}' column; add it or map yours with --map {column}=YOUR_COLUMN{hint}")
+
+
+def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna() & (frame[column].astype(str).str.strip() != "")
+    if bad.any():
+        example = frame.loc[bad, column].iloc[0]
+        raise UserError(f"{source}: column '{column}' holds a non-number ({example!r}); fix the value or map "
+                        "another column with --map")
+    return values.astype(float)
+
+
+def _reject_non_positive_flops(frame: pd.DataFrame, source: str) -> None:
+    bad = frame["train_flops"] <= 0
+    if bad.any():
+        where = f" (e.g. run {frame.loc[bad, 'run_id'].iloc[0]})" if "run_id" in frame else ""
+        raise UserError(f"{source}: {int(bad.sum())} rows have non-positive train_flops{where}; FLOPs must be > 0, "
+                        "remove those rows or fix the column")
+
+
+def _drop_unusable(frame: pd.DataFrame, metric: str, min_acc: float | None,
+                   dropped: dict[str, int]) -> tuple[pd.DataFrame, dict[str, int]]:
+    steps = [("missing_flops", frame["train_flops"].notna()), ("missing_accuracy", frame[metric].notna())]
+    for reason, keep in steps:
+        dropped[reason] = int((~keep).sum())
+        frame = frame[keep]
+    keep = frame[metric] > 0
+    dropped["non_positive_accuracy"] = int((~keep).sum())
+    frame = frame[keep]
+    if min_acc is not None:
+        keep = frame[metric] >= min_acc
+        dropped["below_min_acc"] = int((~keep).sum())
+        frame = frame[keep]
+    return frame, dropped
+
+
+def jsonable(obj: Any) -> Any:
+    """Make ``obj`` strict-JSON friendly (NaN/inf become null, numpy scalars Python numbers) for the report's JSON."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

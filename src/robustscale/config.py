@@ -1,0 +1,302 @@
+"""One typed config tree: YAML in, ``section.key=value`` overrides on the command line, validated once at the edge.
+
+Strings from YAML and the CLI become enums and numbers here; the rest of the package never re-parses them. Every
+mistake (unknown key, wrong type, out-of-range value) raises :class:`ConfigError` with one line naming the key and
+what is allowed. The resolved config (defaults filled in, dataset defaults applied) is saved with every run.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from enum import Enum
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robustscale.errors import ConfigError
+
+__all__ = ["Config", "load_config", "apply_overrides", "parse_override", "config_to_yaml", "config_from_dict"]
+
+
+class Dataset(str, Enum):
+    digits = "digits"
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+    svhn = "svhn"
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    gelu = "gelu"
+    silu = "silu"
+
+
+class Norm(str, Enum):
+    linf = "linf"
+    l2 = "l2"
+
+
+class Loss(str, Enum):
+    standard = "standard"  # no attack: the baseline every robustness paper compares against
+    at = "at"  # Madry et al.: cross-entropy on PGD examples
+    trades = "trades"  # Zhang et al.: CE(clean) + beta * KL(f(x) || f(x_adv))
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    piecewise = "piecewise"  # x0.1 at 50% and 75% of training (Madry / Rice et al.)
+    constant = "constant"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class AutoAttackVersion(str, Enum):
+    standard = "standard"
+    plus = "plus"
+    rand = "rand"
+    none = "none"
+
+
+class PGDLoss(str, Enum):
+    ce = "ce"
+    margin = "margin"
+
+
+def parse_number(value: Any) -> Any:
+    """Accept ``8/255`` (and ``"8/255"``) for eps-like values; leave everything else to pydantic."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9.eE+-]+\s*/\s*[0-9.eE+-]+\s*", value):
+        num, den = (s.strip() for s in value.split("/"))
+        try:
+            return float(Fraction(num) / Fraction(den))
+        except (ValueError, ZeroDivisionError):
+            return value
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+
+class SyntheticConfig(_Section):
+    path: Optional[Path] = None  # .npz with `image` (uint8 NHWC) and `label`, as the public DDPM/EDM releases
+    fraction: float = Field(0.7, ge=0.0, lt=1.0)  # share of every batch drawn from the synthetic set (Gowal et al.)
+
+
+class DataConfig(_Section):
+    dataset: Dataset = Dataset.digits
+    root: Optional[Path] = None  # folder holding the dataset in its distributed format
+    download: bool = False  # torchvision download when the machine has network
+    batch_size: int = Field(128, ge=1)  # global batch: split across DDP ranks
+    val_size: int = Field(1024, ge=0)  # held-out from *train* for PGD-40 early stopping
+    augment: bool = True  # random crop with padding + horizontal flip (no flip for digits)
+    image_size: Optional[int] = Field(None, ge=4)  # digits only: 8 (native) or 16 (upsampled)
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class ModelConfig(_Section):
+    name: str = "wrn_28_10"  # any timm model name; wrn_D_W for any valid depth/width
+    act_layer: Optional[Activation] = Activation.relu  # null: the model's own default
+    kwargs: dict[str, Any] = {}  # passed to timm.create_model (e.g. bn_momentum, drop_rate)
+
+
+class AttackConfig(_Section):
+    norm: Norm = Norm.linf
+    eps: Optional[float] = Field(None, ge=0.0)  # pixel units in [0,1]; null: the dataset's default (8/255 for CIFAR)
+    steps: int = Field(10, ge=0)  # training attack steps (the paper: 1, 2, 5, 7, 10)
+    step_size: Optional[float] = Field(None, gt=0.0)  # null: 2.5 * eps / steps (Madry et al.'s rule)
+    random_start: bool = True
+
+    _parse = field_validator("eps", "step_size", mode="before")(parse_number)
+
+
+class TrainConfig(_Section):
+    loss: Loss = Loss.at
+    beta: float = Field(6.0, ge=0.0)  # TRADES robustness weight
+    epochs: int = Field(100, ge=1)  # one epoch = one pass worth of the *original* training set
+    lr: float = Field(0.1, gt=0.0)  # as given, not rescaled: scale it yourself with batch size (0.1 per 128 images)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0.0)
+    decay_bn_and_bias: bool = True  # false: no weight decay on BatchNorm and bias parameters
+    schedule: Schedule = Schedule.cosine
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    ema: bool = False  # evaluate and save an exponential moving average of the weights (Gowal et al.)
+    ema_decay: float = Field(0.995, gt=0.0, lt=1.0)
+    precision: Precision = Precision.fp32  # autocast for attack and update; evaluation is always fp32
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+    grad_clip: Optional[float] = Field(None, gt=0.0)
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints
+    max_steps: Optional[int] = Field(None, ge=1)  # stop after this many optimiser steps (tests, smoke runs)
+
+
+class EvalConfig(_Section):
+    pgd_steps: int = Field(40, ge=1)  # PGD-40 on the validation subset: the early-stopping metric
+    pgd_every: int = Field(1, ge=1)  # epochs between PGD evaluations
+    pgd_loss: PGDLoss = PGDLoss.ce
+    autoattack: AutoAttackVersion = AutoAttackVersion.standard  # at the end, on the best checkpoint
+    autoattack_n: int = Field(10000, ge=1)  # test points (a seeded subset when smaller than the test set)
+    batch_size: int = Field(500, ge=1)
+
+
+class AccountingConfig(_Section):
+    pue: float = Field(1.58, ge=1.0)  # power usage effectiveness (global data-centre average, 2018)
+    price_per_kwh: float = Field(0.12, ge=0.0)  # USD, US average
+    carbon_g_per_kwh: float = Field(566.3, ge=0.0)  # gCO2e/kWh, the US figure the paper used
+    region: Optional[str] = None  # a preset from robustscale.accounting.cost.REGIONS; overrides the two above
+    gpu_hour_usd: Optional[float] = Field(None, ge=0.0)  # cloud price per GPU-hour, for a cloud cost next to energy
+    power_sample_s: float = Field(1.0, gt=0.0)  # power sampling interval for the trace and fallback meters
+
+
+class OutputConfig(_Section):
+    dir: Path = Path("runs")  # parent folder of run folders
+    tensorboard: bool = False
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    attack: AttackConfig = AttackConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    accounting: AccountingConfig = AccountingConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _dataset_defaults(self) -> "Config":
+        from robustscale.data.registry import dataset_info
+
+        info = dataset_info(self.data.dataset)
+        if self.attack.eps is None:
+            self.attack.eps = info.default_eps
+        if self.data.image_size is None:
+            self.data.image_size = info.image_size
+        elif self.data.dataset is not Dataset.digits and self.data.image_size != info.image_size:
+            raise ValueError(f"data.image_size: {self.data.dataset.value} images are {info.image_size}px; "
+                             "only digits can be resized (8 or 16)")
+        from robustscale.models import check_model_name
+
+        check_model_name(self.model.name)
+        if self.attack.step_size is None and self.attack.steps > 0:
+            self.attack.step_size = 2.5 * self.attack.eps / self.attack.steps
+        return self
+
+
+# ---------------------------------------------------------------- loading, overrides, errors
+
+
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+    if e["type"] == "extra_forbidden":
+        return f"unknown config key '{key}': check the spelling (`robustscale config` prints every key)"
+    if e["type"] == "value_error" and not e["loc"]:
+        return str(e.get("ctx", {}).get("error", e["msg"]))
+    got = e.get("input")
+    got = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"config key '{key}': {e['msg']}{got}"
+
+
+def _leaf_path(value: Any, prefix: str) -> str:
+    """The dotted path of the first leaf under ``prefix`` (so ``no.such.key=1`` is reported whole)."""
+    while isinstance(value, dict) and len(value) == 1:
+        key, value = next(iter(value.items()))
+        prefix = f"{prefix}.{key}"
+    return prefix
+
+
+def _check_keys(raw: dict[str, Any], section: type[BaseModel], prefix: str = "") -> None:
+    """Reject unknown keys by their full dotted path, listing what is allowed at that level."""
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        field = section.model_fields.get(str(key))
+        if field is None:
+            allowed = ", ".join(section.model_fields)
+            raise ConfigError(f"unknown config key '{_leaf_path(value, path)}': allowed under "
+                              f"'{prefix[:-1] or 'the top level'}' are {allowed}")
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, _Section) and isinstance(value, dict):
+            _check_keys(value, sub, f"{path}.")
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a plain dict into a :class:`Config`, or raise one-line :class:`ConfigError`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections (data, model, ...), got {type(raw).__name__}")
+    _check_keys(raw, Config)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.2"`` -> ``(["train", "lr"], 0.2)``; values are read as YAML (``8/255`` kept as text)."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.epochs=10)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``section.key=value`` applied (nested keys create mappings)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``, with one-line errors for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found: pass a YAML file such as configs/digits.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections (data, model, ...)")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``section.key=value`` overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain JSON/YAML-friendly dict of the resolved config."""
+    return cfg.model_dump(mode="json")
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

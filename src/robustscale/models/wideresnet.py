@@ -1,0 +1,142 @@
+"""Pre-activation WideResNets as used across the adversarial-training literature, registered into timm.
+
+The block follows Zhang et al. (TRADES) / Gowal et al. (2020): BN -> act -> conv3x3 -> BN -> act -> conv3x3, with a
+1x1 projection on the pre-activated input where the shape changes. Depth ``d`` gives ``(d - 4) / 6`` blocks in each of
+three groups of widths ``16k, 32k, 64k``. Inputs are whatever the caller feeds (normalisation lives in
+:class:`robustscale.models.normalize.Normalize`), so the model works at any resolution (adaptive pooling).
+
+After ``import robustscale``: ``timm.create_model("wrn_28_10", num_classes=10, act_layer="gelu")``. Any other valid
+``wrn_D_W`` is registered on demand by :func:`robustscale.models.create_model` (or :func:`register_wrn`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import torch
+from torch import nn
+from timm.layers import get_act_layer
+from timm.models import register_model
+
+__all__ = ["WideResNet", "register_wrn", "parse_wrn_name"]
+
+_WRN_NAME = re.compile(r"^wrn_(\d+)_(\d+)$")
+
+
+class _Block(nn.Module):
+    def __init__(self, in_planes: int, out_planes: int, stride: int, act_layer: type[nn.Module], bn_momentum: float):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes, momentum=bn_momentum)
+        self.act1 = act_layer()
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes, momentum=bn_momentum)
+        self.act2 = act_layer()
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != out_planes:
+            self.shortcut = nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.act1(self.bn1(x))
+        # the projection reads the pre-activated input, the identity reads the raw one (as TRADES' and DM's code)
+        shortcut = x if self.shortcut is None else self.shortcut(o)
+        o = self.conv2(self.act2(self.bn2(self.conv1(o))))
+        return o + shortcut
+
+
+class WideResNet(nn.Module):
+    """WRN-``depth``-``width`` (Zagoruyko & Komodakis), pre-activation variant.
+
+    Args:
+        depth: total depth; ``(depth - 4)`` must be divisible by 6.
+        width: widening factor ``k``.
+        num_classes: logits out.
+        in_chans: input channels.
+        act_layer: activation class or timm name (``relu``, ``gelu``, ``silu``...).
+        bn_momentum: BatchNorm momentum in PyTorch's convention (Gowal et al. use 0.01; 0.1 suits short runs).
+        drop_rate: dropout before the classifier.
+    """
+
+    def __init__(self, depth: int = 28, width: int = 10, num_classes: int = 10, in_chans: int = 3,
+                 act_layer: str | type[nn.Module] = "relu", bn_momentum: float = 0.1, drop_rate: float = 0.0, **_):
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, 40, 70...), got {depth}")
+        if width < 1:
+            raise ValueError(f"WideResNet width must be >= 1, got {width}")
+        act = get_act_layer(act_layer) if isinstance(act_layer, str) else act_layer
+        n = (depth - 4) // 6
+        widths = [16, 16 * width, 32 * width, 64 * width]
+        self.num_classes, self.num_features, self.drop_rate = num_classes, widths[3], drop_rate
+        self.stem = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
+        blocks = []
+        for g, stride in enumerate((1, 2, 2)):
+            for i in range(n):
+                blocks.append(_Block(widths[g] if i == 0 else widths[g + 1], widths[g + 1], stride if i == 0 else 1,
+                                     act, bn_momentum))
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.BatchNorm2d(widths[3], momentum=bn_momentum)
+        self.act = act()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(widths[3], num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.blocks(self.stem(x))))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x).flatten(1)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+
+def parse_wrn_name(name: str) -> tuple[int, int] | None:
+    """``"wrn_28_10"`` -> ``(28, 10)``; ``None`` for names that are not WideResNets."""
+    m = _WRN_NAME.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def register_wrn(depth: int, width: int) -> str:
+    """Register ``wrn_{depth}_{width}`` in timm's registry (idempotent) and return its name."""
+    import timm
+
+    name = f"wrn_{depth}_{width}"
+    if name in timm.list_models(name):
+        return name
+    if depth < 10 or (depth - 4) % 6 or width < 1:
+        raise ValueError(f"'{name}' is not a valid WideResNet: depth must be 6n+4 (10, 16, 22, 28, 34, 70...), width >= 1")
+
+    def entrypoint(pretrained: bool = False, **kwargs) -> WideResNet:
+        if pretrained:
+            raise ValueError(f"{name}: robustscale ships no pretrained weights")
+        return WideResNet(depth, width, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    setattr(sys.modules[__name__], name, entrypoint)
+    register_model(entrypoint)
+    return name
+
+
+# The sizes the paper studies, and small ones for CPU work.
+for _d, _w in [(10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (22, 2), (28, 2), (28, 4), (28, 10), (34, 10),
+               (34, 20), (70, 16)]:
+    register_wrn(_d, _w)
