@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -157,14 +156,18 @@ class Runs:
         return {"accuracy": self.accuracy_unit, "flops": "as given"}
 
 
-def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: float | None = None) -> Runs:
+def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: float | None = None, *,
+                need_flops: bool = True) -> Runs:
     """Select the runs a scaling law or predictor may use, or say in one line why the table cannot be used.
 
     Only ``done`` runs count when a status column exists (failed or running runs have no final accuracy). Rows with
     missing FLOPs or accuracy, accuracy <= 0 (log space needs positive values), or accuracy below ``min_acc``
     (collapsed runs) are dropped and counted; non-positive FLOPs are an error because they mean a broken column.
+    The predictor passes ``need_flops=False``: a recipe's accuracy can be learned from tables that never counted FLOPs.
     """
     source = str(table.attrs.get("source", "table"))
+    if not need_flops and "train_flops" not in table:
+        table = table.assign(train_flops=1.0)
     _require_columns(table, ("train_flops", metric), source)
     dropped: dict[str, int] = {}
     frame = table
@@ -172,7 +175,8 @@ def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: fl
         done = frame["status"].astype(str).str.strip().str.lower() == "done"
         dropped["not_done"] = int((~done).sum())
         frame = frame[done]
-    frame = frame.assign(train_flops=_numeric(frame, "train_flops", source), **{metric: _numeric(frame, metric, source)})
+    numeric = {column: _numeric(frame, column, source) for column in ("train_flops", metric)}
+    frame = frame.assign(**numeric)
     _reject_non_positive_flops(frame, source)
     if frame[metric].notna().sum() == 0 and metric == "autoattack_acc" and "pgd40_acc" in table:
         raise UserError(f"{source}: column 'autoattack_acc' has no values; pass --metric pgd40_acc to analyse "
@@ -189,7 +193,8 @@ def _require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -
     for column in columns:
         if column not in table.columns:
             hint = " or pass --metric pgd40_acc" if column == "autoattack_acc" and "pgd40_acc" in table else ""
-            raise UserError(f"{source}: no '{column}' column; add it or map yours with --map {column}=YOUR_COLUMN{hint}")
+            raise UserError(f"{source}: no '{column}' column; add it or map yours with "
+                            f"--map {column}=YOUR_COLUMN{hint}")
 
 
 def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
@@ -241,18 +246,3 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, fsync and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

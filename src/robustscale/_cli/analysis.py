@@ -1,0 +1,170 @@
+"""``robustscale fit | extrapolate | predict | report``: scaling laws, predictions and the report (paper section IV).
+
+Thin wrappers: each command reads the table, calls one library function and prints its dict (``--json``) or a few
+readable lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from robustscale._cli._common import print_json
+
+TABLE_HELP = "Results table (csv/parquet/json) or a runs directory."
+MAP_HELP = "CANONICAL=COLUMN: read another framework's column under robustscale's name (repeatable)."
+METRIC_HELP = "Accuracy column to analyse (pgd40_acc when AutoAttack was not run)."
+MIN_ACC_HELP = "Drop runs below this accuracy first (collapsed runs), in the table's unit."
+
+
+def _table(path: Path, mapping: Optional[List[str]]) -> Any:
+    from robustscale.analysis import parse_mapping, read_table
+
+    return read_table(path, parse_mapping(mapping))
+
+
+def _law_line(name: str, law: dict | None) -> str:
+    if law is None:
+        return f"{name}: no column in the table"
+    ci = law.get("ci") or {}
+    alpha_ci = ci.get("alpha")
+    interval = f" [{alpha_ci[0]:.4g}, {alpha_ci[1]:.4g}]" if alpha_ci else ""
+    return f"{name}: C = {law['C']:.4g}, alpha = {law['alpha']:.4g}{interval}, R^2 = {law['r2']:.3f}, n = {law['n']}"
+
+
+def _fmt(value: Any) -> str:
+    """``None`` is a quantity the table cannot give (no such column); inf is a target the law never reaches."""
+    if value is None:
+        return "n/a"
+    return "unreachable" if value == float("inf") else f"{value:.3g}"
+
+
+def fit(
+    table: Path = typer.Argument(..., help=TABLE_HELP),
+    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
+    bins: int = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope."),
+    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
+    cost_envelope: bool = typer.Option(False, "--cost-envelope", help="Fit cost/energy/CO2 on the envelope too."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Fit the scaling laws: accuracy envelope vs FLOPs (with intervals), a saturating alternative, cost laws."""
+    from robustscale.analysis import fit_all
+
+    result = fit_all(_table(table, mapping), metric=metric, bins=bins, min_acc=min_acc, bootstrap=bootstrap,
+                     seed=seed, cost_envelope=cost_envelope)
+    if as_json:
+        return print_json(result)
+    sat = result["saturating_law"]
+    typer.echo(f"{result['n_runs']} runs, metric {result['metric']} ({result['units']['accuracy']}), FLOPs as given")
+    typer.echo(_law_line("accuracy law (envelope)", result["accuracy_law"]))
+    typer.echo(f"saturating law: A = {sat['A']:.4g}, B = {sat['B']:.4g}, gamma = {sat['gamma']:.4g}, "
+               f"R^2 = {sat['r2']:.3f}")
+    typer.echo(f"held-out RMSE: power {_fmt(result['power_law_holdout_error'])}, saturating "
+               f"{_fmt(sat['holdout_error'])} (better: {result['holdout']['better']})")
+    for name in ("cost_law", "energy_law", "co2_law"):
+        typer.echo(_law_line(name, result[name]))
+
+
+def extrapolate(
+    table: Path = typer.Argument(..., help=TABLE_HELP),
+    target: float = typer.Option(..., "--target", help="Robust accuracy wanted, in the table's unit."),
+    gpu: str = typer.Option("h100", "--gpu", help="GPU for GPU-years and the TDP energy estimate."),
+    utilization: Optional[float] = typer.Option(None, "--utilization", help="Assumed model-FLOPs utilisation."),
+    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
+    bins: int = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope."),
+    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """How much compute, energy, money, CO2 and GPU time a target robust accuracy needs under each law."""
+    from robustscale.analysis import extrapolate as run_extrapolation
+
+    result = run_extrapolation(_table(table, mapping), target, gpu=gpu, metric=metric, min_acc=min_acc, bins=bins,
+                               bootstrap=bootstrap, seed=seed, utilization=utilization)
+    if as_json:
+        return print_json(result)
+    a = result["assumptions"]
+    typer.echo(f"target {target:g} {result['metric']} ({result['units']['accuracy']}); best run "
+               f"{result['observed_best']:.4g}; GPU {a['gpu']} {a['precision']} at utilisation {a['utilization']}")
+    for key in ("power_law", "saturating_law"):
+        law = result[key]
+        lo, hi = law["interval"]
+        typer.echo(f"{key}: {_fmt(law['train_flops'])} FLOPs [{_fmt(lo)}, {_fmt(hi)}], "
+                   f"{_fmt(law['gpu_years']['value'])} GPU-years, {_fmt(_value(law['energy_kwh']))} kWh (law), "
+                   f"${_fmt(_value(law['cost_usd']))}, {_fmt(_value(law['co2_kg']))} kg CO2 -- {law['note']}")
+
+
+def _value(quantity: dict | None) -> float | None:
+    return None if quantity is None else quantity["value"]
+
+
+def predict(
+    table: Path = typer.Argument(..., help=TABLE_HELP),
+    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
+    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
+    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, boosting and folds."),
+    model: Optional[str] = typer.Option(None, "--model", help="Recipe: timm model name, e.g. wrn_34_20."),
+    params: Optional[int] = typer.Option(None, "--params", help="Recipe: parameter count (instead of --model)."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Recipe: relu or gelu."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Recipe: standard, at or trades."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Recipe: attack steps during training."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Recipe: EMA of the weights."),
+    synthetic: Optional[bool] = typer.Option(None, "--synthetic/--no-synthetic", help="Recipe: synthetic data."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Recipe: training epochs."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Recipe: dataset."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Predict robust accuracy from the recipe (gradient boosting); with a recipe, predict one nobody trained."""
+    from robustscale.analysis import predict_summary
+
+    recipe = {"model": model, "params": params, "activation": activation, "loss": loss, "attack_steps": steps,
+              "ema": ema, "synthetic": synthetic, "epochs": epochs, "dataset": dataset}
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    result = predict_summary(_table(table, mapping), metric=metric, min_acc=min_acc, recipe=recipe or None, seed=seed)
+    if as_json:
+        return print_json(result)
+    typer.echo(f"{result['n']} runs, {result['metric']} ({result['units']['accuracy']}); held-out R^2 "
+               f"{result['r2']:.3f}, MAE {result['mae']:.4g}; {result['cv_folds']}-fold R^2 {result['cv_r2']:.3f}")
+    for feature in sorted(result["features"], key=lambda f: -result["importance"]["permutation"][f]):
+        typer.echo(f"  {feature:14s} impurity {result['importance']['impurity'][feature]:.3f}  "
+                   f"permutation {result['importance']['permutation'][feature]:.3f}")
+    if "prediction" in result:
+        lo, hi = result["interval"]
+        typer.echo(f"prediction: {result['prediction']:.4g} [{lo:.4g}, {hi:.4g}] ({result['interval_method']})")
+
+
+def report(
+    source: Path = typer.Argument(..., help=TABLE_HELP),
+    out: Path = typer.Option(Path("report.html"), "-o", "--out", help="HTML file; a .json and figures go beside it."),
+    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
+    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
+    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
+    bins: int = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the predictor."),
+    gpu: str = typer.Option("h100", "--gpu", help="GPU for the extrapolations."),
+    targets: Optional[List[float]] = typer.Option(None, "--target", help="Accuracy to extrapolate to (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report's JSON content."),
+) -> None:
+    """Write one self-contained HTML report (figures embedded, opens offline) and the same content as JSON."""
+    from robustscale.analysis import build_report
+
+    result = build_report(_table(source, mapping), out, metric=metric, min_acc=min_acc, bins=bins,
+                          bootstrap=bootstrap, seed=seed, gpu=gpu, targets=targets or None)
+    if as_json:
+        return print_json(result)
+    typer.echo(f"wrote {result['html']} and {result['json']} ({len(result['figures'])} figures, PNG and SVG)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analysis commands to the ``robustscale`` app."""
+    for command in (fit, extrapolate, predict, report):
+        app.command(command.__name__)(command)
