@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 from robustscale.errors import ConfigError
 
@@ -76,13 +76,13 @@ def parse_number(value: Any) -> Any:
         num, den = (s.strip() for s in value.split("/"))
         try:
             return float(Fraction(num) / Fraction(den))
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError, OverflowError):
             return value
     return value
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
@@ -104,14 +104,14 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = "wrn_28_10"  # any timm model name; wrn_D_W for any valid depth/width
     act_layer: Optional[Activation] = Activation.relu  # null: the model's own default
-    kwargs: dict[str, Any] = {}  # passed to timm.create_model (e.g. bn_momentum, drop_rate)
+    kwargs: dict[str, JsonValue] = {}  # passed to timm.create_model (e.g. bn_momentum, drop_rate)
 
 
 class AttackConfig(_Section):
     norm: Norm = Norm.linf
     eps: Optional[float] = Field(None, ge=0.0)  # pixel units in [0,1]; null: the dataset's default (8/255 for CIFAR)
     steps: int = Field(10, ge=0)  # training attack steps (the paper: 1, 2, 5, 7, 10)
-    step_size: Optional[float] = Field(None, gt=0.0)  # null: 2.5 * eps / steps (Madry et al.'s rule)
+    step_size: Optional[float] = Field(None, ge=0.0)  # null: 2.5 * eps / steps (Madry et al.'s rule)
     random_start: bool = True
 
     _parse = field_validator("eps", "step_size", mode="before")(parse_number)
@@ -182,6 +182,8 @@ class Config(_Section):
             self.attack.eps = info.default_eps
         if self.data.image_size is None:
             self.data.image_size = info.image_size
+        elif self.data.dataset is Dataset.digits and self.data.image_size not in (8, 16):
+            raise ValueError(f"data.image_size: digits are 8px (native) or 16 (upsampled), got {self.data.image_size}")
         elif self.data.dataset is not Dataset.digits and self.data.image_size != info.image_size:
             raise ValueError(f"data.image_size: {self.data.dataset.value} images are {info.image_size}px; "
                              "only digits can be resized (8 or 16)")
@@ -190,22 +192,29 @@ class Config(_Section):
         check_model_name(self.model.name)
         if self.attack.step_size is None and self.attack.steps > 0:
             self.attack.step_size = 2.5 * self.attack.eps / self.attack.steps
+        if self.attack.step_size == 0 and self.attack.eps > 0:
+            raise ValueError("config key 'attack.step_size': must be greater than 0 when attack.eps > 0")
         return self
 
 
 # ---------------------------------------------------------------- loading, overrides, errors
 
 
+def _show(text: Any) -> str:
+    """User text in a one-line message: line breaks and control characters escaped."""
+    return str(text).encode("unicode_escape").decode("ascii")
+
+
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    key = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+    key = _show(".".join(str(p) for p in e["loc"]))
     if e["type"] == "extra_forbidden":
         return f"unknown config key '{key}': check the spelling (`robustscale config` prints every key)"
     if e["type"] == "value_error" and not e["loc"]:
         return str(e.get("ctx", {}).get("error", e["msg"]))
     got = e.get("input")
     got = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"config key '{key}': {e['msg']}{got}"
+    return _show(f"config key '{key}': {e['msg']}{got}")
 
 
 def _leaf_path(value: Any, prefix: str) -> str:
@@ -223,8 +232,8 @@ def _check_keys(raw: dict[str, Any], section: type[BaseModel], prefix: str = "")
         field = section.model_fields.get(str(key))
         if field is None:
             allowed = ", ".join(section.model_fields)
-            raise ConfigError(f"unknown config key '{_leaf_path(value, path)}': allowed under "
-                              f"'{prefix[:-1] or 'the top level'}' are {allowed}")
+            raise ConfigError(f"unknown config key '{_show(_leaf_path(value, path))}': allowed under "
+                              f"'{_show(prefix[:-1]) or 'the top level'}' are {allowed}")
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, _Section) and isinstance(value, dict):
             _check_keys(value, sub, f"{path}.")
@@ -246,7 +255,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, value = item.partition("=")
     key = key.strip()
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-        raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.epochs=10)")
+        raise ConfigError(f"override '{_show(item)}' must look like section.key=value (e.g. train.epochs=10)")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
@@ -265,7 +274,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
+                raise ConfigError(f"override '{_show(item)}': '{_show(part)}' is a value, not a section")
             node = child
         node[path[-1]] = value
     return out
@@ -277,7 +286,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found: pass a YAML file such as configs/digits.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"config file '{path}' cannot be read as UTF-8 text ({type(err).__name__}): save it as "
+                          "UTF-8 YAML") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -27,7 +27,9 @@ def load_digits_arrays(split: str, image_size: int = 8) -> tuple[np.ndarray, np.
     x = images[idx]
     if image_size != 8:
         if image_size % 8:
-            raise ValueError("digits image_size must be a multiple of 8 (8 or 16)")
+            from robustscale.errors import DataError
+
+            raise DataError(f"digits image_size must be 8 or 16, got {image_size}")
         r = image_size // 8
         x = x.repeat(r, axis=1).repeat(r, axis=2)
     x = np.repeat(x[..., None], 3, axis=3)  # NHWC, 3 channels

@@ -90,7 +90,7 @@ def save_model(path: str | Path, model: nn.Module, cfg) -> Path:
 def load_model(path: str | Path, device: torch.device | str = "cpu", which: str = "best") -> NormalizedModel:
     """An eval-mode model taking [0, 1] inputs, from a run folder (its ``best`` weights: the EMA ones when EMA was
     on) or a ``.safetensors`` checkpoint. Reads tensors and JSON only: nothing in the file is executed."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from robustscale.config import config_from_dict
@@ -109,7 +109,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", which: str 
         cfg = config_from_dict(json.loads(meta["config"]))
         model = create_from_config(cfg)
         model.load_state_dict(load_file(str(file), device="cpu"))
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
         if isinstance(err, UserError):
             raise
         raise UserError(f"cannot read model file '{file}': {str(err).splitlines()[0]}") from None

@@ -1,0 +1,32 @@
+"""Fixtures shared by every test folder. Keep this small: area-specific fixtures live in each folder's conftest."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The repository root (tests may run from any working directory)."""
+    return REPO
+
+
+@pytest.fixture
+def digits_yaml() -> Path:
+    """The shipped digits recipe, by absolute path."""
+    return REPO / "configs" / "digits.yaml"
+
+
+@pytest.fixture
+def assert_one_line():
+    """Check a user-facing error message is a single, non-empty line (the CLI prints it as ``error: ...``)."""
+
+    def check(message) -> str:
+        text = str(message).strip()
+        assert text, "empty error message"
+        assert len(text.splitlines()) == 1, f"multi-line error message: {text!r}"
+        return text
+
+    return check

@@ -1,0 +1,103 @@
+"""Synthetic images in the DDPM/EDM npz release format: memory-mapped, validated against the real dataset."""
+
+import numpy as np
+import pytest
+
+from robustscale.config import load_config
+from robustscale.data import load_synthetic, load_train_data, save_synthetic
+from robustscale.errors import DataError
+
+SHAPE = dict(image_size=8, channels=3, num_classes=10)
+
+
+def _arrays(n=20, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+
+def test_save_then_load_is_memory_mapped_and_equal(tmp_path):
+    x, y = _arrays()
+    path = save_synthetic(tmp_path / "syn.npz", x, y)
+    assert path.is_file() and [p.name for p in tmp_path.iterdir()] == ["syn.npz"]  # no temp file left
+    mx, my = load_synthetic(path, **SHAPE)
+    assert isinstance(mx, np.memmap) and isinstance(my, np.memmap)
+    assert mx.dtype == np.uint8 and mx.shape == x.shape and np.array_equal(mx, x)
+    assert np.array_equal(my, y)
+
+
+def test_plain_np_savez_release_file_is_memory_mapped(tmp_path):
+    x, y = _arrays(7)
+    np.savez(tmp_path / "release.npz", image=x, label=y.astype(np.uint8))  # labels as any integer type
+    mx, my = load_synthetic(tmp_path / "release.npz", **SHAPE)
+    assert isinstance(mx, np.memmap) and np.array_equal(mx, x) and np.array_equal(my, y)
+
+
+def test_compressed_npz_loads_through_a_cache(tmp_path):
+    x, y = _arrays(9, seed=1)
+    path = tmp_path / "c.npz"
+    np.savez_compressed(path, image=x, label=y)
+    for _ in range(2):  # the second call reuses the cache
+        mx, my = load_synthetic(path, **SHAPE)
+        assert np.array_equal(mx, x) and np.array_equal(my, y)
+        assert isinstance(mx, np.memmap)
+
+
+def _bad(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("case", ["no_label", "no_image", "float_images", "wrong_size", "wrong_channels", "nchw",
+                                  "label_negative", "label_too_big", "labels_2d", "float_labels", "count_mismatch",
+                                  "object_array", "object_array_compressed", "not_zip", "missing"])
+def test_malformed_files_are_one_line_data_errors_naming_the_file(tmp_path, case, assert_one_line):
+    x, y = _arrays()
+    path = tmp_path / "bad.npz"
+    if case == "no_label":
+        _bad(tmp_path, image=x, labels=y)
+    elif case == "no_image":
+        _bad(tmp_path, images=x, label=y)
+    elif case == "float_images":
+        _bad(tmp_path, image=x.astype(np.float32) / 255, label=y)
+    elif case == "wrong_size":
+        _bad(tmp_path, image=_arrays(size=16)[0], label=y)
+    elif case == "wrong_channels":
+        _bad(tmp_path, image=x[..., :1], label=y)
+    elif case == "nchw":
+        _bad(tmp_path, image=np.ascontiguousarray(x.transpose(0, 3, 1, 2)), label=y)
+    elif case == "label_negative":
+        _bad(tmp_path, image=x, label=np.where(np.arange(len(y)) == 3, -1, y))
+    elif case == "label_too_big":
+        _bad(tmp_path, image=x, label=np.where(np.arange(len(y)) == 3, 10, y))
+    elif case == "labels_2d":
+        _bad(tmp_path, image=x, label=y[:, None])
+    elif case == "float_labels":
+        _bad(tmp_path, image=x, label=y.astype(np.float64))
+    elif case == "count_mismatch":
+        _bad(tmp_path, image=x, label=y[:-1])
+    elif case == "object_array":
+        np.savez(path, image=np.array([x[0], "x"], dtype=object), label=y, allow_pickle=True)
+    elif case == "object_array_compressed":
+        np.savez_compressed(path, image=np.array([x[0], "x"], dtype=object), label=y, allow_pickle=True)
+    elif case == "not_zip":
+        path.write_bytes(b"this is not a zip archive" * 10)
+    with pytest.raises(DataError) as err:
+        load_synthetic(path, **SHAPE)
+    assert str(path) in assert_one_line(err.value)
+
+
+def test_load_train_data_opens_and_validates_the_synthetic_set(tmp_path, digits_yaml, assert_one_line):
+    x, y = _arrays(30)
+    good = save_synthetic(tmp_path / "good.npz", x, y)
+    bundle = load_train_data(load_config(digits_yaml, [f"data.synthetic.path={good}"]).data)
+    assert bundle.n_synthetic == 30 and isinstance(bundle.synthetic_x, np.memmap)
+    assert np.array_equal(bundle.synthetic_x, x) and np.array_equal(bundle.synthetic_y, y)
+    # the same file is the wrong shape once digits are upsampled to 16x16
+    cfg = load_config(digits_yaml, [f"data.synthetic.path={good}", "data.image_size=16"])
+    with pytest.raises(DataError) as err:
+        load_train_data(cfg.data)
+    assert "good.npz" in assert_one_line(err.value)
+    cfg = load_config(digits_yaml, [f"data.synthetic.path={tmp_path / 'absent.npz'}"])
+    with pytest.raises(DataError, match="absent.npz"):
+        load_train_data(cfg.data)
