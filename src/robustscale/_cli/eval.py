@@ -1,0 +1,82 @@
+"""``robustscale eval``: AutoAttack or PGD on a run folder or checkpoint, with the sanity checks in the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from robustscale.errors import UserError
+
+
+def parse_eps(text: Optional[str]) -> Optional[float]:
+    """``"8/255"`` or ``"0.03"`` -> float; anything else is a one-line :class:`UserError`."""
+    if text is None:
+        return None
+    from robustscale.config import parse_number
+
+    value = parse_number(text)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--eps must be a number or a fraction such as 8/255, got '{text}'") from None
+    if not value >= 0:
+        raise UserError(f"--eps must be non-negative, got '{text}'")
+    return value
+
+
+def _rows(res: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("attack", f"{res['attack']}" + (f" ({res['version']})" if "version" in res else f"-{res['steps']}")),
+            ("eps", f"{res['eps']:.6g} ({res['norm']})"), ("points", str(res["n"])),
+            ("clean accuracy", f"{res['clean_acc']:.2%}"), ("robust accuracy", f"{res['robust_acc']:.2%}")]
+    rows += [(f"  after {name}", f"{acc:.2%}") for name, acc in (res.get("per_attack") or {}).items()]
+    rows.append(("seconds", f"{res['seconds']:.1f}"))
+    rows += [(f"check {c['name']}", ("ok" if c["ok"] else "FAILED") + f"  {c['detail']}") for c in res["checks"]]
+    rows += [("warning", w) for w in res.get("warnings") or []]
+    return rows
+
+
+def _print_table(res: dict[str, Any]) -> None:
+    rows = _rows(res)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+    for error in res["errors"]:
+        typer.echo(f"error: sanity check failed: {error}", err=True)
+
+
+def eval_cmd(
+    path: Path = typer.Argument(..., help="Run folder (its best weights) or a .safetensors checkpoint.",
+                                show_default=False),
+    attack: str = typer.Option("autoattack", "--attack", help="autoattack or pgd."),
+    steps: int = typer.Option(20, "--steps", help="PGD steps (--attack pgd)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="Radius in pixel units, e.g. 8/255 (default: the run's)."),
+    norm: Optional[str] = typer.Option(None, "--norm", help="linf or l2 (default: the run's)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Evaluate a seeded subset of N test points (default: all)."),
+    version: str = typer.Option("standard", "--version", help="AutoAttack version: standard, plus or rand."),
+    attacks: Optional[str] = typer.Option(None, "--attacks", help="Custom AutoAttack list, e.g. apgd-ce,square."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="PGD loss: ce or margin (default: the run's)."),
+    batch_size: int = typer.Option(500, "--batch-size", help="Points per attack batch."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the subset and the attacks."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Measure robust accuracy; exits 1 when a sanity check fails. With a run folder the result is also written to
+    eval/<attack>-<eps>.json there."""
+    from robustscale.evaluate import evaluate
+
+    attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    res = evaluate(path, attack=attack, eps=parse_eps(eps), norm=norm, steps=steps, loss=loss, n=n,
+                   version=version, attacks=attack_names, batch_size=batch_size, seed=seed)
+    if as_json:
+        from robustscale._cli._common import print_json
+
+        print_json(res)
+    else:
+        _print_table(res)
+    if not res["ok"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)

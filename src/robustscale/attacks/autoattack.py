@@ -1,0 +1,275 @@
+"""AutoAttack (Croce & Hein) through ``pyautoattack``, the authors' code: a thin, resumable, honest wrapper.
+
+The wrapper never reimplements an attack. It runs ``AutoAttack.run_standard_evaluation`` once per attack and per
+batch of still-robust points, which is exactly what one full call does internally (each batch is attacked on its
+own, with the seed reset), and records after every batch, atomically, which points are still robust. That gives
+
+- resumption: ``pyautoattack`` 0.2.0's own state file cannot be restored (it stores the attack set as a string, so
+  the restore always reports "a different set of attacks", and its restore path leaves ``y_adv`` undefined); our
+  state file loses at most one batch when the job is killed;
+- exact per-attack robust accuracy from the counts, not from rounded log lines;
+- warnings (randomised defence, outputs that are not logits, Square beating the white-box attacks = possible
+  gradient masking) captured into the result instead of a log nobody reads.
+
+The model runs in eval mode and fp32 (autocast off; TF32 as configured) and comes back in its previous mode; the
+global torch RNG, which the attacks reseed, is restored too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from robustscale.attacks.pgd import _choice, eval_fp32, model_device
+from robustscale.errors import UserError
+
+__all__ = ["run_autoattack", "subset_indices", "attack_list", "ATTACKS", "VERSIONS"]
+
+ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+VERSIONS = ("standard", "plus", "rand", "custom")
+_AA_NORM = {"linf": "Linf", "l2": "L2"}
+_STATE_FORMAT = "robustscale-autoattack-state-1"
+_log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def attack_list(version: str, attacks: Optional[Sequence[str]], norm: str = "linf") -> tuple[str, list[str]]:
+    """``(version, attacks in run order)``. A custom list implies version ``custom``; each name is checked."""
+    version = getattr(version, "value", version)
+    if attacks is not None:
+        if version not in ("standard", "custom"):
+            raise UserError(f"an attack list needs version 'custom', not '{version}'")
+        bad = [a for a in attacks if a not in ATTACKS]
+        if bad or not attacks or len(set(attacks)) != len(attacks):
+            raise UserError(f"attacks must be distinct names from {', '.join(ATTACKS)}; got {', '.join(attacks)}")
+        return "custom", list(attacks)
+    if version not in VERSIONS or version == "custom":
+        raise UserError(f"AutoAttack version must be standard, plus or rand (or custom with an attack list), "
+                        f"got '{version}'")
+    from pyautoattack import AutoAttack
+
+    return version, list(AutoAttack(nn.Identity(), norm=_AA_NORM[norm], version=version).attacks_to_run)
+
+
+def subset_indices(total: int, n: Optional[int], seed: int = 0) -> Tensor:
+    """Sorted indices of ``n`` points drawn without replacement with a torch generator seeded by ``seed`` (all points
+    when ``n`` is None or not smaller than ``total``): the same subset for every model evaluated with that seed."""
+    if n is not None and n < 1:
+        raise UserError(f"n must be a positive number of points, got {n}")
+    if n is None or n >= total:
+        return torch.arange(total)
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return perm[:n].sort().values
+
+
+def _check_fp32(model: nn.Module) -> None:
+    bad = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
+    if bad:
+        raise ValueError(f"AutoAttack runs in fp32 but the model holds {', '.join(bad)} weights: evaluate a float32 "
+                         "copy (autocast is switched off for you)")
+
+
+# ---------------------------------------------------------------------------------------------- state on disk
+
+
+def _fingerprint(model: nn.Module, indices: Tensor) -> str:
+    """Hash of the weights, buffers and evaluated points: a state file is only resumed for the same evaluation."""
+    h = hashlib.sha256(indices.numpy().tobytes())
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _new_state(key: dict[str, Any], robust: list[bool]) -> dict[str, Any]:
+    return {"format": _STATE_FORMAT, "key": key, "clean": sum(robust), "robust": robust, "done": {},
+            "current": None, "todo": [], "seconds": 0.0, "warnings": []}
+
+
+def _load_state(path: Optional[Path], key: dict[str, Any]) -> tuple[Optional[dict[str, Any]], list[str]]:
+    """The saved state for exactly this evaluation, or None (and a note when a file was there but not usable)."""
+    if path is None or not path.exists():
+        return None, []
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, [f"state file '{path}' was unreadable: started over"]
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT or state.get("key") != key:
+        return None, [f"state file '{path}' belongs to another evaluation (model, points or settings): started over"]
+    return state, []
+
+
+def _save_state(path: Optional[Path], state: dict[str, Any]) -> None:
+    if path is not None:
+        from robustscale.store.atomic import write_json
+
+        write_json(path, state)
+
+
+# ---------------------------------------------------------------------------------------------- capture
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of WARNING and above; forwards the rest (progress) to our own logger."""
+
+    def __init__(self, sink: list[str]):
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.sink.append(record.getMessage())
+        else:
+            _log.debug("auto-attack: %s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _captured(sink: list[str]) -> Iterator[None]:
+    """Route pyautoattack's logger warnings and ``warnings.warn`` calls into ``sink`` for the duration.
+
+    The 'auto-attack' logger stops propagating meanwhile (its checks run once per batch, and the deduplicated
+    messages are logged once at the end instead); its level and propagation are restored after.
+    """
+    logger = logging.getLogger("auto-attack")
+    handler, level, propagate = _Collect(sink), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    if not logger.isEnabledFor(logging.WARNING):
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        sink.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def _clean_flags(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device) -> list[bool]:
+    with torch.no_grad():
+        return [bool(f) for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+                for f in (model(xb.to(device)).argmax(1).cpu() == yb)]
+
+
+def _attack_batch(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, key: dict[str, Any],
+                  device: torch.device) -> Tensor:
+    """One ``run_standard_evaluation`` call with a single attack on one batch of robust points: the per-point
+    predictions after the attack (equal to ``y`` where the point is still robust)."""
+    from pyautoattack import AutoAttack
+
+    custom = key["version"] == "custom"
+    aa = AutoAttack(model, device=device, eps=key["eps"], norm=_AA_NORM[key["norm"]], seed=key["seed"],
+                    version=key["version"], attacks=key["attacks"] if custom else None)
+    aa.attacks_to_run = [attack]  # a fresh object, configured by its version, restricted to the one attack
+    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=key["batch_size"])
+    return y_adv.cpu()
+
+
+def _run_attack(model, x, y, attack, state, *, key, device, path, clock, sink) -> None:
+    """Attack every point still robust before ``attack``, one batch at a time, saving the state (and the warnings
+    so far) after each."""
+    if state["current"] != attack:
+        state["current"], state["todo"] = attack, [i for i, r in enumerate(state["robust"]) if r]
+    while state["todo"]:
+        batch = state["todo"][:key["batch_size"]]
+        y_adv = _attack_batch(model, x[batch], y[batch], attack, key=key, device=device)
+        for i, still_robust in zip(batch, (y_adv == y[batch]).tolist()):
+            state["robust"][i] = still_robust
+        state["todo"], state["seconds"] = state["todo"][len(batch):], clock()
+        state["warnings"] = _unique(state["warnings"] + sink)
+        _save_state(path, state)
+    state["done"][attack], state["current"] = sum(state["robust"]), None
+    _save_state(path, state)
+
+
+def _square_check(state: dict[str, Any], n: int) -> None:
+    """pyautoattack's own 'Square beat the white-box attacks' check, on the whole run's per-attack accuracies."""
+    from pyautoattack import checks
+
+    accs = {"clean": state["clean"] / n, **{a: c / n for a, c in state["done"].items()}}
+    checks.check_square_sr(accs, logger=logging.getLogger("auto-attack"))
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
+                   version: str = "standard", attacks: Optional[Sequence[str]] = None, n: Optional[int] = None,
+                   seed: int = 0, batch_size: int = 500, state_path: Optional[str | Path] = None) -> dict[str, Any]:
+    """Robust accuracy under AutoAttack, the number the paper (and RobustBench) reports.
+
+    Args:
+        model: maps images in [0, 1] to logits; run in eval mode and fp32, restored after.
+        x, y: the test points (``x`` float in [0, 1]); ``n`` picks a seeded subset of them (:func:`subset_indices`).
+        eps, norm: the threat model (``linf`` or ``l2``), eps in pixel units.
+        version: ``standard`` (APGD-CE, APGD-T, FAB-T, Square), ``plus``, ``rand``; ``attacks`` runs a custom list.
+        seed: seeds the attacks and the subset.
+        batch_size: points per attack batch (results depend on it through the per-batch seeding).
+        state_path: JSON file resumed when it holds this same evaluation (model, points, settings), written after
+            every batch; a file from another evaluation is overwritten (and said so in ``warnings``).
+
+    Returns:
+        ``clean_acc``, ``robust_acc``, ``per_attack`` (attack -> robust accuracy after it, in run order), ``n``,
+        ``seconds`` and ``points_per_s`` (over all sessions of a resumed run), ``warnings``, ``version``,
+        ``attacks``, ``eps``, ``norm``, ``seed``, ``resumed``.
+    """
+    norm = _choice(norm, ("linf", "l2"), "norm")
+    version, attacks = attack_list(version, attacks, norm)
+    _check_fp32(model)
+    if len(y) == 0:
+        raise UserError("AutoAttack needs at least one test point")
+    idx = subset_indices(len(y), n, seed)
+    x, y, device = x[idx], y[idx], model_device(model)
+    path = Path(state_path) if state_path is not None else None
+    key = {"eps": float(eps), "norm": norm, "version": version, "attacks": attacks, "seed": seed,
+           "batch_size": batch_size, "n": len(idx), "fingerprint": _fingerprint(model, idx) if path else None}
+    sink: list[str] = []
+    with eval_fp32(model), torch.random.fork_rng(devices=_rng_devices(device)), _captured(sink):
+        state, notes = _load_state(path, key)
+        resumed, t0 = state is not None, time.perf_counter()
+        state = state or _new_state(key, _clean_flags(model, x, y, batch_size, device))
+        before = state["seconds"]  # time spent by earlier sessions of a resumed run
+
+        def clock() -> float:
+            return before + time.perf_counter() - t0
+
+        for attack in attacks:
+            if attack not in state["done"]:
+                _run_attack(model, x, y, attack, state, key=key, device=device, path=path, clock=clock, sink=sink)
+        _square_check(state, len(idx))
+        state["seconds"] = clock()
+    state["warnings"] = _unique(state["warnings"] + notes + sink)
+    _save_state(path, state)
+    for message in state["warnings"]:
+        _log.warning("AutoAttack: %s", message)
+    return _result(state, key, resumed)
+
+
+def _result(state: dict[str, Any], key: dict[str, Any], resumed: bool) -> dict[str, Any]:
+    n, seconds = key["n"], state["seconds"]
+    return {"attack": "autoattack", "version": key["version"], "attacks": key["attacks"], "eps": key["eps"],
+            "norm": key["norm"], "n": n, "seed": key["seed"], "clean_acc": state["clean"] / n,
+            "robust_acc": sum(state["robust"]) / n, "per_attack": {a: state["done"][a] / n for a in key["attacks"]},
+            "seconds": seconds, "points_per_s": n / seconds if seconds > 0 else None,
+            "warnings": list(state["warnings"]), "resumed": resumed}
