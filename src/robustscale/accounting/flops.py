@@ -1,0 +1,318 @@
+"""Exact FLOP counts per training sample, and a run's running total.
+
+The paper averaged FLOPs per epoch (so 100- and 400-epoch runs looked equally expensive) and multiplied profiled
+forward FLOPs by 3. Here every piece of a training step is counted with ``torch.utils.flop_counter.FlopCounterMode``
+on the real graph, built on the meta device (WRN-70-16 is counted without allocating it), and a run's total is the
+sum over the samples it actually processed.
+
+What is counted: matrix multiplications and convolutions, forward and backward, at 2 FLOPs per multiply-add
+(PyTorch's counter; BatchNorm, activations and the loss are not counted, as in the published 10.5 / 77.5 GFLOPs of
+WRN-28-10 / WRN-70-16 at 32x32). Per sample, with ``F`` the forward FLOPs and ``K`` attack steps:
+
+* one attack step ``A = F + B_in``: a forward on ``x + delta`` and ``torch.autograd.grad(objective, delta)``.
+  Autograd skips weight gradients here (they are not asked for), so the backward computes input gradients only,
+  one convolution per forward convolution: ``B_in = F`` exactly, ``A = 2F``.
+* a full update ``U = F + B_full``: a forward on an input that needs no gradient and ``loss.backward()``. Each
+  layer computes its weight gradient (``F`` in total) and, except the stem, its input gradient, so
+  ``B_full = 2F - stem`` where ``stem`` is the first convolution's forward FLOPs (its input gradient is never needed).
+* standard training: ``attack = 0``, ``update = U``.
+* PGD-AT: ``attack = K * A``, ``update = U``; ``train = K * 2F + 3F - stem``.
+* TRADES: ``attack = F + K * A`` (the clean forward, without gradients, that gives the attack its target),
+  ``update = 2U`` (forward on ``x`` and on ``x_adv``, and the backward of both); ``train = (2K + 7) F - 2 stem``.
+
+``docs/flops.md`` works this through for WRN-28-10 with TRADES-10 and checks it against ``robustscale flops``.
+
+The paper's convention, kept next to the exact count so published numbers can be compared: the profiled forward
+FLOPs of every forward pass the paper charges, times 3 (backward taken as 2x forward, Sec. III-B). The passes charged
+per sample are ``1`` for standard training, ``K + 1`` for AT (K attack passes and the update), and ``K + 2`` for
+TRADES, whose extra forward the paper names (Sec. III-A: "one forward pass in addition"). So the paper convention is
+``3F``, ``3(K + 1)F`` and ``3(K + 2)F``; it ignores that attack backwards need no weight gradients, and that TRADES'
+update runs two forward-backward pairs. Validation FLOPs are excluded from it, as the paper excluded them.
+
+Evaluation: PGD-k on one point costs a clean forward, then (only for points classified correctly, which
+:func:`robustscale.attacks.pgd_accuracy` attacks) ``k`` attack steps and one final forward. AutoAttack's cost is
+data-dependent (it stops attacking points it has broken) and is *not* counted in ``eval_flops``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "run_step_compute", "RunFlops", "LOSSES"]
+
+LOSSES = ("standard", "at", "trades")
+COUNT_BATCH = 2  # FLOPs are linear in the batch for these nets (checked in tests); 2 keeps train-mode BN valid
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs per training sample of one step, split as the record reports them (all ints, 2 FLOPs per MAC)."""
+
+    forward: int  # one forward pass
+    attack_step: int  # forward + input-gradient backward
+    attack: int  # the whole attack: steps * attack_step (+ TRADES' clean target forward)
+    update: int  # the loss forward(s) and their full backward
+    train: int  # attack + update
+    paper_convention: int  # 3 * forward * passes charged by the paper (module docstring)
+    params: int
+    loss: str = "at"
+    steps: int = 10
+    stem: int = 0  # forward FLOPs of the first layer (whose input gradient a full backward skips)
+
+    def pgd_eval(self, steps: int) -> int:
+        """PGD-``steps`` evaluation of one point that is attacked: clean forward, the steps, final forward."""
+        return self.forward + steps * self.attack_step + self.forward
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def count_flops(fn, *args, **kwargs) -> int:
+    """FLOPs that ``fn(*args, **kwargs)`` runs, as ``FlopCounterMode`` counts them."""
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return counter.get_total_flops()
+
+
+# ---------------------------------------------------------------------------------------------- the graph pieces
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(x)
+
+
+def _objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    if target is None:
+        return F.cross_entropy(logits.float(), y, reduction="sum")
+    return F.kl_div(F.log_softmax(logits.float(), 1), F.softmax(target.float(), 1), reduction="sum")
+
+
+def _attack_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:
+    """One PGD step's compute: the gradient is taken with respect to ``delta`` (the model sees ``x + delta``), as
+    :func:`robustscale.attacks.pgd` does; parameters keep ``requires_grad`` and autograd still skips their grads."""
+    delta = torch.zeros_like(x).requires_grad_(True)
+    with torch.enable_grad():
+        torch.autograd.grad(_objective(model(x + delta), y, target), delta)
+
+
+def _update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> None:
+    with torch.enable_grad():
+        logits = model(x)
+        value = F.cross_entropy(logits.float(), y)
+        if loss == "trades":
+            adv = model(x + 0.0)  # x_adv: same shape, no gradient needed with respect to it
+            value = value + F.kl_div(F.log_softmax(adv.float(), 1), F.softmax(logits.float(), 1),
+                                     reduction="batchmean")
+        value.backward()
+
+
+def run_step_compute(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str, steps: int) -> None:
+    """The compute of one training step of ``loss`` exactly as counted here (attack, then update), without an
+    optimiser: what :func:`robustscale.accounting.budget.measure_throughput` times."""
+    target = None
+    if loss == "trades":
+        with torch.no_grad():
+            target = model(x)
+    for _ in range(steps if loss != "standard" else 0):
+        _attack_step(model, x, y, target)
+    _update(model, x, y, loss)
+
+
+def _forward_and_stem(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """Forward FLOPs, and those of the first weight layer (what a full backward saves by not needing its input
+    gradient), from one counted forward."""
+    first = next((name for name, m in model.named_modules()
+                  if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))), None)
+    with FlopCounterMode(display=False) as counter:
+        _forward(model, x)
+    per_module = counter.get_flop_counts()  # keyed "<root class>.<qualified name>"
+    stem = sum(per_module.get(f"{type(model).__name__}.{first}", {}).values()) if first is not None else 0
+    return counter.get_total_flops(), stem
+
+
+def _count_pieces(model: nn.Module, *, image_size: int, in_chans: int, num_classes: int, loss: str, steps: int,
+                  device: torch.device) -> StepFlops:
+    """Run forward, one attack step and the update under the counter; per sample = count / batch."""
+    b = COUNT_BATCH
+    model.train()  # what a training step uses (batch-statistics BN); the counted ops do not depend on it
+    x = torch.rand(b, in_chans, image_size, image_size, device=device)
+    y = torch.zeros(b, dtype=torch.long, device=device)
+    target = torch.zeros(b, num_classes, device=device) if loss == "trades" else None
+
+    forward, stem = (n // b for n in _forward_and_stem(model, x))
+    attack_step = count_flops(_attack_step, model, x, y, target) // b
+    update = count_flops(_update, model, x, y, loss) // b
+    model.zero_grad(set_to_none=True)
+    if loss == "standard":
+        steps = 0
+    attack = steps * attack_step + (forward if loss == "trades" else 0)
+    passes = {"standard": 1, "at": steps + 1, "trades": steps + 2}[loss]
+    params = sum(p.numel() for p in model.parameters())
+    return StepFlops(forward=forward, attack_step=attack_step, attack=attack, update=update, train=attack + update,
+                     paper_convention=3 * forward * passes, params=params, loss=loss, steps=steps, stem=stem)
+
+
+# ---------------------------------------------------------------------------------------------- public entry points
+
+
+def _check(loss: str, steps: int, image_size: int) -> str:
+    loss = getattr(loss, "value", loss)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if steps < 0 or image_size < 1:
+        raise ValueError(f"steps must be >= 0 and image_size >= 1, got steps={steps}, image_size={image_size}")
+    return loss
+
+
+@lru_cache(maxsize=256)
+def _step_flops_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: str, steps: int,
+                       kwargs: tuple[tuple[str, Any], ...]) -> StepFlops:
+    from robustscale.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **dict(kwargs))
+    return _count_pieces(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
+                         steps=steps, device=torch.device("meta"))
+
+
+def _module_flops(module: nn.Module, **kw) -> StepFlops:
+    """Count a given module on a meta copy (the caller's weights, BN statistics and grads are left alone)."""
+    try:
+        model = copy.deepcopy(module).to("meta")
+        return _count_pieces(model, device=torch.device("meta"), **kw)
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count a CPU copy instead
+        model = copy.deepcopy(module).to("cpu")
+        return _count_pieces(model, device=torch.device("cpu"), **kw)
+
+
+def step_flops(model: str | nn.Module, *, image_size: int, in_chans: int = 3, num_classes: int = 10,
+               loss: str = "at", steps: int = 10, model_kwargs: Mapping[str, Any] | None = None) -> StepFlops:
+    """FLOPs per training sample of one step of ``loss`` with a ``steps``-step attack (module docstring).
+
+    Args:
+        model: a registry name (``wrn_28_10``, any timm model; built on the meta device and cached) or a module
+            (counted on a meta copy, not cached).
+        image_size: input height = width in pixels.
+        loss: ``standard``, ``at`` or ``trades`` (a :class:`robustscale.config.Loss` works too).
+        steps: training attack steps (ignored for ``standard``).
+        model_kwargs: extra ``create_model`` options (``act_layer``...): they do not change the counted FLOPs of a
+            WideResNet but may change other timm models.
+    """
+    loss = _check(loss, steps, image_size)
+    if isinstance(model, nn.Module):
+        return _module_flops(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
+                             steps=steps)
+    kwargs = tuple(sorted((k, getattr(v, "value", v)) for k, v in (model_kwargs or {}).items() if v is not None))
+    return _step_flops_cached(model, image_size, in_chans, num_classes, loss, steps if loss != "standard" else 0,
+                              kwargs)
+
+
+def step_flops_for_config(cfg) -> StepFlops:
+    """:func:`step_flops` for the model, input shape, loss and attack steps a :class:`Config` trains with."""
+    from robustscale.data.registry import dataset_info
+
+    info = dataset_info(cfg.data.dataset)
+    kwargs = dict(cfg.model.kwargs)
+    if cfg.model.act_layer is not None:
+        kwargs["act_layer"] = cfg.model.act_layer.value
+    return step_flops(cfg.model.name, image_size=cfg.data.image_size, in_chans=info.channels,
+                      num_classes=info.num_classes, loss=cfg.train.loss.value, steps=cfg.attack.steps,
+                      model_kwargs=_hashable(kwargs))
+
+
+def _hashable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Lists in ``model.kwargs`` (YAML sequences) become tuples so the count can be cached."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+# ---------------------------------------------------------------------------------------------- a run's total
+
+
+class RunFlops:
+    """A run's FLOPs: per-sample counts times the samples actually processed, saved with every checkpoint.
+
+    The trainer calls :meth:`add_train` once per optimiser step with the *global* batch (all ranks together), so a
+    DDP run is not counted once per rank, and :meth:`add_eval` after each evaluation. After a kill, the run resumes
+    from its last checkpoint and :meth:`load_state_dict` restores the totals saved there: the steps redone after the
+    resume replace the ones lost, so each step is counted once.
+    """
+
+    def __init__(self, step: StepFlops):
+        self.step = step
+        self._samples = 0
+        self._attack = 0
+        self._update = 0
+        self._paper = 0
+        self._eval = 0
+        self._eval_samples = 0
+
+    def add_train(self, n_samples: int) -> None:
+        """Count one optimiser step over ``n_samples`` (the global batch)."""
+        n = int(n_samples)
+        self._samples += n
+        self._attack += n * self.step.attack
+        self._update += n * self.step.update
+        self._paper += n * self.step.paper_convention
+
+    def add_eval(self, n_samples: int, flops_per_sample: int) -> None:
+        """Count an evaluation of ``n_samples`` points (summed over ranks) at ``flops_per_sample`` each."""
+        self._eval_samples += int(n_samples)
+        self._eval += int(n_samples) * int(flops_per_sample)
+
+    def add_pgd_eval(self, n_samples: int, steps: int, n_attacked: int | None = None) -> None:
+        """Count PGD-``steps`` on ``n_samples`` points of which ``n_attacked`` (default: all) were attacked."""
+        n_attacked = n_samples if n_attacked is None else n_attacked
+        self._eval_samples += int(n_samples)
+        self._eval += int(n_samples) * self.step.forward + int(n_attacked) * (self.step.pgd_eval(steps)
+                                                                             - self.step.forward)
+
+    @property
+    def samples_seen(self) -> int:
+        return self._samples
+
+    @property
+    def attack_flops(self) -> int:
+        return self._attack
+
+    @property
+    def update_flops(self) -> int:
+        return self._update
+
+    @property
+    def train_flops(self) -> int:
+        return self._attack + self._update
+
+    @property
+    def eval_flops(self) -> int:
+        return self._eval
+
+    @property
+    def eval_samples(self) -> int:
+        return self._eval_samples
+
+    @property
+    def paper_convention_flops(self) -> int:
+        return self._paper
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"samples_seen": self._samples, "attack_flops": self._attack, "update_flops": self._update,
+                "paper_convention_flops": self._paper, "eval_flops": self._eval, "eval_samples": self._eval_samples,
+                "step": self.step.as_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the totals saved in a checkpoint (the per-sample counts stay those of this run's config)."""
+        self._samples = int(state["samples_seen"])
+        self._attack = int(state["attack_flops"])
+        self._update = int(state["update_flops"])
+        self._paper = int(state["paper_convention_flops"])
+        self._eval = int(state.get("eval_flops", 0))
+        self._eval_samples = int(state.get("eval_samples", 0))
