@@ -1,0 +1,370 @@
+"""One config in, one run record out: adversarial training as the paper's grid needs it.
+
+``train(cfg, run_dir)`` trains with PGD-AT or TRADES (or standard training), mixes synthetic data into every batch,
+keeps an EMA of the weights, picks the best checkpoint by PGD-40 on the held-out validation subset, evaluates it
+with AutoAttack, and accounts for every FLOP and joule. It checkpoints every epoch and resumes exactly: the batch,
+augmentation and attack randomness of step ``t`` are functions of ``(seed, t)`` and everything else is restored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustscale.config import Config, config_to_dict, config_to_yaml
+from robustscale.errors import UserError
+from robustscale.data import DataBundle, MixedBatchSampler, load_train_data, random_crop_flip, step_generator
+from robustscale.models import create_from_config, save_model
+from robustscale.store.atomic import append_line, write_text
+from robustscale.store.record import Status, new_record, read_record, write_record
+from robustscale.training import checkpoint as ckpt
+from robustscale.training.distributed import DistInfo, all_reduce_sum, barrier, device_for, init_distributed
+from robustscale.training.ema import ModelEMA
+from robustscale.training.losses import compute_loss
+from robustscale.training.optim import make_optimizer, make_scheduler
+from robustscale.accounting import RunAccounting
+
+LOG_EVERY = 20  # optimiser steps between host syncs (progress bar, divergence check)
+
+
+@dataclass
+class Progress:
+    """Counters that survive a resume (saved in every checkpoint)."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps completed (global, over the whole run)
+    best_metric: float = -1.0
+    best_epoch: int = -1
+    wall_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Divergence(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- the step
+
+
+def train_step(model, attack_model, ema, optimizer, scheduler, scaler, x, y, cfg: Config, gen) -> torch.Tensor:
+    """Attack, loss, update, EMA. Returns device-side stats [loss_sum, clean_correct, adv_correct, n] (no sync)."""
+    autocast = _autocast(cfg, x.device)
+    with autocast:
+        out = compute_loss(cfg.train.loss.value, model, x, y, cfg, attack_model=attack_model, generator=gen)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(out.loss).backward()
+    if cfg.train.grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    if ema is not None:
+        ema.update(attack_model)
+    with torch.no_grad():
+        n = torch.tensor(float(len(y)), device=x.device)
+        clean = (out.clean_logits.argmax(1) == y).sum() if out.clean_logits is not None else torch.zeros_like(n)
+        adv = (out.adv_logits.argmax(1) == y).sum() if out.adv_logits is not None else torch.zeros_like(n)
+        return torch.stack([out.loss.detach().float() * n, clean.float(), adv.float(), n])
+
+
+def _autocast(cfg: Config, device: torch.device):
+    if cfg.train.precision.value == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if cfg.train.precision.value == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------- data on device
+
+
+class BatchSource:
+    """The real training set resident on the device (uint8), synthetic images memory-mapped on the host."""
+
+    def __init__(self, data: DataBundle, sampler: MixedBatchSampler, cfg: Config, device: torch.device):
+        self.data, self.sampler, self.cfg, self.device = data, sampler, cfg, device
+        self.real_x = torch.as_tensor(data.train_x).to(device)
+        self.real_y = torch.as_tensor(data.train_y).to(device)
+
+    def batch(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        real_idx, syn_idx = self.sampler.batch(step)
+        real_idx = real_idx.to(self.device, non_blocking=True)
+        x, y = self.real_x[real_idx], self.real_y[real_idx]
+        if len(syn_idx):
+            order = np.argsort(syn_idx.numpy())  # sorted reads from the memory map, then back to the drawn order
+            idx = syn_idx.numpy()[order]
+            sx = torch.from_numpy(np.ascontiguousarray(self.data.synthetic_x[idx]))
+            sy = torch.from_numpy(np.asarray(self.data.synthetic_y[idx], dtype=np.int64))
+            inv = torch.from_numpy(np.argsort(order))
+            x = torch.cat([x, sx[inv].to(self.device, non_blocking=True)])
+            y = torch.cat([y, sy[inv].to(self.device, non_blocking=True)])
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.cfg.data.augment:
+            x = random_crop_flip(x, self.data.info.crop_padding, self.data.info.flip, gen)
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train one run into ``run_dir`` (created) and return its record (``{}`` on ranks other than 0, which write
+    nothing)."""
+    dist = init_distributed()
+    run_dir = Path(run_dir)
+    device = device_for(dist)
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+
+    data = load_train_data(cfg.data)
+    model = create_from_config(cfg).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dist.enabled and cfg.train.sync_bn:
+        if device.type != "cuda":
+            raise UserError("train.sync_bn needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel): set it to false")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema else None
+    sampler = MixedBatchSampler(len(data.train_x), data.n_synthetic, cfg.data.batch_size,
+                                cfg.data.synthetic.fraction, cfg.train.seed, dist.rank, dist.world_size)
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = make_scheduler(optimizer, cfg.train, sampler.steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision.value == "fp16")
+    accounting = RunAccounting.from_config(cfg, dist, device)
+    state = Progress()
+
+    record = read_record(run_dir) if resume else None
+    if resume and (run_dir / ckpt.CHECKPOINT).is_file():  # killed before its first checkpoint: start over
+        saved = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT)
+        state = _restore(saved, model, ema, optimizer, scheduler, scaler, accounting)
+    record = record or new_record(config_to_dict(cfg))
+    if dist.is_main:
+        _prepare_run_dir(run_dir, cfg, record, resume)
+
+    train_model = model
+    if dist.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
+    source = BatchSource(data, sampler, cfg, device)
+    val = (torch.as_tensor(data.val_x).permute(0, 3, 1, 2).float().div(255.0).to(device),
+           torch.as_tensor(data.val_y).to(device))
+
+    try:
+        with accounting.meter():
+            _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, scaler, source, val, state,
+                    accounting, progress)
+        status, reason = Status.done, None
+    except Divergence as err:
+        status, reason = Status.failed, str(err)
+    record = _finish(cfg, dist, run_dir, record, model, ema, state, accounting, status, reason, device)
+    barrier()
+    return record
+
+
+def _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, scaler, source, val, state, accounting,
+            progress) -> None:
+    steps_per_epoch = source.sampler.steps_per_epoch
+    bar = _ProgressBar(cfg.train.epochs, steps_per_epoch, enabled=progress and dist.is_main)
+    with bar:
+        while state.epoch < cfg.train.epochs:
+            t0 = time.perf_counter()
+            model.train()
+            stats = torch.zeros(4, device=val[0].device)
+            first = state.epoch * steps_per_epoch
+            for step in range(first, first + steps_per_epoch):
+                if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+                    break
+                gen = step_generator(cfg.train.seed, step, val[0].device)
+                x, y = source.batch(step, gen)
+                stats += train_step(train_model, model, ema, optimizer, scheduler, scaler, x, y, cfg, gen)
+                accounting.add_train(cfg.data.batch_size)
+                state.step = step + 1
+                if (step + 1 - first) % LOG_EVERY == 0:
+                    bar.update(state, _summary(stats), step + 1 - first)
+            stats = all_reduce_sum(stats)
+            summary = _summary(stats)
+            if not math.isfinite(summary["loss"]):
+                raise Divergence(f"loss became {summary['loss']} in epoch {state.epoch + 1}: lower train.lr or use "
+                                 "train.grad_clip; the last good checkpoint is kept")
+            state.epoch += 1
+            epoch_s = time.perf_counter() - t0
+            state.wall_s += epoch_s
+            row = {"epoch": state.epoch, "step": state.step, "lr": optimizer.param_groups[0]["lr"], **summary,
+                   "img_per_s": summary["n"] / max(epoch_s, 1e-9), "epoch_s": epoch_s,
+                   "samples_seen": accounting.samples_seen, "train_flops": accounting.train_flops}
+            row.update(_validate(cfg, dist, run_dir, model, ema, val, state, accounting))
+            bar.update(state, row, steps_per_epoch, epoch_done=True)
+            checkpoint = state.epoch % cfg.train.checkpoint_every == 0 or state.epoch == cfg.train.epochs
+            if checkpoint:
+                accounting.sync()  # a collective: every rank, before rank 0 writes the energy so far
+            if dist.is_main:
+                append_line(run_dir / "metrics.jsonl", json.dumps(row))
+                state.history.append({k: row[k] for k in ("epoch", "val_pgd_acc", "val_clean_acc") if k in row})
+                if checkpoint:
+                    _save(run_dir, cfg, model, ema, optimizer, scheduler, scaler, accounting, state)
+            barrier()
+            if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
+                break
+
+
+def _summary(stats: torch.Tensor) -> dict[str, float]:
+    loss_sum, clean, adv, n = stats.tolist()
+    n = max(n, 1.0)
+    return {"loss": loss_sum / n, "train_clean_acc": clean / n, "train_adv_acc": adv / n, "n": n}
+
+
+def _validate(cfg, dist, run_dir, model, ema, val, state, accounting) -> dict[str, Any]:
+    """PGD-40 on the held-out validation subset: the early-stopping metric. Saves the best weights."""
+    if state.epoch % cfg.eval.pgd_every and state.epoch != cfg.train.epochs:
+        return {}
+    from robustscale.attacks import pgd_accuracy
+
+    net = ema.module if ema is not None else model
+    res = pgd_accuracy(net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
+                       norm=cfg.attack.norm.value, loss=cfg.eval.pgd_loss.value, batch_size=cfg.eval.batch_size,
+                       seed=cfg.train.seed)
+    n = len(val[1])
+    accounting.add_eval(n, cfg.eval.pgd_steps, n_attacked=round(res["clean_acc"] * n))  # only correct points are attacked
+    row = {"val_clean_acc": res["clean_acc"], "val_pgd_acc": res["robust_acc"]}
+    # best robust accuracy; ties (e.g. 0% for standard training) go to the better clean accuracy
+    score = res["robust_acc"] + 1e-6 * res["clean_acc"]
+    if score > state.best_metric:
+        state.best_metric, state.best_epoch = score, state.epoch
+        if dist.is_main:
+            save_model(run_dir / "best.safetensors", net, cfg)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- state on disk
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, record: dict[str, Any], resume: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    if not resume:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    record.update(status=Status.running.value, reason=None)
+    write_record(run_dir, record)
+
+
+def _save(run_dir, cfg, model, ema, optimizer, scheduler, scaler, accounting, state: Progress) -> None:
+    save_model(run_dir / "last.safetensors", model, cfg)
+    ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT, {
+        "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": ckpt.rng_state(),
+        "accounting": accounting.state_dict(),
+        "progress": {"epoch": state.epoch, "step": state.step, "best_metric": state.best_metric,
+                     "best_epoch": state.best_epoch, "wall_s": state.wall_s, "history": state.history},
+    })
+
+
+def _restore(saved, model, ema, optimizer, scheduler, scaler, accounting) -> Progress:
+    model.load_state_dict(saved["model"])
+    if ema is not None and saved.get("ema") is not None:
+        ema.load_state_dict(saved["ema"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    ckpt.set_rng_state(saved["rng"])
+    accounting.load_state_dict(saved["accounting"])
+    return Progress(**saved["progress"])
+
+
+# ---------------------------------------------------------------------------------------------- the end
+
+
+def _finish(cfg, dist, run_dir, record, model, ema, state, accounting, status, reason, device) -> dict[str, Any]:
+    """Final evaluation of the best checkpoint (clean test accuracy, AutoAttack), accounting, record."""
+    if not dist.is_main:
+        return {}  # only rank 0 writes and reports
+    best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
+    metrics: dict[str, Any] = {"pgd40_acc": best.get("val_pgd_acc"), "val_clean_acc": best.get("val_clean_acc"),
+                               "best_epoch": state.best_epoch}
+    evaluations = dict(record.get("evaluations") or {})
+    if status is Status.done and state.best_epoch >= 0:
+        metrics, evaluations = _final_eval(cfg, run_dir, metrics, evaluations, device)
+    record.update(
+        status=status.value, reason=reason, metrics=metrics, evaluations=evaluations,
+        params=sum(p.numel() for p in model.parameters()),
+        epochs_run=state.epoch, samples_seen=accounting.samples_seen, wall_s=state.wall_s,
+        accounting=accounting.block(wall_s=state.wall_s), hardware=accounting.hardware,
+    )
+    write_record(run_dir, record)
+    return record
+
+
+def _final_eval(cfg, run_dir, metrics, evaluations, device):
+    from robustscale.data import load_data
+    from robustscale.models import load_model
+
+    best = load_model(run_dir, device=device)
+    x, y = load_data(cfg.data.dataset, "test", root=cfg.data.root, image_size=cfg.data.image_size)
+    with torch.no_grad():
+        correct = sum((best(xb.to(device)).argmax(1).cpu() == yb).sum().item()
+                      for xb, yb in zip(x.split(cfg.eval.batch_size), y.split(cfg.eval.batch_size)))
+    metrics["clean_acc"] = correct / len(y)
+    metrics["autoattack_acc"] = None
+    if cfg.eval.autoattack.value != "none":
+        from robustscale.evaluate import evaluate_model
+
+        res = evaluate_model(best, x, y, attack="autoattack", eps=cfg.attack.eps, norm=cfg.attack.norm.value,
+                             n=cfg.eval.autoattack_n, version=cfg.eval.autoattack.value,
+                             batch_size=cfg.eval.batch_size, seed=cfg.train.seed, run_dir=run_dir)
+        metrics["autoattack_acc"] = res["robust_acc"]
+        metrics["autoattack_clean_acc"] = res["clean_acc"]
+        evaluations["autoattack"] = res
+    return metrics, evaluations
+
+
+class _ProgressBar:
+    """A rich progress bar per epoch (loss, clean/robust train accuracy, img/s, ETA) on rank 0."""
+
+    def __init__(self, epochs: int, steps: int, enabled: bool):
+        self.enabled, self.epochs, self.steps = enabled, epochs, steps
+        self.bar = self.task = None
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("train", total=self.steps, epoch="1", info="")
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def update(self, state: Progress, row: dict[str, Any], done: int, epoch_done: bool = False) -> None:
+        if self.bar is None:
+            return
+        info = (f"loss {row['loss']:.3f} clean {row['train_clean_acc']:.1%} adv {row['train_adv_acc']:.1%}")
+        if "val_pgd_acc" in row:
+            info += f" | val pgd {row['val_pgd_acc']:.1%}"
+        if "img_per_s" in row:
+            info += f" | {row['img_per_s']:.0f} img/s"
+        epoch = state.epoch if epoch_done else state.epoch + 1
+        self.bar.update(self.task, completed=done, epoch=f"{epoch}/{self.epochs}", info=info)
+        if epoch_done and state.epoch < self.epochs:
+            self.bar.reset(self.task, total=self.steps)
