@@ -239,8 +239,9 @@ def _validate(cfg, dist, run_dir, model, ema, val, state, accounting) -> dict[st
     n = len(val[1])
     accounting.add_eval(n, cfg.eval.pgd_steps, n_attacked=round(res["clean_acc"] * n))  # only correct points are attacked
     row = {"val_clean_acc": res["clean_acc"], "val_pgd_acc": res["robust_acc"]}
-    # best robust accuracy; ties (e.g. 0% for standard training) go to the better clean accuracy
-    score = res["robust_acc"] + 1e-6 * res["clean_acc"]
+    # best robust accuracy, ties to the better clean accuracy; standard training (the baseline) selects on clean
+    first, second = ("clean_acc", "robust_acc") if cfg.train.loss.value == "standard" else ("robust_acc", "clean_acc")
+    score = res[first] + 1e-6 * res[second]
     if score > state.best_metric:
         state.best_metric, state.best_epoch = score, state.epoch
         if dist.is_main:
