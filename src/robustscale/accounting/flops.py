@@ -152,11 +152,16 @@ def _count_pieces(model: nn.Module, *, image_size: int, in_chans: int, num_class
     attack_step = count_flops(_attack_step, model, x, y, target) // b
     update = count_flops(_update, model, x, y, loss) // b
     model.zero_grad(set_to_none=True)
+    params = sum(p.numel() for p in model.parameters())
+    return _compose(forward, stem, attack_step, update, params, loss, steps)
+
+
+def _compose(forward: int, stem: int, attack_step: int, update: int, params: int, loss: str, steps: int) -> StepFlops:
+    """A step's FLOPs from its counted pieces: the attack is ``steps`` identical steps (plus TRADES' target)."""
     if loss == "standard":
         steps = 0
     attack = steps * attack_step + (forward if loss == "trades" else 0)
     passes = {"standard": 1, "at": steps + 1, "trades": steps + 2}[loss]
-    params = sum(p.numel() for p in model.parameters())
     return StepFlops(forward=forward, attack_step=attack_step, attack=attack, update=update, train=attack + update,
                      paper_convention=3 * forward * passes, params=params, loss=loss, steps=steps, stem=stem)
 
@@ -174,14 +179,21 @@ def _check(loss: str, steps: int, image_size: int) -> str:
 
 
 @lru_cache(maxsize=256)
-def _step_flops_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: str, steps: int,
-                       kwargs: tuple[tuple[str, Any], ...]) -> StepFlops:
+def _pieces_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: str,
+                   kwargs: tuple[tuple[str, Any], ...]) -> StepFlops:
+    """The counted pieces of a named model and loss (a 0-step attack): one count serves every ``steps``."""
     from robustscale.models import create_model
 
     with torch.device("meta"):
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **dict(kwargs))
     return _count_pieces(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
-                         steps=steps, device=torch.device("meta"))
+                         steps=0, device=torch.device("meta"))
+
+
+def _step_flops_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: str, steps: int,
+                       kwargs: tuple[tuple[str, Any], ...]) -> StepFlops:
+    p = _pieces_cached(name, image_size, in_chans, num_classes, "at" if loss == "standard" else loss, kwargs)
+    return _compose(p.forward, p.stem, p.attack_step, p.update, p.params, loss, steps)
 
 
 def _module_flops(module: nn.Module, **kw) -> StepFlops:

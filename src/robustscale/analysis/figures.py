@@ -182,8 +182,10 @@ def figure_3a(laws: FittedLaws) -> Figure:
             label=f"{law.C_:.3g}·FLOPs^{law.alpha_:.3g} (R²={law.r2_:.2f})")
     ax.plot(grid, saturating.predict(grid), color="tab:purple", linestyle="--",
             label=f"{saturating.A_:.3g} − B·FLOPs^−{saturating.gamma_:.3g}")
+    ax.axhline(runs.ceiling, color="black", linewidth=0.8, linestyle=":", label="perfect accuracy")
     ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel=_accuracy_label(runs),
            title="Scaling law of robust accuracy")
+    ax.set_ylim(top=runs.ceiling * 1.15)  # a power law grows past 100%: show where it does, not how far
     _plain_log_ticks(ax.yaxis)
     ax.legend(fontsize=7)
     return fig

@@ -1,0 +1,35 @@
+"""``robustscale demo``: the whole study in miniature on the embedded data, on a laptop CPU, in minutes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the synthetic data, runs and report."),
+    budget: str = typer.Option("small", "--budget", help="small (10 minutes on 2 cores) or medium (a workstation)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel training processes (default: 2)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
+) -> None:
+    """Synthetic data, a sweep of the paper's knobs, results, scaling laws, predictor and HTML report."""
+    from robustscale.demo import run_demo
+
+    head = run_demo(out, budget, workers, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        from robustscale._cli._common import print_json
+
+        print_json(head)
+        return
+    lo, hi = head["alpha_ci"] or (float("nan"), float("nan"))
+    typer.echo(f"\nreport: {head['report']}  ({head['runs_done']} runs, {head['seconds'] / 60:.1f} min)")
+    typer.echo(f"  accuracy = C * FLOPs^alpha: alpha = {head['alpha']:.3f} (95% CI {lo:.3f} .. {hi:.3f})")
+    typer.echo(f"  robustness predictor: held-out R^2 = {head['predictor_r2']:.2f}")
+    typer.echo(f"  most important knob: {head['top_feature']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -1,0 +1,156 @@
+"""``robustscale sweep`` (a grid of runs, resumable, concurrent-safe) and ``robustscale results`` (the table)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from robustscale.errors import UserError
+
+FORMATS = ("table", "csv", "parquet", "json")
+# the columns `results --format table` shows (csv/parquet/json carry every column)
+_SHOWN = ("run_id", "status", "model", "activation", "loss", "attack_steps", "epochs", "ema", "synthetic", "clean_acc",
+          "pgd40_acc", "autoattack_acc", "train_flops", "energy_kwh", "reason")
+
+
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. configs/sweeps/demo.yaml.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder of the run folders (default: the spec's out)."),
+    executor: str = typer.Option("local", "--executor", help="local or slurm (submitit)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local parallel workers (one per GPU / CPU share)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their planned FLOPs; train nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (the plan, or the summary) instead of text."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed runs again (from their checkpoint)."),
+    stale_after: Optional[float] = typer.Option(None, "--stale-after", help="Seconds without heartbeat after which "
+                                                "another worker's claim is taken over (default 600)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition."),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="Slurm GPUs per run."),
+    time_min: Optional[int] = typer.Option(None, "--time-min", help="Slurm time limit per job, minutes (a run that "
+                                           "needs longer is requeued and resumes)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Slurm: submit the jobs and return."),
+) -> None:
+    """Train every run of a sweep spec: done runs are skipped, interrupted ones resumed, each run trained once."""
+    from robustscale.sweep import sweep as run_sweep
+
+    if dry_run:
+        plan = run_sweep(spec, dry_run=True)
+        _print_plan(plan, as_json)
+        return
+    slurm = {k: v for k, v in {"partition": partition, "account": account, "gpus": gpus, "time": time_min}.items()
+             if v is not None}
+    summary = run_sweep(spec, out, executor=executor, workers=workers, retry_failed=retry_failed,
+                        stale_s=stale_after, slurm=slurm, wait=not no_wait, progress=not as_json)
+    _print_summary(summary, as_json)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+def _print_plan(plan: dict, as_json: bool) -> None:
+    if as_json:
+        from robustscale._cli._common import print_json
+
+        print_json(plan)
+        return
+    for run in plan["runs"]:
+        typer.echo(f"{run['run_id']:60s} {run['planned_flops']:.3e} FLOPs")
+    typer.echo(f"{len(plan['runs'])} runs, {plan['total_planned_flops']:.3e} FLOPs planned")
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        from robustscale._cli._common import print_json
+
+        print_json(summary)
+        return
+    typer.echo(f"{summary['out']}: {summary['runs']} runs, {len(summary['done'])} done, {len(summary['failed'])} "
+               f"failed, {len(summary['running'])} running, {len(summary['pending'])} pending "
+               f"(trained now: {len(summary['trained'])}, skipped: {len(summary['skipped'])})")
+    if summary["submitted"]:
+        typer.echo(f"submitted {len(summary['submitted'])} jobs; rerun the sweep (or `robustscale results "
+                   f"{summary['out']}`) to see where they are")
+    for rid, reason in summary["reasons"].items():
+        typer.echo(f"failed {rid}: {reason}", err=True)
+    if summary["failed"]:
+        typer.echo("rerun with --retry-failed to train the failed runs again", err=True)
+
+
+def results(
+    runs_dir: Path = typer.Argument(..., help="A sweep's --out folder (or any folder of run folders).",
+                                    show_default=False),
+    fmt: Optional[str] = typer.Option(None, "--format", help="table, csv, parquet or json (default: from -o, else "
+                                      "table)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+) -> None:
+    """One row per run: config knobs, accuracies (fractions), FLOPs, GPU-hours, energy, cost and CO2."""
+    from robustscale.store.results import results_table
+
+    fmt = fmt or _format_from_suffix(output)
+    if fmt not in FORMATS:
+        raise UserError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and output is None:
+        raise UserError("--format parquet is binary: add -o FILE.parquet")
+    table = results_table(runs_dir)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        table.to_parquet(output, index=False)
+    elif fmt == "csv":
+        _emit(table.to_csv(index=False), output)
+    elif fmt == "json":
+        _emit(table.to_json(orient="records", indent=2) + "\n", output)
+    else:
+        _emit(_render(table), output)
+
+
+def _format_from_suffix(output: Optional[Path]) -> str:
+    suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+    return {"csv": "csv", "parquet": "parquet", "pq": "parquet", "json": "json"}.get(suffix, "table")
+
+
+def _emit(text: str, output: Optional[Path]) -> None:
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        from robustscale.store.atomic import write_text
+
+        write_text(output, text)
+
+
+def _cell(value) -> str:
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3e}" if value and not 1e-3 <= abs(value) < 1e4 else f"{value:.4f}"
+    return str(value)
+
+
+def _render(table) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table(show_header=True, header_style="bold", show_lines=False)
+    for column in _SHOWN:
+        view.add_column(column, overflow="fold")
+    for row in table[list(_SHOWN)].itertuples(index=False):
+        view.add_row(*(_cell(v) for v in row))
+    counts = table["status"].value_counts().to_dict()
+    buffer = StringIO()
+    width = shutil.get_terminal_size((240, 24)).columns if sys.stdout.isatty() else 240
+    console = Console(file=buffer, width=width, force_terminal=False)
+    console.print(view)
+    console.print(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    return buffer.getvalue()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+    app.command("results")(results)

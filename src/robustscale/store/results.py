@@ -1,0 +1,101 @@
+"""The results table: one row per run folder, read from the ``record.json`` files under a runs directory.
+
+This is the table the scaling-law analysis reads (``robustscale results RUNS_DIR``). Accuracies are fractions;
+``synthetic``, ``ema`` and ``energy_estimated`` are booleans. Failed runs keep their ``reason``; a run whose record
+says running but whose worker is gone says so in ``reason`` (the next sweep resumes it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robustscale.errors import UserError
+from robustscale.store.record import RECORD, Status, read_record
+from robustscale.store.rundir import claim_is_live
+
+__all__ = ["COLUMNS", "EXTRA_COLUMNS", "results_table", "find_run_dirs"]
+
+COLUMNS = (
+    "run_id", "status", "dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
+    "synthetic", "synthetic_fraction", "seed", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
+    "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd", "co2_kg",
+)
+EXTRA_COLUMNS = ("reason", "run_dir", "wall_s", "samples_seen", "attack_flops", "eval_flops", "mean_power_w",
+                 "epochs_run", "best_epoch", "updated")
+_BOOL = ("ema", "synthetic", "energy_estimated")
+_INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch")
+_FLOAT = ("beta", "synthetic_fraction", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
+          "paper_convention_flops", "gpu_hours", "energy_kwh", "cost_usd", "co2_kg", "wall_s", "attack_flops",
+          "eval_flops", "mean_power_w")
+_ACCOUNTING = ("train_flops", "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd",
+               "co2_kg", "attack_flops", "eval_flops", "mean_power_w")
+
+
+def find_run_dirs(runs_dir: str | Path) -> list[Path]:
+    """Run folders (holding a ``record.json``) under ``runs_dir``, or ``runs_dir`` itself if it is one."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"runs directory '{runs_dir}' not found: pass the --out folder of a sweep (e.g. runs/demo)")
+    if (runs_dir / RECORD).is_file():
+        return [runs_dir]
+    return sorted(p.parent for p in runs_dir.rglob(RECORD)
+                  if not any(part.startswith(".") for part in p.relative_to(runs_dir).parts[:-1]))
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def _row(run_dir: Path) -> dict[str, Any]:
+    record = read_record(run_dir)
+    if record is None:
+        return {"run_id": run_dir.name, "status": "unknown", "reason": f"{RECORD} unreadable", "run_dir": str(run_dir)}
+    cfg = record.get("config") or {}
+    loss = _get(cfg, "train", "loss")
+    synthetic = _get(cfg, "data", "synthetic", "path") is not None
+    metrics, acc = record.get("metrics") or {}, record.get("accounting") or {}
+    row = {
+        "run_id": record.get("run_id", run_dir.name), "status": record.get("status"),
+        "dataset": _get(cfg, "data", "dataset"), "model": _get(cfg, "model", "name"), "params": record.get("params"),
+        "activation": _get(cfg, "model", "act_layer"), "loss": loss,
+        "beta": _get(cfg, "train", "beta") if loss == "trades" else None,  # only TRADES has a beta
+        "attack_steps": _get(cfg, "attack", "steps") if loss not in (None, "standard") else 0,
+        "epochs": _get(cfg, "train", "epochs"), "ema": _get(cfg, "train", "ema"), "synthetic": synthetic,
+        "synthetic_fraction": _get(cfg, "data", "synthetic", "fraction") if synthetic else 0.0,
+        "seed": _get(cfg, "train", "seed"),
+        **{k: metrics.get(k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch")},
+        **{k: acc.get(k) for k in _ACCOUNTING},
+        "reason": record.get("reason"), "run_dir": str(run_dir), "wall_s": record.get("wall_s"),
+        "samples_seen": record.get("samples_seen"), "epochs_run": record.get("epochs_run"),
+        "updated": record.get("updated"),
+    }
+    if row["status"] == Status.running.value and not claim_is_live(run_dir):
+        row["reason"] = "interrupted: no worker holds it; rerun the sweep to resume it"
+    return row
+
+
+def results_table(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per run under ``runs_dir`` with :data:`COLUMNS` then :data:`EXTRA_COLUMNS`, sorted by run id.
+
+    Raises:
+        UserError: the folder is missing or holds no run records.
+    """
+    dirs = find_run_dirs(runs_dir)
+    if not dirs:
+        raise UserError(f"no runs under '{runs_dir}' (no {RECORD} found): run `robustscale sweep SPEC --out "
+                        f"{runs_dir}` or `robustscale train` first")
+    table = pd.DataFrame([_row(d) for d in dirs], columns=[*COLUMNS, *EXTRA_COLUMNS])
+    for column in _BOOL:
+        table[column] = table[column].astype("boolean")
+    for column in _INT:
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
+    for column in _FLOAT:
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
+    return table.sort_values("run_id", kind="stable").reset_index(drop=True)

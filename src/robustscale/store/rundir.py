@@ -1,0 +1,277 @@
+"""Run folders shared by many workers: create-if-absent writes and claims.
+
+A worker trains a run only while it holds the run's claim, ``claim.json``, created exclusively (a hard link of a
+complete temp file, so nobody ever reads half a claim) and kept fresh by a heartbeat thread touching it. A claim is
+taken over when its owner is gone: its heartbeat is older than ``stale_s``, its process is dead on this host, or it
+belongs to an earlier incarnation of the same Slurm job (a requeue). Takeovers of one claim are serialised by an
+``flock`` on ``.claim.lock`` (released by the kernel if the taker dies), and the taker moves the old claim aside under
+a name only it knows, checks that what it moved is still takeable (else puts it back), then creates its own claim
+exclusively: of many workers racing for one dead claim exactly one wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from robustscale.store.atomic import _fsync_dir
+from robustscale.store.record import now
+
+__all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim", "claim_info", "claim_is_live",
+           "create_exclusive", "write_json_exclusive"]
+
+log = logging.getLogger(__name__)
+
+CLAIM = "claim.json"
+LOCK = ".claim.lock"  # flock'ed while a claim is being taken over
+DEFAULT_STALE_S = 600.0  # a claim whose heartbeat is older than this belongs to a dead worker
+
+
+def create_exclusive(path: str | Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True when this call created it.
+
+    The content is complete before the name appears: a temp file is written, fsynced and hard-linked to ``path``
+    (``link`` fails if the name exists, atomically, NFS included). Where hard links are not supported, falls back
+    to ``O_CREAT | O_EXCL`` followed by the write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            return _create_excl(path, data)
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return True
+
+
+def _create_excl(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def write_json_exclusive(path: str | Path, obj: Any) -> bool:
+    """Write ``obj`` as JSON at ``path`` only if nothing is there yet (True when written)."""
+    return create_exclusive(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+# ---------------------------------------------------------------------------------------------- claims
+
+
+def _job_id() -> str | None:
+    """The scheduler's id for this job, kept across a Slurm requeue (so a requeued job reclaims its own run)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"slurm:{array}_{task}"
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm:{job}" if job else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def claim_info(run_dir: str | Path) -> dict[str, Any] | None:
+    """The content of a run's claim (host, pid, job, token, started), or None when unclaimed or unreadable."""
+    try:
+        info = json.loads((Path(run_dir) / CLAIM).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _age_s(path: Path) -> float | None:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _owner_gone(path: Path, stale_s: float) -> str | None:
+    """Why the claim at ``path`` may be taken over, or None while its owner may still be working."""
+    age = _age_s(path)
+    if age is None:
+        return None
+    if age > stale_s:
+        return f"heartbeat {age:.0f} s old"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and info["pid"] != os.getpid():
+        if not _pid_alive(info["pid"]):
+            return f"process {info['pid']} is gone"
+    job = _job_id()
+    if job is not None and info.get("job") == job and info.get("pid") != os.getpid():
+        return f"earlier incarnation of job {job}"
+    return None
+
+
+def claim_is_live(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S) -> bool:
+    """Whether some worker holds the run now (a claim exists and its owner is not known to be gone)."""
+    path = Path(run_dir) / CLAIM
+    return path.exists() and _owner_gone(path, stale_s) is None
+
+
+@dataclass
+class Claim:
+    """A held claim: ``heartbeat()`` keeps it fresh, ``release()`` gives it up (only if it is still ours)."""
+
+    path: Path
+    token: str
+    heartbeat_s: float
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    lost: bool = False
+
+    def owned(self) -> bool:
+        info = claim_info(self.path.parent)
+        return info is not None and info.get("token") == self.token
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            if not self.owned():
+                self.lost = True
+                log.warning("claim %s was taken over by another worker", self.path)
+                return
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def start(self) -> "Claim":
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat:{self.path.parent.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.owned():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+@contextlib.contextmanager
+def _takeover_lock(run_dir: Path) -> Iterator[bool]:
+    """Serialise takeovers of one run's claim: True while this thread holds the lock, False when another does.
+
+    ``flock`` conflicts between any two open file descriptions (threads included) and is released by the kernel when
+    its holder dies, so a dead taker never blocks the run. The lock file is never deleted (deleting it would let two
+    takers lock two different files).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: rely on the rename check alone
+        yield True
+        return
+    fd = os.open(run_dir / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            locked = False
+        except OSError:  # a file system without flock: rely on the rename check alone
+            locked = True
+        yield locked
+    finally:
+        os.close(fd)
+
+
+def _take_over(path: Path, stale_s: float) -> bool:
+    """Move a claim whose owner is gone out of the way; False when it is live or another worker is taking it over."""
+    if _owner_gone(path, stale_s) is None:
+        return False
+    with _takeover_lock(path.parent) as locked:
+        return locked and _move_aside(path, stale_s)
+
+
+def _move_aside(path: Path, stale_s: float) -> bool:
+    if not path.exists():  # released, or moved aside by the taker before us: race for the free name
+        return True
+    if _owner_gone(path, stale_s) is None:  # checked again under the lock: a taker before us may have won
+        return False
+    moved = path.with_name(f".{CLAIM}.stale-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, moved)
+    except FileNotFoundError:  # another taker moved it first: race for the free name below
+        return True
+    why = _owner_gone(moved, stale_s)
+    if why is None:  # between our check and the rename a live worker claimed it: give it back
+        with contextlib.suppress(FileExistsError):
+            os.link(moved, path)
+        moved.unlink(missing_ok=True)
+        return False
+    log.info("taking over %s (%s)", path, why)
+    moved.unlink(missing_ok=True)
+    return True
+
+
+def acquire_claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S,
+                  heartbeat_s: float | None = None) -> Claim | None:
+    """Claim ``run_dir`` for this process, or None when another live worker holds it.
+
+    Args:
+        run_dir: the run folder (created).
+        stale_s: a claim whose heartbeat is older than this is taken over.
+        heartbeat_s: seconds between heartbeats (default: a tenth of ``stale_s``, at most 30 s).
+    """
+    path = Path(run_dir) / CLAIM
+    heartbeat_s = heartbeat_s if heartbeat_s is not None else min(30.0, stale_s / 10)
+    token = uuid.uuid4().hex
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "token": token, "started": now()}
+    for _ in range(3):
+        if create_exclusive(path, json.dumps(info).encode()):
+            return Claim(path, token, heartbeat_s).start()
+        if not _take_over(path, stale_s):
+            return None
+    return None
+
+
+@contextlib.contextmanager
+def claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S) -> Iterator[Claim | None]:
+    """``with claim(run_dir) as c:`` holds the claim for the block (``c`` is None when another worker has it)."""
+    held = acquire_claim(run_dir, stale_s)
+    try:
+        yield held
+    finally:
+        if held is not None:
+            held.release()

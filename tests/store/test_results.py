@@ -1,0 +1,93 @@
+"""The results table: one typed row per run folder, failed runs with their reason, usable from the CLI."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from robustscale.cli import main
+from robustscale.config import config_to_dict, load_config
+from robustscale.errors import UserError
+from robustscale.store.record import new_record, run_id, write_record
+from robustscale.store.results import COLUMNS, EXTRA_COLUMNS, results_table
+
+ACCOUNTING = {"train_flops": 2.0e12, "paper_convention_flops": 3.0e12, "attack_flops": 1.5e12, "eval_flops": 1.0e10,
+              "gpu_hours": 0.5, "energy_kwh": 0.2, "energy_estimated": False, "cost_usd": 0.024, "co2_kg": 0.11,
+              "mean_power_w": 250.0}
+
+
+def _write(runs, digits_yaml, status, *overrides, **fields):
+    config = config_to_dict(load_config(digits_yaml, list(overrides)))
+    record = new_record(config)
+    record.update(status=status, **fields)
+    write_record(runs / run_id(config), record)
+    return run_id(config)
+
+
+@pytest.fixture
+def runs(tmp_path, digits_yaml):
+    runs = tmp_path / "runs"
+    ids = {
+        "done": _write(runs, digits_yaml, "done", "train.loss=trades", "data.synthetic.path=syn.npz",
+                       "data.synthetic.fraction=0.5", "train.ema=true", params=77850, wall_s=12.5, samples_seen=640,
+                       metrics={"clean_acc": 0.9, "pgd40_acc": 0.6, "autoattack_acc": 0.55, "best_epoch": 3},
+                       accounting=ACCOUNTING),
+        "failed": _write(runs, digits_yaml, "failed", "train.seed=1", reason="DataError: synthetic file missing"),
+        "running": _write(runs, digits_yaml, "running", "train.seed=2"),
+    }
+    (runs / ".submitit" / "x").mkdir(parents=True)  # executor files are not runs
+    (runs / ".submitit" / "x" / "record.json").write_text("{}")
+    return runs, ids
+
+
+def test_one_typed_row_per_run(runs):
+    runs, ids = runs
+    table = results_table(runs)
+    assert list(table.columns) == [*COLUMNS, *EXTRA_COLUMNS]
+    assert sorted(table["run_id"]) == sorted(ids.values())
+    done = table.set_index("run_id").loc[ids["done"]]
+    assert (done["status"], done["dataset"], done["model"], done["loss"], done["activation"]) == \
+        ("done", "digits", "wrn_10_1", "trades", "relu")
+    assert done["beta"] == 6.0 and done["attack_steps"] == 5 and done["epochs"] == 15 and done["seed"] == 0
+    assert done["ema"] and done["synthetic"] and done["synthetic_fraction"] == 0.5
+    assert (done["clean_acc"], done["pgd40_acc"], done["autoattack_acc"]) == (0.9, 0.6, 0.55)
+    for key, value in ACCOUNTING.items():
+        assert done[key] == value, key
+    assert done["params"] == 77850 and done["wall_s"] == 12.5 and done["samples_seen"] == 640
+    assert table["ema"].dtype == "boolean" and table["synthetic"].dtype == "boolean"
+    assert table["energy_estimated"].dtype == "boolean" and table["params"].dtype == "Int64"
+
+
+def test_failed_and_interrupted_runs_say_why(runs):
+    runs, ids = runs
+    table = results_table(runs).set_index("run_id")
+    assert table.loc[ids["failed"], "status"] == "failed"
+    assert table.loc[ids["failed"], "reason"] == "DataError: synthetic file missing"
+    assert pd.isna(table.loc[ids["failed"], "beta"])  # AT has no beta
+    assert not table.loc[ids["failed"], "synthetic"] and table.loc[ids["failed"], "synthetic_fraction"] == 0.0
+    assert "interrupted" in table.loc[ids["running"], "reason"]
+
+
+def test_bad_input_is_one_line(tmp_path, assert_one_line):
+    for folder in (tmp_path / "missing", tmp_path):
+        with pytest.raises(UserError) as err:
+            results_table(folder)
+        assert str(folder) in assert_one_line(err.value)
+
+
+def test_cli_formats(runs, tmp_path, capsys):
+    runs, ids = runs
+    assert main(["results", str(runs), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["run_id"] for r in rows} == set(ids.values())
+    assert main(["results", str(runs), "-o", str(tmp_path / "t.parquet")]) == 0
+    assert main(["results", str(runs), "-o", str(tmp_path / "t.csv")]) == 0
+    parquet, csv = pd.read_parquet(tmp_path / "t.parquet"), pd.read_csv(tmp_path / "t.csv")
+    assert len(parquet) == len(csv) == 3 and list(csv.columns) == [*COLUMNS, *EXTRA_COLUMNS]
+    assert parquet["synthetic"].dtype == "boolean"
+    capsys.readouterr()
+    assert main(["results", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert ids["done"] in out and "DataError" in out and "1 done" in out
+    assert main(["results", str(runs), "--format", "parquet"]) == 2
+    assert "-o" in capsys.readouterr().err

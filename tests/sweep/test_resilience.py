@@ -1,0 +1,104 @@
+"""A sweep killed mid-run and rerun trains every run exactly once; two sweeps over one spec never train a run twice."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from robustscale.store.record import read_record, record_problems
+from robustscale.sweep import sweep
+from robustscale.sweep.run import ATTEMPTS
+
+pytestmark = pytest.mark.slow
+
+TINY = {"model.name": "wrn_10_1", "train.epochs": 1, "train.max_steps": 2, "eval.pgd_steps": 2,
+        "eval.autoattack": "none", "data.val_size": 50, "attack.steps": 1, "attack.step_size": None,
+        "data.batch_size": 32}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """In-process training on one thread, like the subprocesses (OMP_NUM_THREADS=1): the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_spec(tmp_path, digits_yaml):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"base": str(digits_yaml),
+                                    "axes": {"model.act_layer": ["relu", "gelu"], "train.loss": ["at", "trades"]},
+                                    "overrides": TINY}))
+    return path
+
+
+def cli(spec, out, *extra):
+    return [sys.executable, "-m", "robustscale", "sweep", str(spec), "--out", str(out), "--json", *extra]
+
+
+def run_dirs(out):
+    return sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def attempts(run_dir):
+    path = run_dir / ATTEMPTS
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def status(run_dir):
+    return (read_record(run_dir) or {}).get("status")
+
+
+def test_killed_sweep_resumes_and_trains_each_run_once(tmp_path, digits_yaml):
+    spec, out = write_spec(tmp_path, digits_yaml), tmp_path / "out"
+    proc = subprocess.Popen(cli(spec, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:  # kill it while it trains its second run
+        dirs = run_dirs(out) if out.exists() else []
+        if any(status(d) == "done" for d in dirs) and any(status(d) == "running" for d in dirs):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    before = {d.name: (status(d), attempts(d)) for d in run_dirs(out)}
+    assert len(before) == 4 and list(s for s, _ in before.values()).count("done") >= 1
+    interrupted = [rid for rid, (s, _) in before.items() if s == "running"]
+    assert len(interrupted) <= 1  # (0 only if that run finished in the instant between our look and the kill)
+    assert all((out / rid / "claim.json").exists() for rid in interrupted)  # a dead worker's claim
+
+    summary = sweep(spec, out)
+    assert sorted(summary["done"]) == sorted(before)
+    assert sorted(summary["trained"]) == sorted(rid for rid, (s, _) in before.items() if s != "done")
+    for run_dir in run_dirs(out):
+        was, tries = before[run_dir.name]
+        assert attempts(run_dir) == tries + (0 if was == "done" else 1), run_dir.name  # each trained once after
+        assert record_problems(read_record(run_dir)) == []
+        assert was == "done" or not (run_dir / "claim.json").exists()  # the dead worker's claim was taken over
+    assert sweep(spec, out)["trained"] == []
+
+
+def test_two_concurrent_sweeps_never_train_a_run_twice(tmp_path, digits_yaml):
+    spec, out = write_spec(tmp_path, digits_yaml), tmp_path / "out"
+    procs = [subprocess.Popen(cli(spec, out, *extra), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for extra in (["--workers", "2"], [])]
+    summaries = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=400)
+        assert proc.returncode == 0, stderr
+        summaries.append(json.loads(stdout))
+    trained = [set(s["trained"]) for s in summaries]
+    assert not trained[0] & trained[1]
+    assert trained[0] | trained[1] == {d.name for d in run_dirs(out)} and len(run_dirs(out)) == 4
+    for run_dir in run_dirs(out):
+        assert status(run_dir) == "done" and attempts(run_dir) == 1
+        assert record_problems(read_record(run_dir)) == []

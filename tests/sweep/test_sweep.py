@@ -1,0 +1,129 @@
+"""A 4-run sweep on the embedded digits through the local executor and through submitit's local executor; rerunning
+trains nothing; failed runs keep their reason and are retried only on request; a preempted job resumes."""
+
+import io
+import json
+import os
+import time
+
+import pytest
+import yaml
+from rich.console import Console
+
+from robustscale.cli import main
+from robustscale.store.record import read_record, record_problems
+from robustscale.store.results import results_table
+from robustscale.sweep import SweepProgress, sweep
+from robustscale.sweep.run import ATTEMPTS, ERROR_LOG
+
+pytestmark = pytest.mark.slow
+
+TINY = {"model.name": "wrn_10_1", "train.epochs": 1, "train.max_steps": 2, "eval.pgd_steps": 2,
+        "eval.autoattack": "none", "data.val_size": 50, "attack.steps": 1, "attack.step_size": None,
+        "data.batch_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """In-process training on one thread: the CI's cores are shared, and two OpenMP threads spinning against other
+    processes make these tiny runs 20x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_spec(tmp_path, digits_yaml, **body):
+    body.setdefault("axes", {"model.act_layer": ["relu", "gelu"], "train.loss": ["at", "trades"]})
+    body["overrides"] = {**TINY, **body.get("overrides", {})}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"base": str(digits_yaml), **body}))
+    return path
+
+
+def attempts(run_dir):
+    path = run_dir / ATTEMPTS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_local_sweep_then_rerun_trains_nothing(tmp_path, digits_yaml, capsys):
+    spec, out = write_spec(tmp_path, digits_yaml), tmp_path / "out"
+    assert main(["sweep", str(spec), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["done"]) == 4 and sorted(summary["trained"]) == sorted(summary["done"])
+    assert summary["failed"] == [] and summary["skipped"] == []
+
+    table = results_table(out)
+    assert len(table) == 4 and set(table["status"]) == {"done"}
+    assert table["train_flops"].gt(0).all() and table["clean_acc"].between(0, 1).all()
+    assert set(zip(table["activation"], table["loss"])) == {("relu", "at"), ("relu", "trades"), ("gelu", "at"),
+                                                            ("gelu", "trades")}
+    for run_dir in (out / rid for rid in summary["done"]):
+        assert record_problems(read_record(run_dir)) == [] and len(attempts(run_dir)) == 1
+        assert not (run_dir / "claim.json").exists()
+    assert main(["results", str(out)]) == 0
+    assert capsys.readouterr().out.count(" done ") >= 4
+
+    view = SweepProgress([out / rid for rid in summary["done"]], enabled=False)
+    snap = view.snapshot()
+    assert (snap["done"], snap["running"], snap["failed"], snap["pending"]) == (4, 0, 0, 0)
+    assert snap["train_flops"] == pytest.approx(table["train_flops"].sum())
+    console = Console(file=io.StringIO(), width=200)
+    console.print(view._render())
+    assert "FLOPs" in console.file.getvalue() and "ETA" in console.file.getvalue()
+
+    again = sweep(spec, out)
+    assert again["trained"] == [] and sorted(again["skipped"]) == sorted(summary["done"])
+    assert all(len(attempts(out / rid)) == 1 for rid in summary["done"])
+
+
+def test_failed_runs_keep_their_reason_and_are_retried_only_on_request(tmp_path, digits_yaml, capsys):
+    spec = write_spec(tmp_path, digits_yaml, axes={"train.loss": ["at"]},
+                      overrides={"data.synthetic.path": str(tmp_path / "missing.npz")})
+    out = tmp_path / "out"
+    main(["sweep", str(spec), "--out", str(out)])  # exits 1 (failed runs) once cli.main returns typer.Exit codes
+    assert "missing.npz" in capsys.readouterr().err
+    (rid,) = [p.name for p in out.iterdir()]
+    record = read_record(out / rid)
+    assert record["status"] == "failed" and "missing.npz" in record["reason"]
+    assert len(record["reason"].splitlines()) == 1 and "Traceback" in (out / rid / ERROR_LOG).read_text()
+    assert "missing.npz" in results_table(out).loc[0, "reason"]
+
+    assert sweep(spec, out)["trained"] == [] and len(attempts(out / rid)) == 1
+    retried = sweep(spec, out, retry_failed=True)
+    assert retried["trained"] == [rid] and retried["failed"] == [rid] and len(attempts(out / rid)) == 2
+
+
+def test_submitit_local_executor_runs_the_sweep_and_requeues_a_preempted_job(tmp_path, digits_yaml):
+    """The Slurm code path (job array, Checkpointable requeue) through submitit's local executor."""
+    from submitit.local.local import LocalJobEnvironment
+
+    # two 1-epoch runs and two of 3 epochs; one of the long ones is preempted after its first checkpoint
+    spec = write_spec(tmp_path, digits_yaml, axes={"train.loss": ["at", "trades"]},
+                      zip=[{"train.epochs": 1}, {"train.epochs": 3, "train.max_steps": None, "data.batch_size": 256}],
+                      slurm={"cluster": "local", "timeout_min": 10})
+    out = tmp_path / "out"
+    submitted = sweep(spec, out, executor="slurm", wait=False)
+    assert submitted["runs"] == 4 and submitted["done"] == []
+    run_dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    victim = next(d for d in run_dirs if read_record(d)["config"]["train"]["epochs"] == 3)
+    deadline = time.time() + 240
+    while not (victim / "checkpoint.safetensors").exists():
+        assert time.time() < deadline, "the long run never checkpointed"
+        time.sleep(0.1)
+    os.kill(attempts(victim)[0]["pid"], LocalJobEnvironment._usr_sig())  # what Slurm sends before preempting
+
+    while any(read_record(d)["status"] != "done" for d in run_dirs):
+        assert time.time() < deadline, "the jobs did not finish"
+        time.sleep(0.5)
+    assert [t["resume"] for t in attempts(victim)] == [False, True]  # requeued, resumed from its checkpoint
+    assert read_record(victim)["epochs_run"] == 3
+    for run_dir in run_dirs:
+        assert record_problems(read_record(run_dir)) == []
+        assert run_dir == victim or len(attempts(run_dir)) == 1
+    assert set(results_table(out)["status"]) == {"done"}
+
+    again = sweep(spec, out, executor="slurm")
+    assert again["trained"] == [] and len(again["done"]) == 4
