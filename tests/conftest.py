@@ -1,10 +1,17 @@
 """Fixtures shared by every test folder. Keep this small: area-specific fixtures live in each folder's conftest."""
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One torch thread per test process (and per subprocess it starts): two threads on two shared cores oversubscribe,
+# and the tiny digits models gain little from a second thread anyway.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -192,7 +192,7 @@ def _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, s
                 stats += train_step(train_model, model, ema, optimizer, scheduler, scaler, x, y, cfg, gen)
                 accounting.add_train(cfg.data.batch_size)
                 state.step = step + 1
-                if (step + 1 - first) % LOG_EVERY == 0:
+                if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
                     bar.update(state, _summary(stats), step + 1 - first)
             stats = all_reduce_sum(stats)
             summary = _summary(stats)
