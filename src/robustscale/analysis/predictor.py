@@ -182,6 +182,8 @@ def complete_recipe(recipe: Mapping[str, Any], features: list[str], table: pd.Da
     if "params" in features and "params" not in values and "model" in values:
         values["params"] = params_for_model(str(values["model"]), table, values.get("dataset"))
     for feature in features:
+        if feature not in values and feature in table and table[feature].nunique(dropna=True) == 1:
+            values[feature] = table[feature].dropna().iloc[0]  # every run shares it: the recipe does too
         if feature not in values:
             raise UserError(f"the predictor uses '{feature}' (it is in the table): pass "
                             f"{_FLAGS.get(feature, '--' + feature)}")
