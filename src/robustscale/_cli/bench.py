@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import List, Optional
 
 import typer
 
-
-class LossChoice(str, Enum):
-    standard = "standard"
-    at = "at"
-    trades = "trades"
-
-
-class PrecisionChoice(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class DatasetChoice(str, Enum):
-    cifar10 = "cifar10"
-    cifar100 = "cifar100"
-    svhn = "svhn"
-    digits = "digits"
+from robustscale.config import Dataset, Loss, Precision  # the config's own enums: one set of choices
 
 
 def bench(
     overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides (e.g. attack.eps=0.1)."),
     model: str = typer.Option("wrn_28_10", "--model", help="wrn_D_W or any timm model."),
-    loss: LossChoice = typer.Option(LossChoice.trades, "--loss"),
+    loss: Loss = typer.Option(Loss.trades, "--loss"),
     steps: int = typer.Option(10, "--steps", help="Attack steps per training step."),
     batch: int = typer.Option(512, "--batch", help="Images per training step."),
-    dataset: DatasetChoice = typer.Option(DatasetChoice.cifar10, "--dataset",
+    dataset: Dataset = typer.Option(Dataset.cifar10, "--dataset",
                                           help="Image shape and classes (random images: no files are read)."),
-    precision: PrecisionChoice = typer.Option(PrecisionChoice.fp32, "--precision",
+    precision: Precision = typer.Option(Precision.fp32, "--precision",
                                               help="Autocast for attack and update."),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC model and batches."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (minutes of warm-up)."),
