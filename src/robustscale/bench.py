@@ -75,23 +75,13 @@ class StepTimer:
 
     def __init__(self, cfg: Config, device: torch.device | str, *, total_steps: int = 1000,
                  cudnn_benchmark: bool = False):
-        from robustscale.models import create_from_config
-        from robustscale.training.ema import ModelEMA
-        from robustscale.training.optim import make_optimizer, make_scheduler
+        from robustscale.training.loop import build_step
 
         self.cfg, self.device, self.cudnn_benchmark = cfg, torch.device(device), cudnn_benchmark
         torch.manual_seed(cfg.train.seed)
-        model = create_from_config(cfg).to(self.device)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model.train()
-        self.ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema else None
-        self.optimizer = make_optimizer(model, cfg.train)
         self.source = _random_source(cfg, self.device, max(4 * cfg.data.batch_size, 256))
-        total_steps = max(total_steps, self.source.sampler.steps_per_epoch)
-        self.scheduler = make_scheduler(self.optimizer, cfg.train, total_steps)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision.value == "fp16")
-        self.train_model = torch.compile(model) if cfg.train.compile else model
+        self.parts = build_step(cfg, self.device, max(total_steps, self.source.sampler.steps_per_epoch))
+        self.parts.model.train()
         self.stats = torch.zeros(4, device=self.device)
         self.steps_done = 0
         self.windows_s: list[float] = []
@@ -107,8 +97,7 @@ class StepTimer:
         for _ in range(n):
             gen = step_generator(self.cfg.train.seed, self.steps_done, self.device)
             x, y = self.source.batch(self.steps_done, gen)
-            self.stats += train_step(self.train_model, self.model, self.ema, self.optimizer, self.scheduler,
-                                     self.scaler, x, y, self.cfg, gen)
+            self.stats += train_step(self.parts, x, y, self.cfg, gen)
             self.steps_done += 1
         _sync(self.device)
 
@@ -177,7 +166,7 @@ def time_train_steps(cfg: Config, device: torch.device | str, *, iters: int = 10
     timer.warm_up(warmup)
     for _ in range(repeats):
         timer.window(iters)
-    return {**timer.result(iters), "trained_model": timer.model}
+    return {**timer.result(iters), "trained_model": timer.parts.model}
 
 
 # ---------------------------------------------------------------------------------------------- peaks, device

@@ -55,26 +55,63 @@ class Divergence(RuntimeError):
 # ---------------------------------------------------------------------------------------------- the step
 
 
-def train_step(model, attack_model, ema, optimizer, scheduler, scaler, x, y, cfg: Config, gen) -> torch.Tensor:
+@dataclass
+class StepParts:
+    """Everything a training step updates, built once by :func:`build_step` (for ``train()`` and the benchmark)."""
+
+    model: nn.Module  # the weights: checkpointed, averaged into the EMA, evaluated
+    train_model: nn.Module  # what the update runs through: ``model``, DDP-wrapped and/or compiled
+    attack_model: nn.Module  # what the attack runs through: ``model`` (no DDP: no gradient sync), compiled or not
+    ema: ModelEMA | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+
+
+def train_step(s: StepParts, x, y, cfg: Config, gen) -> torch.Tensor:
     """Attack, loss, update, EMA. Returns device-side stats [loss_sum, clean_correct, adv_correct, n] (no sync)."""
-    autocast = _autocast(cfg, x.device)
-    with autocast:
-        out = compute_loss(cfg.train.loss.value, model, x, y, cfg, attack_model=attack_model, generator=gen)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(out.loss).backward()
+    with _autocast(cfg, x.device):
+        out = compute_loss(cfg.train.loss.value, s.train_model, x, y, cfg, attack_model=s.attack_model,
+                           generator=gen)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(out.loss).backward()
     if cfg.train.grad_clip:
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    if ema is not None:
-        ema.update(attack_model)
+        s.scaler.unscale_(s.optimizer)
+        nn.utils.clip_grad_norm_(s.model.parameters(), cfg.train.grad_clip)
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.scheduler.step()
+    if s.ema is not None:
+        s.ema.update(s.model)
     with torch.no_grad():
         n = torch.tensor(float(len(y)), device=x.device)
         clean = (out.clean_logits.argmax(1) == y).sum() if out.clean_logits is not None else torch.zeros_like(n)
         adv = (out.adv_logits.argmax(1) == y).sum() if out.adv_logits is not None else torch.zeros_like(n)
         return torch.stack([out.loss.detach().float() * n, clean.float(), adv.float(), n])
+
+
+def build_step(cfg: Config, device: torch.device, steps_per_epoch: int, dist: DistInfo | None = None) -> StepParts:
+    """Model (channels-last, SyncBN), EMA, optimiser, schedule and scaler from the config; then the two views the
+    step runs through: DDP for the update only (the attack needs no gradient sync), ``torch.compile`` for both."""
+    model = create_from_config(cfg).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    distributed = dist is not None and dist.enabled
+    if distributed and cfg.train.sync_bn:
+        if device.type != "cuda":
+            raise UserError("train.sync_bn needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel): set it to false")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema else None
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision.value == "fp16")
+    train_model = attack_model = model
+    if distributed:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    if cfg.train.compile:
+        train_model, attack_model = torch.compile(train_model), torch.compile(model)
+    return StepParts(model, train_model, attack_model, ema, optimizer, scheduler, scaler)
 
 
 def _autocast(cfg: Config, device: torch.device):
@@ -128,60 +165,43 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: b
     np.random.seed(cfg.train.seed)
 
     data = load_train_data(cfg.data)
-    model = create_from_config(cfg).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if dist.enabled and cfg.train.sync_bn:
-        if device.type != "cuda":
-            raise UserError("train.sync_bn needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel): set it to false")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema else None
     sampler = MixedBatchSampler(len(data.train_x), data.n_synthetic, cfg.data.batch_size,
                                 cfg.data.synthetic.fraction, cfg.train.seed, dist.rank, dist.world_size)
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = make_scheduler(optimizer, cfg.train, sampler.steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision.value == "fp16")
+    parts = build_step(cfg, device, sampler.steps_per_epoch, dist)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotune the convolutions once
     accounting = RunAccounting.from_config(cfg, dist, device)
     state = Progress()
 
     record = read_record(run_dir) if resume else None
     if resume and (run_dir / ckpt.CHECKPOINT).is_file():  # killed before its first checkpoint: start over
-        saved = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT)
-        state = _restore(saved, model, ema, optimizer, scheduler, scaler, accounting)
+        state = _restore(ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT), parts, accounting)
     record = record or new_record(config_to_dict(cfg))
     if dist.is_main:
         _prepare_run_dir(run_dir, cfg, record, resume)
 
-    train_model = model
-    if dist.enabled:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                          else None)
-    if cfg.train.compile:
-        train_model = torch.compile(train_model)
     source = BatchSource(data, sampler, cfg, device)
     val = (torch.as_tensor(data.val_x).permute(0, 3, 1, 2).float().div(255.0).to(device),
            torch.as_tensor(data.val_y).to(device))
 
     try:
         with accounting.meter():
-            _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, scaler, source, val, state,
-                    accounting, progress)
+            _epochs(cfg, dist, run_dir, parts, source, val, state, accounting, progress)
         status, reason = Status.done, None
     except Divergence as err:
         status, reason = Status.failed, str(err)
-    record = _finish(cfg, dist, run_dir, record, model, ema, state, accounting, status, reason, device)
+    record = _finish(cfg, dist, run_dir, record, parts.model, state, accounting, status, reason, device)
     barrier()
     return record
 
 
-def _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, scaler, source, val, state, accounting,
-            progress) -> None:
+def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting, progress) -> None:
     steps_per_epoch = source.sampler.steps_per_epoch
     bar = _ProgressBar(cfg.train.epochs, steps_per_epoch, enabled=progress and dist.is_main)
     with bar:
         while state.epoch < cfg.train.epochs:
             t0 = time.perf_counter()
-            model.train()
+            parts.model.train()
             stats = torch.zeros(4, device=val[0].device)
             first = state.epoch * steps_per_epoch
             for step in range(first, first + steps_per_epoch):
@@ -189,7 +209,7 @@ def _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, s
                     break
                 gen = step_generator(cfg.train.seed, step, val[0].device)
                 x, y = source.batch(step, gen)
-                stats += train_step(train_model, model, ema, optimizer, scheduler, scaler, x, y, cfg, gen)
+                stats += train_step(parts, x, y, cfg, gen)
                 accounting.add_train(cfg.data.batch_size)
                 state.step = step + 1
                 if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
@@ -202,10 +222,10 @@ def _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, s
             state.epoch += 1
             epoch_s = time.perf_counter() - t0
             state.wall_s += epoch_s
-            row = {"epoch": state.epoch, "step": state.step, "lr": optimizer.param_groups[0]["lr"], **summary,
+            row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"], **summary,
                    "img_per_s": summary["n"] / max(epoch_s, 1e-9), "epoch_s": epoch_s,
                    "samples_seen": accounting.samples_seen, "train_flops": accounting.train_flops}
-            row.update(_validate(cfg, dist, run_dir, model, ema, val, state, accounting))
+            row.update(_validate(cfg, dist, run_dir, parts, val, state, accounting))
             bar.update(state, row, steps_per_epoch, epoch_done=True)
             checkpoint = state.epoch % cfg.train.checkpoint_every == 0 or state.epoch == cfg.train.epochs
             if checkpoint:
@@ -214,7 +234,7 @@ def _epochs(cfg, dist, run_dir, train_model, model, ema, optimizer, scheduler, s
                 append_line(run_dir / "metrics.jsonl", json.dumps(row))
                 state.history.append({k: row[k] for k in ("epoch", "val_pgd_acc", "val_clean_acc") if k in row})
                 if checkpoint:
-                    _save(run_dir, cfg, model, ema, optimizer, scheduler, scaler, accounting, state)
+                    _save(run_dir, cfg, parts, accounting, state)
             barrier()
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
@@ -226,13 +246,13 @@ def _summary(stats: torch.Tensor) -> dict[str, float]:
     return {"loss": loss_sum / n, "train_clean_acc": clean / n, "train_adv_acc": adv / n, "n": n}
 
 
-def _validate(cfg, dist, run_dir, model, ema, val, state, accounting) -> dict[str, Any]:
+def _validate(cfg, dist, run_dir, parts: StepParts, val, state, accounting) -> dict[str, Any]:
     """PGD-40 on the held-out validation subset: the early-stopping metric. Saves the best weights."""
     if state.epoch % cfg.eval.pgd_every and state.epoch != cfg.train.epochs:
         return {}
     from robustscale.attacks import pgd_accuracy
 
-    net = ema.module if ema is not None else model
+    net = parts.ema.module if parts.ema is not None else parts.model
     res = pgd_accuracy(net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
                        norm=cfg.attack.norm.value, loss=cfg.eval.pgd_loss.value, batch_size=cfg.eval.batch_size,
                        seed=cfg.train.seed)
@@ -261,14 +281,14 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, record: dict[str, Any], resume:
     write_record(run_dir, record)
 
 
-def _save(run_dir, cfg, model, ema, optimizer, scheduler, scaler, accounting, state: Progress) -> None:
-    save_model(run_dir / "last.safetensors", model, cfg)
+def _save(run_dir, cfg, s: StepParts, accounting, state: Progress) -> None:
+    save_model(run_dir / "last.safetensors", s.model, cfg)
     ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT, {
-        "model": model.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": s.model.state_dict(),
+        "ema": s.ema.state_dict() if s.ema is not None else None,
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(),
+        "scaler": s.scaler.state_dict(),
         "rng": ckpt.rng_state(),
         "accounting": accounting.state_dict(),
         "progress": {"epoch": state.epoch, "step": state.step, "best_metric": state.best_metric,
@@ -276,14 +296,14 @@ def _save(run_dir, cfg, model, ema, optimizer, scheduler, scaler, accounting, st
     })
 
 
-def _restore(saved, model, ema, optimizer, scheduler, scaler, accounting) -> Progress:
-    model.load_state_dict(saved["model"])
-    if ema is not None and saved.get("ema") is not None:
-        ema.load_state_dict(saved["ema"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+def _restore(saved, s: StepParts, accounting) -> Progress:
+    s.model.load_state_dict(saved["model"])
+    if s.ema is not None and saved.get("ema") is not None:
+        s.ema.load_state_dict(saved["ema"])
+    s.optimizer.load_state_dict(saved["optimizer"])
+    s.scheduler.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
-        scaler.load_state_dict(saved["scaler"])
+        s.scaler.load_state_dict(saved["scaler"])
     ckpt.set_rng_state(saved["rng"])
     accounting.load_state_dict(saved["accounting"])
     return Progress(**saved["progress"])
@@ -292,7 +312,7 @@ def _restore(saved, model, ema, optimizer, scheduler, scaler, accounting) -> Pro
 # ---------------------------------------------------------------------------------------------- the end
 
 
-def _finish(cfg, dist, run_dir, record, model, ema, state, accounting, status, reason, device) -> dict[str, Any]:
+def _finish(cfg, dist, run_dir, record, model, state, accounting, status, reason, device) -> dict[str, Any]:
     """Final evaluation of the best checkpoint (clean test accuracy, AutoAttack), accounting, record."""
     if not dist.is_main:
         return {}  # only rank 0 writes and reports

@@ -29,8 +29,9 @@ def standard_loss(model: nn.Module, x, y, *, attack, label_smoothing: float = 0.
 def at_loss(model: nn.Module, x, y, *, attack, attack_model: nn.Module | None = None, label_smoothing: float = 0.0,
             generator=None) -> LossOutput:
     """Madry et al.: cross-entropy on PGD examples (``attack.steps`` steps, random start)."""
-    with frozen_bn(attack_model or model):
-        x_adv = pgd(attack_model or model, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
+    net = attack_model if attack_model is not None else model
+    with frozen_bn(net):
+        x_adv = pgd(net, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
                     norm=attack.norm.value, loss="ce", random_start=attack.random_start, generator=generator)
     logits = model(x_adv)
     return LossOutput(F.cross_entropy(logits, y, label_smoothing=label_smoothing), None, logits)
@@ -43,7 +44,7 @@ def trades_loss(model: nn.Module, x, y, *, attack, beta: float, attack_model: nn
     The attack's target is a clean forward without gradients (one extra forward per sample, which the FLOP count
     includes); the two training forwards are separate, so BatchNorm sees clean and adversarial batches apart.
     """
-    net = attack_model or model
+    net = attack_model if attack_model is not None else model
     with frozen_bn(net):
         with torch.no_grad():
             target = net(x).detach()
