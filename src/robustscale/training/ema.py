@@ -19,6 +19,7 @@ class ModelEMA:
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._cache: tuple | None = None
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -27,16 +28,23 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
         self.updates += 1
-        ema_state = self.module.state_dict()
-        floats_ema, floats_model = [], []
-        for name, value in model.state_dict().items():
-            target = ema_state[name]
-            if value.dtype.is_floating_point:
-                floats_ema.append(target)
-                floats_model.append(value.detach())
-            else:
-                target.copy_(value)
+        floats_ema, floats_model, ints_ema, ints_model = self._pairs(model)
+        for target, value in zip(ints_ema, ints_model):
+            target.copy_(value)
         torch._foreach_lerp_(floats_ema, floats_model, 1.0 - d)  # ema += (1 - d) * (model - ema), one fused op
+
+    def _pairs(self, model: nn.Module) -> tuple[list, list, list, list]:
+        """The (EMA, model) tensor pairs, matched by name once per model: ``state_dict()`` on every step costs more
+        than the update itself on large models. Valid while neither model's tensors are replaced
+        (``load_state_dict`` copies in place)."""
+        if self._cache is None or self._cache[0] is not model:
+            ema_state, floats_ema, floats_model, ints_ema, ints_model = self.module.state_dict(), [], [], [], []
+            for name, value in model.state_dict().items():
+                floating = value.dtype.is_floating_point
+                (floats_ema if floating else ints_ema).append(ema_state[name])
+                (floats_model if floating else ints_model).append(value.detach())
+            self._cache = (model, floats_ema, floats_model, ints_ema, ints_model)
+        return self._cache[1:]
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
