@@ -43,6 +43,11 @@ def _resolved_spec(src: Path, out: Path) -> Path:
     return write_text(out / "spec.yaml", f"# resolved from {src}\n{text}")
 
 
+def _cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _say(progress: bool, message: str) -> None:
     if progress:
         from rich.console import Console
@@ -72,7 +77,7 @@ def run_demo(out: str | Path = "runs/demo", budget: str = "small", workers: int 
         _say(progress, f"1/4 drawing {synthetic_n} synthetic digits from a density model of the training split")
         synthesize("digits", synthetic_n, synthetic)
     spec = _resolved_spec(Path(spec) if spec is not None else spec_path(budget), out)
-    workers = workers or min(2, os.cpu_count() or 1)
+    workers = workers or _cores()
     _say(progress, f"2/4 sweeping {spec} with {workers} workers (rerun to resume)")
     summary = sweep(spec, executor="local", workers=workers, progress=progress)
     if summary.get("failed"):

@@ -127,3 +127,26 @@ def test_submitit_local_executor_runs_the_sweep_and_requeues_a_preempted_job(tmp
 
     again = sweep(spec, out, executor="slurm")
     assert again["trained"] == [] and len(again["done"]) == 4
+
+
+def test_progress_off_a_terminal_is_one_line_per_finished_run(tmp_path, capsys):
+    """In a CI log or a Slurm output file the live table would be noise: one plain line each time a run ends."""
+    from robustscale.config import config_to_dict, load_config
+    from robustscale.store.record import Status, new_record, write_record
+
+    config = config_to_dict(load_config("configs/digits.yaml"))
+    dirs = [tmp_path / f"r{i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir()
+        write_record(d, new_record(config, Status.running))
+    with SweepProgress(dirs, enabled=True, refresh_s=0.01):  # stdout is captured by pytest: not a terminal
+        time.sleep(0.5)
+        write_record(dirs[0], new_record(config, Status.done))
+        time.sleep(0.5)
+        write_record(dirs[1], new_record(config, Status.failed))
+        time.sleep(0.5)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "0/3 done, 3 running, 0 failed" in lines[0]
+    assert any("1/3 done, 2 running, 0 failed" in line for line in lines)
+    assert "1/3 done, 1 running, 1 failed" in lines[-1] and "ETA" in lines[-1]
+    assert len(lines) == 4  # a line only when a run finished (polled every 0.05 s), and the closing one

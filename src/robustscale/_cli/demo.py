@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -12,13 +11,13 @@ import typer
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the synthetic data, runs and report."),
     budget: str = typer.Option("small", "--budget", help="small (10 minutes on 2 cores) or medium (a workstation)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel training processes (default: 2)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel training processes, one CPU thread each (default: one per core)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
 ) -> None:
     """Synthetic data, a sweep of the paper's knobs, results, scaling laws, predictor and HTML report."""
     from robustscale.demo import run_demo
 
-    head = run_demo(out, budget, workers, progress=not as_json and sys.stderr.isatty())
+    head = run_demo(out, budget, workers, progress=not as_json)
     if as_json:
         from robustscale._cli._common import print_json
 

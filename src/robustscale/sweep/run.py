@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -250,13 +251,14 @@ class SweepProgress:
     """A live view of a sweep (done / running / failed / pending, FLOPs and energy so far, ETA), polled from disk.
 
     It reads only the run folders, so it shows the work of every worker on them, local processes and Slurm jobs
-    alike. Disabled (a no-op) unless ``enabled`` and stdout is a terminal.
+    alike. On a terminal it is a live table; elsewhere (a CI log, ``nohup``, a Slurm output file) one plain line on
+    stderr each time a run finishes. A no-op unless ``enabled``.
     """
 
     def __init__(self, run_dirs: Sequence[Path], enabled: bool = True, refresh_s: float = 1.0):
-        self.run_dirs, self.refresh_s = list(run_dirs), refresh_s
-        self.enabled = enabled and sys.stdout.isatty()
-        self._live = None
+        self.run_dirs, self.refresh_s, self.enabled = list(run_dirs), refresh_s, enabled
+        self._live = self._thread = None
+        self._stop = threading.Event()
         self._t0 = time.monotonic()
         self._finished_at_start = 0
 
@@ -291,19 +293,41 @@ class SweepProgress:
                       f"{s['train_flops']:.2e}", f"{s['energy_kwh']:.3g}", _duration(s["elapsed_s"]), eta)
         return table
 
+    def line(self, s: dict[str, Any]) -> str:
+        """The plain-text view: ``[0:02:10] 12/27 done, 2 running, 0 failed, 3.1e+12 FLOPs, ETA 0:02:40``."""
+        eta = "-" if s["eta_s"] is None else _duration(s["eta_s"])
+        return (f"[{_duration(s['elapsed_s'])}] {s['done']}/{s['total']} done, {s['running']} running, "
+                f"{s['failed']} failed, {s['train_flops']:.2e} FLOPs, ETA {eta}")
+
+    def _log_lines(self) -> None:
+        last = None
+        while not self._stop.wait(5 * self.refresh_s):
+            s = self.snapshot()
+            if (s["done"], s["failed"]) != last:
+                last = (s["done"], s["failed"])
+                print(self.line(s), file=sys.stderr, flush=True)
+
     def __enter__(self) -> "SweepProgress":
         if self.enabled:
-            from rich.live import Live
-
             s = self.snapshot()
             self._finished_at_start = s["done"] + s["failed"]
-            self._live = Live(get_renderable=self._render, refresh_per_second=1 / self.refresh_s)
-            self._live.__enter__()
+            if sys.stdout.isatty():
+                from rich.live import Live
+
+                self._live = Live(get_renderable=self._render, refresh_per_second=1 / self.refresh_s)
+                self._live.__enter__()
+            else:
+                self._thread = threading.Thread(target=self._log_lines, name="sweep-progress", daemon=True)
+                self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
             self._live.__exit__(*exc)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            print(self.line(self.snapshot()), file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:
