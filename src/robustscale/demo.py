@@ -55,7 +55,12 @@ def _say(progress: bool, message: str) -> None:
         Console(stderr=True).print(f"[bold cyan]demo[/] {message}")
 
 
-def run_demo(out: str | Path = "runs/demo", budget: str = "small", workers: int | None = None,
+def default_out(budget: str) -> Path:
+    """``runs/demo`` for the small budget, ``runs/demo-<budget>`` otherwise: two budgets never share a folder."""
+    return Path("runs/demo" if budget == "small" else f"runs/demo-{budget}")
+
+
+def run_demo(out: str | Path | None = None, budget: str = "small", workers: int | None = None,
              progress: bool = True, *, spec: str | Path | None = None, synthetic_n: int = SYNTHETIC_N,
              bootstrap: int = 500, metric: str = "autoattack_acc") -> dict[str, Any]:
     """Run the miniature study into ``out`` and return its headline numbers and paths.
@@ -70,13 +75,14 @@ def run_demo(out: str | Path = "runs/demo", budget: str = "small", workers: int 
     from robustscale.sweep import sweep
 
     t0 = time.perf_counter()
-    out = Path(out).resolve()
+    spec = Path(spec) if spec is not None else spec_path(budget)
+    out = Path(out if out is not None else default_out(budget)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     synthetic = out / "synthetic.npz"
     if not synthetic.exists():
         _say(progress, f"1/4 drawing {synthetic_n} synthetic digits from a density model of the training split")
         synthesize("digits", synthetic_n, synthetic)
-    spec = _resolved_spec(Path(spec) if spec is not None else spec_path(budget), out)
+    spec = _resolved_spec(spec, out)
     workers = workers or _cores()
     _say(progress, f"2/4 sweeping {spec} with {workers} workers (rerun to resume)")
     summary = sweep(spec, executor="local", workers=workers, progress=progress)
@@ -86,6 +92,7 @@ def run_demo(out: str | Path = "runs/demo", budget: str = "small", workers: int 
                         "after fixing the cause")
     _say(progress, "3/4 results table")
     table = results_table(out / "runs")
+    table = table[table["run_id"].isin(summary["done"])]  # this spec's runs only, whatever else the folder holds
     write_text(out / "results.csv", table.to_csv(index=False))
     _say(progress, "4/4 scaling laws, predictor and report")
     report = build_report(table, out / "report.html", bootstrap=bootstrap, metric=metric)
