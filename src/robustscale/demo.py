@@ -52,7 +52,7 @@ def _say(progress: bool, message: str) -> None:
     if progress:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold cyan]demo[/] {message}")
+        Console(stderr=True, soft_wrap=True).print(f"[bold cyan]demo[/] {message}")
 
 
 def default_out(budget: str) -> Path:

@@ -18,6 +18,15 @@ MAP_HELP = "CANONICAL=COLUMN: read another framework's column under robustscale'
 METRIC_HELP = "Accuracy column to analyse (pgd40_acc when AutoAttack was not run)."
 MIN_ACC_HELP = "Drop runs below this accuracy first (collapsed runs), in the table's unit."
 
+# the options every analysis command shares (one definition, the same flags and help everywhere)
+TABLE = typer.Argument(..., help=TABLE_HELP)
+MAPPING = typer.Option(None, "--map", help=MAP_HELP)
+BINS = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope.")
+MIN_ACC = typer.Option(None, "--min-acc", help=MIN_ACC_HELP)
+BOOTSTRAP = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")
+METRIC = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP)
+AS_JSON = typer.Option(False, "--json", help="Print one JSON object.")
+
 
 def _table(path: Path, mapping: Optional[List[str]]) -> Any:
     from robustscale.analysis import parse_mapping, read_table
@@ -42,15 +51,15 @@ def _fmt(value: Any) -> str:
 
 
 def fit(
-    table: Path = typer.Argument(..., help=TABLE_HELP),
-    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
-    bins: int = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope."),
-    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
+    table: Path = TABLE,
+    mapping: Optional[List[str]] = MAPPING,
+    bins: int = BINS,
+    min_acc: Optional[float] = MIN_ACC,
+    bootstrap: int = BOOTSTRAP,
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
+    metric: str = METRIC,
     cost_envelope: bool = typer.Option(False, "--cost-envelope", help="Fit cost/energy/CO2 on the envelope too."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Fit the scaling laws: accuracy envelope vs FLOPs (with intervals), a saturating alternative, cost laws."""
     from robustscale.analysis import fit_all
@@ -71,17 +80,17 @@ def fit(
 
 
 def extrapolate(
-    table: Path = typer.Argument(..., help=TABLE_HELP),
+    table: Path = TABLE,
     target: float = typer.Option(..., "--target", help="Robust accuracy wanted, in the table's unit."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU for GPU-years and the TDP energy estimate."),
     utilization: Optional[float] = typer.Option(None, "--utilization", help="Assumed model-FLOPs utilisation."),
-    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
-    bins: int = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope."),
-    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    mapping: Optional[List[str]] = MAPPING,
+    bins: int = BINS,
+    min_acc: Optional[float] = MIN_ACC,
+    bootstrap: int = BOOTSTRAP,
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    metric: str = METRIC,
+    as_json: bool = AS_JSON,
 ) -> None:
     """How much compute, energy, money, CO2 and GPU time a target robust accuracy needs under each law."""
     from robustscale.analysis import extrapolate as run_extrapolation
@@ -106,10 +115,10 @@ def _value(quantity: dict | None) -> float | None:
 
 
 def predict(
-    table: Path = typer.Argument(..., help=TABLE_HELP),
-    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
-    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
-    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
+    table: Path = TABLE,
+    mapping: Optional[List[str]] = MAPPING,
+    min_acc: Optional[float] = MIN_ACC,
+    metric: str = METRIC,
     seed: int = typer.Option(0, "--seed", help="Seed of the split, boosting and folds."),
     model: Optional[str] = typer.Option(None, "--model", help="Recipe: timm model name, e.g. wrn_34_20."),
     params: Optional[int] = typer.Option(None, "--params", help="Recipe: parameter count (instead of --model)."),
@@ -120,7 +129,7 @@ def predict(
     synthetic: Optional[bool] = typer.Option(None, "--synthetic/--no-synthetic", help="Recipe: synthetic data."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Recipe: training epochs."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Recipe: dataset."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Predict robust accuracy from the recipe (gradient boosting); with a recipe, predict one nobody trained."""
     from robustscale.analysis import predict_summary
@@ -142,13 +151,13 @@ def predict(
 
 
 def report(
-    source: Path = typer.Argument(..., help=TABLE_HELP),
+    source: Path = TABLE,
     out: Path = typer.Option(Path("report.html"), "-o", "--out", help="HTML file; a .json and figures go beside it."),
-    mapping: Optional[List[str]] = typer.Option(None, "--map", help=MAP_HELP),
-    min_acc: Optional[float] = typer.Option(None, "--min-acc", help=MIN_ACC_HELP),
-    metric: str = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP),
-    bins: int = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    mapping: Optional[List[str]] = MAPPING,
+    min_acc: Optional[float] = MIN_ACC,
+    metric: str = METRIC,
+    bins: int = BINS,
+    bootstrap: int = BOOTSTRAP,
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the predictor."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU for the extrapolations."),
     targets: Optional[List[float]] = typer.Option(None, "--target", help="Accuracy to extrapolate to (repeatable)."),
