@@ -465,3 +465,12 @@ def test_fuzzed_yaml_files_give_a_config_or_one_line_config_error(text, tmp_path
         assert_one_line(err)
         return
     assert _roundtrip(cfg) == cfg
+
+
+@pytest.mark.parametrize("override, key", [("attack.eps=true", "attack.eps"), ("train.epochs=false", "train.epochs"),
+                                           ("train.max_steps=yes", "train.max_steps")])
+def test_a_boolean_is_not_a_number(override, key):
+    """pydantic's lax mode reads true as 1.0: for eps that is a silent eps of 1, so it is refused by name."""
+    with pytest.raises(ConfigError, match=rf"'{key}'.*a number is needed"):
+        load_config(None, [override])
+    assert load_config(None, ["train.ema=true"]).train.ema is True  # booleans stay fine where they belong

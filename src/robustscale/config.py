@@ -81,8 +81,19 @@ def parse_number(value: Any) -> Any:
     return value
 
 
+_NUMBERS = (int, float, Optional[int], Optional[float])
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info) -> Any:
+        """``attack.eps=true`` is a typo, not 1.0 (pydantic's lax mode would read it so)."""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in _NUMBERS:
+            raise ValueError(f"a number is needed here, not {str(value).lower()}")
+        return value
 
 
 class SyntheticConfig(_Section):
