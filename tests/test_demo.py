@@ -1,12 +1,13 @@
 """A reduced demo (8 tiny runs) end to end through the real path: synth, sweep, results, laws, predictor, report."""
 
 import json
+import shutil
 
 import pytest
 import torch
 import yaml
 
-from robustscale.demo import SPEC_SYNTHETIC, run_demo, spec_path
+from robustscale.demo import SPEC_SYNTHETIC, default_out, run_demo, spec_path
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +50,18 @@ def test_reduced_demo_end_to_end(tmp_path, repo_root, one_thread):
     assert report["n_runs"] == 8
     assert "synthetic" in (out / "results.csv").read_text().splitlines()[0]
 
+    # a run from another study left in the folder (say, another budget's) stays out of this demo's report
+    foreign = out / "runs" / "foreign-run"
+    shutil.copytree(next((out / "runs").iterdir()), foreign)
+    record = json.loads((foreign / "record.json").read_text())
+    (foreign / "record.json").write_text(json.dumps({**record, "run_id": "foreign-run"}))
+
     again = run_demo(out, spec=tmp_path / "spec.yaml", workers=1, progress=False, synthetic_n=400, bootstrap=50,
                      metric="pgd40_acc")
     assert again["runs_trained"] == 0 and again["runs_done"] == 8  # resumes: nothing trains twice
+    assert json.loads((out / "report.json").read_text())["n_runs"] == 8
+    assert "foreign-run" not in (out / "results.csv").read_text()
+
+
+def test_each_budget_has_its_own_folder():
+    assert str(default_out("small")) == "runs/demo" and str(default_out("medium")) == "runs/demo-medium"

@@ -116,7 +116,7 @@ def figure_1c(predictor: RobustnessPredictor) -> Figure:
         values = [predictor.importance_[kind][features[i]] for i in order]
         ax.barh(y + offset, values, height=0.4, label=kind, color=colour)
     ax.set_yticks(y, [features[i] for i in order])
-    ax.set(xlabel="importance (impurity: share of splits' gain; permutation: drop in held-out R²)",
+    ax.set(xlabel="importance\n(impurity: share of the splits' gain; permutation: drop in held-out R²)",
            title="Feature importance of the predictor")
     ax.legend(fontsize=8)
     return fig
