@@ -15,6 +15,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this call created the process group, so its caller destroys it (cleanup)
 
     @property
     def is_main(self) -> bool:
@@ -31,12 +32,13 @@ def init_distributed() -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, owns)
 
 
 def device_for(info: DistInfo) -> torch.device:
@@ -65,5 +67,7 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Destroy the process group: a gloo group left to the interpreter's exit can abort the process (SIGABRT,
+    "terminate called without an active exception") after the work is done."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

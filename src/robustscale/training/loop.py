@@ -27,7 +27,8 @@ from robustscale.models import create_from_config, save_model
 from robustscale.store.atomic import append_line, write_text
 from robustscale.store.record import Status, new_record, read_record, write_record
 from robustscale.training import checkpoint as ckpt
-from robustscale.training.distributed import DistInfo, all_reduce_sum, barrier, device_for, init_distributed
+from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for,
+                                                  init_distributed)
 from robustscale.training.ema import ModelEMA
 from robustscale.training.losses import compute_loss
 from robustscale.training.optim import make_optimizer, make_scheduler
@@ -192,6 +193,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: b
         status, reason = Status.failed, str(err)
     record = _finish(cfg, dist, run_dir, record, parts.model, state, accounting, status, reason, device)
     barrier()
+    if dist.owns_group:
+        cleanup()
     return record
 
 
