@@ -7,7 +7,6 @@ any sweep: run it again after an interruption and only the unfinished runs train
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,11 +42,6 @@ def _resolved_spec(src: Path, out: Path) -> Path:
     return write_text(out / "spec.yaml", f"# resolved from {src}\n{text}")
 
 
-def _cores() -> int:
-    """Cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _say(progress: bool, message: str) -> None:
     if progress:
         from rich.console import Console
@@ -73,6 +67,7 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     from robustscale.store.atomic import write_text
     from robustscale.store.results import results_table
     from robustscale.sweep import sweep
+    from robustscale.sweep.executors import available_cores
 
     t0 = time.perf_counter()
     spec = Path(spec) if spec is not None else spec_path(budget)
@@ -83,7 +78,7 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
         _say(progress, f"1/4 drawing {synthetic_n} synthetic digits from a density model of the training split")
         synthesize("digits", synthetic_n, synthetic)
     spec = _resolved_spec(spec, out)
-    workers = workers or _cores()
+    workers = workers or available_cores()
     _say(progress, f"2/4 sweeping {spec} with {workers} workers (rerun to resume)")
     summary = sweep(spec, executor="local", workers=workers, progress=progress)
     if summary.get("failed"):

@@ -59,6 +59,12 @@ def _visible_gpus() -> int:
         return 0
 
 
+def available_cores() -> int:
+    """Cores this process may run on: the affinity mask, which containers, Slurm and ``taskset`` narrow (not the
+    host's count, which would oversubscribe a 2-core allocation on a 64-core node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _init_worker(threads: int, gpus, parent_pid: int) -> None:
     """Spawned worker setup: its own GPU (before CUDA starts), its share of the cores, and death with the parent."""
     if gpus is not None:
@@ -106,7 +112,7 @@ class LocalExecutor(Executor):
             gpus = ctx.Queue()
             for k in range(workers):
                 gpus.put(k % n_gpus)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, available_cores() // workers)
         outcomes = []
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads, gpus, os.getpid())) as pool:
@@ -191,7 +197,7 @@ class SlurmExecutor(Executor):
         configs = [config for _, config in tasks]
         threads = None
         if executor.cluster != "slurm":  # every job on this machine: share its cores instead of oversubscribing
-            threads = max(1, (os.cpu_count() or 1) // len(tasks))
+            threads = max(1, available_cores() // len(tasks))
         n = len(tasks)
         self.jobs = executor.map_array(RunJob(threads), dirs, configs, [retry_failed] * n, [stale_s] * n)
         log.info("submitted %d jobs (%s)", len(self.jobs), ", ".join(j.job_id for j in self.jobs[:5]))
