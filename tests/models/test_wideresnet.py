@@ -7,7 +7,7 @@ from torch import nn
 
 import robustscale  # noqa: F401  (registers the WRNs into timm)
 from robustscale.errors import ConfigError
-from robustscale.models import WideResNet, count_params, create_model
+from robustscale.models import WideResNet, count_params, create_model, wrn_params
 
 REGISTERED = timm.list_models("wrn_*")
 ACT_NAMES = {"GELU", "ReLU", "SiLU", "GELUTanh", "QuickGELU"}  # torch's or timm's own classes, by name
@@ -118,3 +118,8 @@ def test_in_chans_slices_the_statistics():
     assert model.normalize.mean.shape == (1, 1, 1, 1)
     model.eval()
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("depth, width, classes", [(10, 1, 10), (16, 4, 10), (28, 10, 100), (70, 16, 10)])
+def test_wrn_params_counts_what_the_built_model_holds(depth, width, classes):
+    assert wrn_params(depth, width, num_classes=classes) == count_params(f"wrn_{depth}_{width}", num_classes=classes)

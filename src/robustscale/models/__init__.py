@@ -14,10 +14,10 @@ from torch import nn
 
 from robustscale.errors import ConfigError, UserError
 from robustscale.models.normalize import Normalize, NormalizedModel
-from robustscale.models.wideresnet import WideResNet, parse_wrn_name, register_wrn
+from robustscale.models.wideresnet import WideResNet, parse_wrn_name, register_wrn, wrn_params
 
 __all__ = ["WideResNet", "Normalize", "NormalizedModel", "create_model", "create_from_config", "count_params",
-           "save_model", "load_model", "register_wrn"]
+           "save_model", "load_model", "register_wrn", "wrn_params"]
 
 
 def check_model_name(name: str) -> None:
