@@ -1,4 +1,4 @@
-"""``robustscale fit | extrapolate | predict | report``: scaling laws, predictions and the report (paper section IV).
+"""``robustscale fit | extrapolate | plan | predict | report``: scaling laws, predictions and the report (section IV).
 
 Thin wrappers: each command reads the table, calls one library function and prints its dict (``--json``) or a few
 readable lines.
@@ -50,6 +50,10 @@ def _fmt(value: Any) -> str:
     return "unreachable" if value == float("inf") else f"{value:.3g}"
 
 
+RESAMPLE_SEEDS = typer.Option(True, "--resample-seeds/--no-resample-seeds", help="When the table has replicates "
+                              "(runs differing only in seed), the bootstrap resamples seeds within recipes.")
+
+
 def fit(
     table: Path = TABLE,
     mapping: Optional[List[str]] = MAPPING,
@@ -57,15 +61,25 @@ def fit(
     min_acc: Optional[float] = MIN_ACC,
     bootstrap: int = BOOTSTRAP,
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    metric: str = METRIC,
+    metric: Optional[str] = typer.Option(None, "--metric", help=METRIC_HELP + " Default: autoattack_acc; with "
+                                         "--law nd, adv_loss when the table has it, else robust error."),
     cost_envelope: bool = typer.Option(False, "--cost-envelope", help="Fit cost/energy/CO2 on the envelope too."),
+    law: str = typer.Option("flops", "--law", help="flops: accuracy, cost, energy, CO2 vs FLOPs (the paper's laws); "
+                            "nd: loss = E + A/N^alpha + B/D^beta in params N and samples seen D."),
+    resample_seeds: bool = RESAMPLE_SEEDS,
     as_json: bool = AS_JSON,
 ) -> None:
     """Fit the scaling laws: accuracy envelope vs FLOPs (with intervals), a saturating alternative, cost laws."""
+    from robustscale.errors import UserError
+
+    if law == "nd":
+        return _fit_nd(table, mapping, metric, bootstrap, seed, resample_seeds, as_json)
+    if law != "flops":
+        raise UserError(f"--law '{law}': choose flops (the paper's laws vs FLOPs) or nd (loss vs params and data)")
     from robustscale.analysis import fit_all
 
-    result = fit_all(_table(table, mapping), metric=metric, bins=bins, min_acc=min_acc, bootstrap=bootstrap,
-                     seed=seed, cost_envelope=cost_envelope)
+    result = fit_all(_table(table, mapping), metric=metric or "autoattack_acc", bins=bins, min_acc=min_acc,
+                     bootstrap=bootstrap, seed=seed, cost_envelope=cost_envelope, resample_seeds=resample_seeds)
     if as_json:
         return print_json(result)
     sat = result["saturating_law"]
@@ -77,6 +91,26 @@ def fit(
                f"{_fmt(sat['holdout_error'])} (better: {result['holdout']['better']})")
     for name in ("cost_law", "energy_law", "co2_law"):
         typer.echo(_law_line(name, result[name]))
+
+
+def _fit_nd(table: Path, mapping: Optional[List[str]], metric: Optional[str], bootstrap: int, seed: int,
+            resample_seeds: bool, as_json: bool) -> None:
+    from robustscale.analysis.ndlaw import nd_fit_summary
+
+    result = nd_fit_summary(_table(table, mapping), metric=metric, bootstrap=bootstrap, seed=seed,
+                            resample_seeds=resample_seeds)
+    if as_json:
+        return print_json(result)
+    law = result["nd_law"]
+    ci = law["ci"] or {}
+    typer.echo(f"{law['n']} runs, metric {law['metric']}; L = E + A/N^alpha + B/D^beta (N params, D samples seen)")
+    for name in ("E", "A", "B", "alpha", "beta", "a", "b"):
+        interval = f" [{ci[name][0]:.4g}, {ci[name][1]:.4g}]" if name in ci else ""
+        typer.echo(f"  {name:5s} = {law[name]:.4g}{interval}")
+    k = "n/a (no train_flops)" if law["k"] is None else f"{law['k']:.4g}"
+    typer.echo(f"R^2 (log) = {law['r2']:.4f}; k = FLOPs / (N D) = {k}; N* ~ C^{law['a']:.3f}, D* ~ C^{law['b']:.3f}")
+    for note in law["identifiability"]["notes"]:
+        typer.echo(f"note: {note}")
 
 
 def extrapolate(
@@ -108,6 +142,45 @@ def extrapolate(
         typer.echo(f"{key}: {_fmt(law['train_flops'])} FLOPs [{_fmt(lo)}, {_fmt(hi)}], "
                    f"{_fmt(law['gpu_years']['value'])} GPU-years, {_fmt(_value(law['energy_kwh']))} kWh (law), "
                    f"${_fmt(_value(law['cost_usd']))}, {_fmt(_value(law['co2_kg']))} kg CO2 -- {law['note']}")
+
+
+def plan(
+    table: Path = TABLE,
+    flops: Optional[float] = typer.Option(None, "--flops", help="Compute budget C, in the table's FLOP unit."),
+    target: Optional[float] = typer.Option(None, "--target", help="A loss (in the law's metric) to reach: the "
+                                           "cheapest budget on the frontier that reaches it."),
+    target_acc: Optional[float] = typer.Option(None, "--target-acc", help="A robust accuracy to reach, through the "
+                                               "table's loss-accuracy relation (table unit)."),
+    dataset_size: Optional[int] = typer.Option(None, "--dataset-size", help="Unique training images, for epochs "
+                                               "(default: the table's dataset's train split)."),
+    mapping: Optional[List[str]] = MAPPING,
+    metric: Optional[str] = typer.Option(None, "--metric", help="Loss column, or an accuracy column to use robust "
+                                         "error (default: adv_loss when the table has it)."),
+    bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals (max 200)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    resample_seeds: bool = RESAMPLE_SEEDS,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Compute-optimal robust training: model size N*, samples D*, epochs and the nearest WRN for a budget."""
+    from robustscale.analysis.plan import plan as make_plan
+
+    result = make_plan(_table(table, mapping), flops, target_loss=target, target_acc=target_acc,
+                       dataset_size=dataset_size, metric=metric, bootstrap=bootstrap, seed=seed,
+                       resample_seeds=resample_seeds)
+    if as_json:
+        return print_json(result)
+    if result["target"] is not None:
+        t = result["target"]
+        typer.echo(f"target loss {t['loss']:.4g}: cheapest budget on the frontier {_fmt(t['flops'])} FLOPs")
+    acc = "" if result["accuracy"] is None else f", {result['accuracy_metric']} {result['accuracy']:.4g}"
+    if result["accuracy_in_table_range"] is False:
+        acc += " (the loss lies beyond the table's: accuracy held at the table's edge)"
+    epochs = "" if result["epochs"] is None else f" = {result['epochs']:.3g} epochs of {result['dataset_size']}"
+    typer.echo(f"budget {result['flops']:.4g} FLOPs (k = {result['k']:.4g}): N* = {result['params']:.4g} params "
+               f"(nearest {result['wrn']['name']}, {result['wrn']['params']:,}), D* = {result['samples']:.4g} "
+               f"samples{epochs}; predicted {result['metric']} {result['loss']:.4g}{acc}")
+    for note in result["nd_law"]["identifiability"]["notes"]:
+        typer.echo(f"note: {note}")
 
 
 def _value(quantity: dict | None) -> float | None:
@@ -175,5 +248,5 @@ def report(
 
 def register(app: typer.Typer) -> None:
     """Add the analysis commands to the ``robustscale`` app."""
-    for command in (fit, extrapolate, predict, report):
+    for command in (fit, extrapolate, plan, predict, report):
         app.command(command.__name__)(command)

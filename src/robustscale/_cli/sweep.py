@@ -85,6 +85,8 @@ def results(
     fmt: Optional[str] = typer.Option(None, "--format", help="table, csv, parquet or json (default: from -o, else "
                                       "table)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    by_recipe: bool = typer.Option(False, "--by-recipe", help="One row per recipe (runs differing only in seed): "
+                                   "mean, std, n and a 95% t-interval of every metric."),
 ) -> None:
     """One row per run: config knobs, accuracies (fractions), FLOPs, GPU-hours, energy, cost and CO2."""
     from robustscale.store.results import results_table
@@ -95,6 +97,12 @@ def results(
     if fmt == "parquet" and output is None:
         raise UserError("--format parquet is binary: add -o FILE.parquet")
     table = results_table(runs_dir)
+    if by_recipe:
+        from robustscale.analysis.replicates import by_recipe as summarise
+
+        table = summarise(table)
+        if fmt == "table":
+            return _emit(_render_recipes(table), output)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
@@ -148,6 +156,45 @@ def _render(table) -> str:
     console = Console(file=buffer, width=width, force_terminal=False)
     console.print(view)
     console.print(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    return buffer.getvalue()
+
+
+_RECIPE_SHOWN = ("model", "loss", "attack_steps", "epochs", "ema", "synthetic", "n", "seeds")
+_RECIPE_METRICS = ("clean_acc", "pgd40_acc", "autoattack_acc", "adv_loss")
+
+
+def _spread(row, metric: str) -> str:
+    """``0.6412 ± 0.0123 [0.6107, 0.6717]``: mean ± std [95% t-interval]; a single run has no spread."""
+    import pandas as pd
+
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if pd.isna(mean):
+        return ""
+    if pd.isna(std):
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {std:.4f} [{row[f'{metric}_ci_lo']:.4f}, {row[f'{metric}_ci_hi']:.4f}]"
+
+
+def _render_recipes(table) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    if table.empty:
+        return "no done runs\n"
+    knobs = [c for c in _RECIPE_SHOWN if c in table]
+    metrics = [m for m in _RECIPE_METRICS if f"{m}_mean" in table and table[f"{m}_mean"].notna().any()]
+    view = Table(show_header=True, header_style="bold")
+    for column in ("recipe_id", *knobs, *metrics):
+        view.add_column(column, overflow="fold")
+    for _, row in table.iterrows():
+        view.add_row(str(row["recipe_id"]), *(_cell(row[k]) for k in knobs), *(_spread(row, m) for m in metrics))
+    buffer = StringIO()
+    console = Console(file=buffer, width=shutil.get_terminal_size((240, 24)).columns if sys.stdout.isatty() else 240,
+                      force_terminal=False)
+    console.print(view)
+    console.print(f"{len(table)} recipes; metric cells: mean ± std (n - 1) [95% t-interval of the mean over seeds]")
     return buffer.getvalue()
 
 

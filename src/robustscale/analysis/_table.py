@@ -25,6 +25,8 @@ CANONICAL_COLUMNS = (
     "synthetic", "synthetic_fraction", "seed", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
     "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd", "co2_kg",
 )
+# beyond the paper's columns, what the N-D law (samples_seen, adv_loss) and the replicates (recipe_id) read
+MAPPABLE_COLUMNS = (*CANONICAL_COLUMNS, "samples_seen", "adv_loss", "recipe_id")
 ACCURACY_METRICS = ("autoattack_acc", "pgd40_acc", "clean_acc")
 BOOLEAN_COLUMNS = ("synthetic", "ema", "energy_estimated")
 MIN_POINTS = 3
@@ -39,9 +41,9 @@ def parse_mapping(pairs: Sequence[str] | None) -> dict[str, str]:
         canonical, sep, column = pair.partition("=")
         if not sep or not canonical.strip() or not column.strip():
             raise UserError(f"--map '{pair}' is not CANONICAL=COLUMN (e.g. --map autoattack_acc=robust_acc)")
-        if canonical.strip() not in CANONICAL_COLUMNS:
+        if canonical.strip() not in MAPPABLE_COLUMNS:
             raise UserError(f"--map '{pair}': '{canonical.strip()}' is not a robustscale column; "
-                            f"choose one of {', '.join(CANONICAL_COLUMNS)}")
+                            f"choose one of {', '.join(MAPPABLE_COLUMNS)}")
         mapping[canonical.strip()] = column.strip()
     return mapping
 

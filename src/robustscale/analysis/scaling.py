@@ -20,6 +20,7 @@ from scipy.optimize import least_squares
 from sklearn.base import BaseEstimator, clone
 
 from robustscale.analysis._table import MIN_POINTS, Runs, usable_runs
+from robustscale.analysis.replicates import has_replicates, recipe_codes, resample_within_recipes
 from robustscale.errors import UserError
 
 COST_LAWS = {"cost_law": "cost_usd", "energy_law": "energy_kwh", "co2_law": "co2_kg"}
@@ -99,8 +100,13 @@ class ScalingLaw(BaseEstimator):
         self.envelope = envelope
         self.level = level
 
-    def fit(self, x_flops: Any, y: Any) -> ScalingLaw:
-        """Fit the law; ``y`` must be positive (log space)."""
+    def fit(self, x_flops: Any, y: Any, groups: Any = None) -> ScalingLaw:
+        """Fit the law; ``y`` must be positive (log space).
+
+        ``groups`` (one recipe code per run, see :mod:`robustscale.analysis.replicates`): when some recipe has several
+        seeds, each bootstrap draw first redraws every recipe's seeds, then takes the envelope again, so the
+        intervals include seed noise; the point estimate is unchanged.
+        """
         flops, values = _check_xy(x_flops, y)
         if np.any(values <= 0):
             raise ValueError("a power law is fitted in log space: y must be positive")
@@ -112,7 +118,11 @@ class ScalingLaw(BaseEstimator):
         self.r2_ = _r2(np.log10(py), log_c + self.alpha_ * np.log10(px))
         self.n_ = int(px.size)
         self.points_ = np.column_stack([px, py])
-        self.draws_ = self._bootstrap(np.log10(px), np.log10(py))
+        self.seed_resampled_ = groups is not None and has_replicates(groups) and bool(self.bootstrap)
+        if self.seed_resampled_:
+            self.draws_ = self._bootstrap_seeds(flops, values, np.asarray(groups))
+        else:
+            self.draws_ = self._bootstrap(np.log10(px), np.log10(py))
         self.ci_ = None if not len(self.draws_) else {
             "C": _interval(10.0 ** self.draws_[:, 0], self.level), "alpha": _interval(self.draws_[:, 1], self.level)}
         return self
@@ -129,6 +139,21 @@ class ScalingLaw(BaseEstimator):
         ok = sxx > 1e-12
         alpha = np.sum(dx * dy, axis=1)[ok] / sxx[ok]
         return np.column_stack([ys.mean(axis=1)[ok] - alpha * xs.mean(axis=1)[ok], alpha])
+
+    def _bootstrap_seeds(self, flops: np.ndarray, values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Two-level bootstrap: seeds within recipes, then the envelope's points; rows of (log10 C, alpha)."""
+        rng = np.random.default_rng(self.seed)
+        draws = []
+        for _ in range(int(self.bootstrap)):
+            rows = resample_within_recipes(groups, rng)
+            f, v = flops[rows], values[rows]
+            support = envelope_indices(f, v, self.bins) if self.envelope else np.arange(f.size)
+            pick = support[rng.integers(0, support.size, support.size)]
+            log_x, log_y = np.log10(f[pick]), np.log10(v[pick])
+            if np.ptp(log_x) > 1e-6:
+                alpha, log_c = np.polyfit(log_x, log_y, 1)
+                draws.append((log_c, alpha))
+        return np.asarray(draws, dtype=float).reshape(-1, 2)
 
     def predict(self, flops: Any) -> np.ndarray:
         return self.C_ * np.asarray(flops, dtype=float) ** self.alpha_
@@ -302,10 +327,14 @@ class FittedLaws:
 
 
 def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0, cost_envelope: bool = False,
-             holdout_fraction: float = 0.25) -> FittedLaws:
-    """Fit the accuracy envelope law, its saturating alternative, the held-out check and the cost laws."""
+             holdout_fraction: float = 0.25, resample_seeds: bool = True) -> FittedLaws:
+    """Fit the accuracy envelope law, its saturating alternative, the held-out check and the cost laws.
+
+    With ``resample_seeds`` and replicates in the table, the accuracy law's bootstrap resamples seeds within recipes.
+    """
     flops, acc = runs.flops, runs.accuracy
-    power = ScalingLaw(bins=bins, bootstrap=bootstrap, seed=seed).fit(flops, acc)
+    groups = recipe_codes(runs.frame) if resample_seeds else None
+    power = ScalingLaw(bins=bins, bootstrap=bootstrap, seed=seed).fit(flops, acc, groups=groups)
     saturating = SaturatingLaw(bins=bins, bootstrap=min(bootstrap, 200), seed=seed, ceiling=runs.ceiling)
     saturating.fit(flops, acc)
     laws = FittedLaws(runs, power, saturating, holdout_error(power, flops, acc, holdout_fraction),
@@ -346,6 +375,12 @@ def _points(laws: FittedLaws) -> list[dict]:
             for run_id, (x, y) in zip(ids, laws.accuracy.points_)]
 
 
+def _resampled(law: ScalingLaw) -> str:
+    if getattr(law, "seed_resampled_", False):
+        return "seeds within recipes, then envelope points"
+    return "envelope points" if law.envelope else "runs"
+
+
 def summarize_laws(laws: FittedLaws) -> dict:
     """The ``fit --json`` object for already fitted laws."""
     power_error, saturating_error = laws.power_holdout["rmse"], laws.saturating_holdout["rmse"]
@@ -357,6 +392,7 @@ def summarize_laws(laws: FittedLaws) -> dict:
         "metric": laws.runs.metric, "units": laws.runs.units(), "source": laws.runs.source,
         "n_runs": len(laws.runs.frame), "dropped": laws.runs.dropped,
         "accuracy_law": {**law_summary(laws.accuracy), "points": _points(laws), "bins": laws.accuracy.bins,
+                         "bootstrap": _resampled(laws.accuracy),
                          "fit": "log-log least squares on the best run per log10(FLOPs) bin; r2 in log-log space"},
         "saturating_law": {"A": sat.A_, "B": sat.B_, "gamma": sat.gamma_, "r2": sat.r2_, "n": sat.n_, "ci": sat.ci_,
                            "holdout_error": saturating_error},
@@ -369,7 +405,7 @@ def summarize_laws(laws: FittedLaws) -> dict:
 
 
 def fit_all(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 19, min_acc: float | None = None,
-            bootstrap: int = 1000, seed: int = 0, cost_envelope: bool = False) -> dict:
+            bootstrap: int = 1000, seed: int = 0, cost_envelope: bool = False, resample_seeds: bool = True) -> dict:
     """Fit every law on a results table and return exactly the ``robustscale fit --json`` object.
 
     Args:
@@ -380,9 +416,11 @@ def fit_all(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 
         bootstrap: resamples for the intervals.
         seed: seed of the bootstrap.
         cost_envelope: fit cost, energy and CO2 on the per-bin envelope instead of all runs.
+        resample_seeds: with replicates in the table, resample seeds within recipes in the accuracy law's bootstrap.
     """
     runs = usable_runs(table, metric, min_acc)
-    return summarize_laws(fit_laws(runs, bins=bins, bootstrap=bootstrap, seed=seed, cost_envelope=cost_envelope))
+    return summarize_laws(fit_laws(runs, bins=bins, bootstrap=bootstrap, seed=seed, cost_envelope=cost_envelope,
+                                   resample_seeds=resample_seeds))
 
 
 def extrapolate(table: pd.DataFrame, target: float, *, gpu: str = "h100", metric: str = "autoattack_acc",

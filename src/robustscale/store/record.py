@@ -19,7 +19,7 @@ from typing import Any
 
 from robustscale.store.atomic import write_json
 
-__all__ = ["SCHEMA_VERSION", "RECORD", "Status", "run_id", "new_record", "failed_record", "read_record",
+__all__ = ["SCHEMA_VERSION", "RECORD", "Status", "run_id", "recipe_id", "new_record", "failed_record", "read_record",
            "write_record", "record_problems", "versions", "now"]
 
 SCHEMA_VERSION = 1
@@ -60,6 +60,16 @@ def run_id(config: dict[str, Any]) -> str:
     m, t = config["model"], config["train"]
     steps = config["attack"]["steps"] if t["loss"] != "standard" else 0
     return f"{config['data']['dataset']}-{m['name']}-{t['loss']}{steps}-s{t['seed']}-{digest}"
+
+
+def recipe_id(config: dict[str, Any]) -> str:
+    """The run id without the seed: runs whose configs differ only in ``train.seed`` are replicates of one recipe."""
+    identity = _identity(config)
+    identity["train"] = {k: v for k, v in identity["train"].items() if k != "seed"}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    m, t = config["model"], config["train"]
+    steps = config["attack"]["steps"] if t["loss"] != "standard" else 0
+    return f"{config['data']['dataset']}-{m['name']}-{t['loss']}{steps}-{digest}"
 
 
 def new_record(config: dict[str, Any], status: Status = Status.pending) -> dict[str, Any]:

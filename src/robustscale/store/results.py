@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from robustscale.errors import UserError
-from robustscale.store.record import RECORD, Status, read_record
+from robustscale.store.record import RECORD, Status, read_record, recipe_id
 from robustscale.store.rundir import claim_is_live
 
 __all__ = ["COLUMNS", "EXTRA_COLUMNS", "results_table", "find_run_dirs"]
@@ -24,7 +24,7 @@ COLUMNS = (
     "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd", "co2_kg",
 )
 EXTRA_COLUMNS = ("reason", "run_dir", "wall_s", "samples_seen", "attack_flops", "eval_flops", "mean_power_w",
-                 "epochs_run", "best_epoch", "updated")
+                 "epochs_run", "best_epoch", "updated", "recipe_id")
 _BOOL = ("ema", "synthetic", "energy_estimated")
 _INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch")
 _FLOAT = ("beta", "synthetic_fraction", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
@@ -53,6 +53,14 @@ def _get(tree: Any, *keys: str) -> Any:
     return tree
 
 
+def _recipe(config: dict[str, Any]) -> str | None:
+    """The run's recipe (its config without the seed), or None for a record whose config is not a resolved one."""
+    try:
+        return recipe_id(config)
+    except (KeyError, TypeError):
+        return None
+
+
 def _row(run_dir: Path) -> dict[str, Any]:
     record = read_record(run_dir)
     if record is None:
@@ -74,7 +82,7 @@ def _row(run_dir: Path) -> dict[str, Any]:
         **{k: acc.get(k) for k in _ACCOUNTING},
         "reason": record.get("reason"), "run_dir": str(run_dir), "wall_s": record.get("wall_s"),
         "samples_seen": record.get("samples_seen"), "epochs_run": record.get("epochs_run"),
-        "updated": record.get("updated"),
+        "updated": record.get("updated"), "recipe_id": _recipe(cfg),
     }
     if row["status"] == Status.running.value and not claim_is_live(run_dir):
         row["reason"] = "interrupted: no worker holds it; rerun the sweep to resume it"
