@@ -53,7 +53,8 @@ def test_recovers_a_known_law_and_extrapolates_it(seed):
 def test_a_and_b_are_reported_in_the_tables_raw_units():
     table = nd_table(0)
     law = NDLaw(bootstrap=0).fit(table)
-    scaled = NDLaw(bootstrap=0).fit(table.assign(params=table["params"] / 1e6, samples_seen=table["samples_seen"] / 1e6))
+    in_millions = table.assign(params=table["params"] / 1e6, samples_seen=table["samples_seen"] / 1e6)
+    scaled = NDLaw(bootstrap=0).fit(in_millions)
     assert law.predict(table["params"], table["samples_seen"]) == pytest.approx(
         scaled.predict(table["params"] / 1e6, table["samples_seen"] / 1e6), rel=1e-3)
     assert law.A_ == pytest.approx(scaled.A_ * 1e6**scaled.alpha_, rel=1e-3)
@@ -91,7 +92,8 @@ def test_plan_for_a_target_finds_the_cheapest_budget_and_maps_accuracy():
     table = nd_table(0)
     law_loss = plan(table, 1e18, bootstrap=0)["loss"]
     by_loss = plan(table, target_loss=law_loss, bootstrap=0)
-    assert by_loss["target"]["flops"] == pytest.approx(1e18, rel=1e-4) and by_loss["flops"] == by_loss["target"]["flops"]
+    assert by_loss["target"]["flops"] == pytest.approx(1e18, rel=1e-4)
+    assert by_loss["flops"] == by_loss["target"]["flops"]  # without --flops, the plan is the target's budget
     # the table relates accuracy to loss (0.62 - 0.02 L): the isotonic map inverts it inside the table's range
     acc_target = 0.62 - 0.02 * 8.0
     by_acc = plan(table, target_acc=acc_target, bootstrap=0)
@@ -103,10 +105,11 @@ def test_plan_for_a_target_finds_the_cheapest_budget_and_maps_accuracy():
 
 
 @pytest.mark.parametrize("params", [36_479_194, 266_796_506, 1.0e9])  # WRN-28-10, WRN-70-16, beyond the paper
-def test_nearest_wrn_is_a_valid_shape_within_a_percent(params):
+def test_nearest_wrn_is_a_valid_shape_within_five_percent(params):
     wrn = nearest_wrn(params)
     assert (wrn["depth"] - 4) % 6 == 0 and wrn["width"] >= 1
-    assert wrn["params"] == pytest.approx(params, rel=0.01) and wrn["ratio"] == pytest.approx(wrn["params"] / params)
+    assert wrn["params"] == pytest.approx(params, rel=0.05) and wrn["ratio"] == pytest.approx(wrn["params"] / params)
+    assert nearest_wrn(36_479_194)["name"] == "wrn_28_10"  # an exact match of the reference shape is kept
 
 
 def test_bootstrap_intervals_contain_the_truth_in_most_repetitions():

@@ -347,11 +347,11 @@ class NDLaw(BaseEstimator):
 
     def optimal_params(self, flops: Any) -> np.ndarray:
         """N*(C) = G (C / k)^a: the model size that minimises the law's loss at compute C (see :func:`_g`)."""
-        return self.G_ * (np.asarray(flops, dtype=float) / self._k()) ** self.a_
+        return self.G_ * (np.asarray(flops, dtype=float) / self.require_k()) ** self.a_
 
     def optimal_samples(self, flops: Any) -> np.ndarray:
         """D*(C) = (C / k) / N*(C) = (C / k)^b / G."""
-        return np.asarray(flops, dtype=float) / self._k() / self.optimal_params(flops)
+        return np.asarray(flops, dtype=float) / self.require_k() / self.optimal_params(flops)
 
     def optimal_loss(self, flops: Any) -> np.ndarray:
         """L*(C) = E + (A G^-alpha + B G^beta) (C / k)^-gamma with gamma = alpha beta / (alpha + beta)."""
@@ -363,9 +363,10 @@ class NDLaw(BaseEstimator):
         Along the frontier the loss falls as a power of C towards E (:meth:`optimal_loss`), so the inverse is closed
         form: C = k ((A G^-alpha + B G^beta) / (target - E))^(1 / gamma).
         """
-        return float(_flops_for(self.E_, self.A_, self.B_, self.alpha_, self.beta_, self._k(), target_loss))
+        return float(_flops_for(self.E_, self.A_, self.B_, self.alpha_, self.beta_, self.require_k(), target_loss))
 
-    def _k(self) -> float:
+    def require_k(self) -> float:
+        """k, or a one-line error for a table without train_flops (a budget cannot be split without it)."""
         if self.k_ is None:
             raise UserError(f"{self.runs_.source}: no train_flops on the fitted runs, so compute cannot be turned into "
                             "params x samples; add the column or map it with --map train_flops=YOUR_COLUMN")
@@ -497,9 +498,10 @@ def _notes(law: NDLaw, unpinned: list[str], corr: dict[str, dict[str, float | No
     n_span, d_span = runs.n.max() / runs.n.min(), runs.d.max() / runs.d.min()
     notes = []
     if "E" in unpinned:
-        notes.append(f"E (the loss that no N or D removes) is not pinned down{_partners(('E',), corr)}: the loss has not "
-                     f"levelled off over the table's D ({runs.d.min():.3g} to {runs.d.max():.3g} samples) and N "
-                     f"({runs.n.min():.3g} to {runs.n.max():.3g}); runs with more data (and larger models) would fix it")
+        notes.append(f"E (the loss that no N or D removes) is not pinned down{_partners(('E',), corr)}: the loss has "
+                     f"not levelled off over the table's D ({runs.d.min():.3g} to {runs.d.max():.3g} samples) and N "
+                     f"({runs.n.min():.3g} to {runs.n.max():.3g}); runs with more data (and larger models) would "
+                     "fix it")
     for term, names, axis, span in (("model-size", ("A", "alpha"), "N", n_span), ("data", ("B", "beta"), "D", d_span)):
         missing = [p for p in names if p in unpinned]
         if missing:

@@ -23,21 +23,24 @@ from robustscale.models import wrn_params
 __all__ = ["AccuracyMap", "nearest_wrn", "plan"]
 
 WRN_DEPTHS = tuple(6 * n + 4 for n in range(1, 21))  # 10 ... 124: every depth of the form 6n + 4 up to WRN-124
-WRN_WIDTHS = tuple(range(1, 41))  # WRN-124-40 holds 3.1B parameters, beyond any robust model trained so far
+WRN_WIDTHS = tuple(range(1, 41))
+_WRN_PROPORTION = 28 / 10  # WRN-28-10's depth-to-width ratio
+_WRN_SHAPE_WEIGHT = 0.1  # WRN-124-40 holds 3.1B parameters, beyond any robust model trained so far
 
 
 def nearest_wrn(params: float, num_classes: int = 10, in_chans: int = 3) -> dict[str, Any]:
-    """The WRN-depth-width (depth 6n + 4, integer width) whose parameter count is nearest ``params`` in log scale.
+    """A WRN-depth-width (depth 6n + 4, integer width) with about ``params`` parameters.
 
-    Many shapes come close for large models; among those within 1% of the best, the shallowest wins (the paper's
-    and Bartoldson et al.'s sweeps widen before they deepen, and shallow nets train faster per parameter).
+    Dozens of shapes come within a few percent of a large count (WRN-76-3 and WRN-22-6 hold about the same), so the
+    choice also weighs the shape: the score is the log error in parameters plus a tenth of the log distance of the
+    depth-to-width proportion from WRN-28-10's, the shape most of the robustness literature scales from (a shape
+    twice as deep for its width costs as much as 7% in parameters).
     """
     if not (math.isfinite(params) and params > 0):
         raise UserError(f"no WideResNet has {params} parameters")
     shapes = [(d, w, wrn_params(d, w, num_classes, in_chans)) for d in WRN_DEPTHS for w in WRN_WIDTHS]
-    error = np.array([abs(math.log(count / params)) for _, _, count in shapes])
-    close = [shape for shape, e in zip(shapes, error) if e <= error.min() + 0.01]
-    depth, width, count = min(close, key=lambda s: (s[0], s[1]))
+    depth, width, count = min(shapes, key=lambda s: abs(math.log(s[2] / params))
+                              + _WRN_SHAPE_WEIGHT * abs(math.log(s[0] / s[1] / _WRN_PROPORTION)))
     return {"name": f"wrn_{depth}_{width}", "depth": depth, "width": width, "params": count,
             "ratio": count / params, "num_classes": num_classes}
 
@@ -168,7 +171,8 @@ def _target(law: NDLaw, accuracy: AccuracyMap, size: int | None, target_loss: fl
     if not target_loss > 0:
         raise UserError(f"--target {target_loss}: a target loss must be positive")
     flops = law.flops_for(target_loss)
-    out: dict[str, Any] = {"loss": target_loss, "accuracy": target_acc, "flops": flops, "reachable": math.isfinite(flops)}
+    out: dict[str, Any] = {"loss": target_loss, "accuracy": target_acc, "flops": flops,
+                           "reachable": math.isfinite(flops)}
     if not out["reachable"]:
         out["note"] = (f"the target lies at or below the law's floor E = {law.E_:.4g}: no budget reaches it on this "
                        "law (see nd_law.identifiability for how well E is known)")
@@ -197,7 +201,7 @@ def plan(table: pd.DataFrame, flops: float | None = None, *, target_loss: float 
     """
     _check_request(flops, target_loss, target_acc)
     law = fit_nd(table, metric=metric, bootstrap=bootstrap, seed=seed, resample_seeds=resample_seeds)
-    law._k()  # a table without train_flops cannot plan a budget: say so before anything else
+    law.require_k()  # a table without train_flops cannot plan a budget: say so before anything else
     accuracy = AccuracyMap(law, table)
     size, size_source = _dataset_size(law, dataset_size)
     target = None
