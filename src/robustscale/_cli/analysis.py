@@ -69,7 +69,8 @@ def fit(
     resample_seeds: bool = RESAMPLE_SEEDS,
     as_json: bool = AS_JSON,
 ) -> None:
-    """Fit the scaling laws: accuracy envelope vs FLOPs (with intervals), a saturating alternative, cost laws."""
+    """Fit the scaling laws: accuracy envelope vs FLOPs (with intervals), a saturating alternative, cost laws;
+    with --law nd, the loss as a law of model size and data (compute-optimal split)."""
     from robustscale.errors import UserError
 
     if law == "nd":
