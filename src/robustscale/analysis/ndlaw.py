@@ -529,7 +529,9 @@ def nd_summary(law: NDLaw) -> dict[str, Any]:
         "G": law.G_, "k": law.k_, "r2": law.r2_, "n": law.n_, "ci": law.ci_,
         "metric": runs.metric, "metric_kind": runs.kind, "metric_column": runs.column,
         "units": {"N": "params (count)", "D": "samples_seen (training samples seen, a count)",
-                  "L": runs.metric + (" (table unit)" if runs.kind == "loss" else f" (fraction of {runs.ceiling:g})"),
+                  "L": f"{runs.metric}, " + ("as in the table" if runs.kind == "loss" else
+                                             "robust error in the accuracy's unit" +
+                                             (" (percent)" if runs.ceiling == 100.0 else " (fraction)")),
                   "k": "train_flops / (params x samples_seen), median over runs"},
         "law": "L(N, D) = E + A / N**alpha + B / D**beta; N*(C) = G (C/k)**a, D*(C) = (C/k) / N*(C)",
         "fit": f"Huber (delta {law.delta:g}) on log residuals, log-sum-exp form, L-BFGS-B from {law.starts} grid "

@@ -168,6 +168,8 @@ def _target(law: NDLaw, accuracy: AccuracyMap, size: int | None, target_loss: fl
     source = law.runs_.source
     if target_acc is not None:
         target_loss = accuracy.loss_for(target_acc, source)
+        if not target_loss > 0:
+            raise UserError(f"--target-acc {target_acc:g}: at or above the accuracy ceiling; no loss reaches it")
     if not target_loss > 0:
         raise UserError(f"--target {target_loss}: a target loss must be positive")
     flops = law.flops_for(target_loss)
