@@ -14,7 +14,8 @@ from robustscale.analysis.plan import nearest_wrn, plan
 from robustscale.cli import main
 from robustscale.errors import UserError
 
-# Bartoldson et al. (ICML 2024) fit on CIFAR-10 adversarial loss, N and D in millions; converted to raw counts below.
+# Bartoldson et al.'s (ICML 2024) CIFAR-10 fit as issue 19 quotes it (N and D in millions; their scaling_law_utils.py
+# appears to fit raw counts, which changes A and B but not the exponents): any known law serves for recovery.
 TRUE = {"E": 0.560, "A": 6.69, "B": 7.55, "alpha": 0.244, "beta": 0.228}
 TRUE_A = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
 K = 30.0  # FLOPs per parameter per sample, roughly a 4-step adversarial training

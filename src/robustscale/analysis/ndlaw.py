@@ -5,8 +5,8 @@ and more data. Bartoldson et al. (ICML 2024, "Adversarial Robustness Limits via 
 Studies"; code: github.com/bbartoldson/Adversarial-Robustness-Limits, ``scaling_law_utils.py``: ``approach_3``,
 ``approach_3_loss``, ``grid_search_lbfgs_minimize``, ``N_star``, ``D_star``) fit Hoffmann et al.'s (2022, "Training
 Compute-Optimal Large Language Models") approach 3 to the adversarial test loss of WRNs of ``N`` parameters trained
-on ``D`` samples (A 6.69, B 7.55, E 0.560, alpha 0.244, beta 0.228 with N, D in millions), and derive the
-compute-optimal split from it. This module is our own implementation of that fit:
+on ``D`` samples (E 0.560, alpha 0.244, beta 0.228, so N* ~ C^0.48), and derive the compute-optimal split from
+it. This module is our own implementation of that fit:
 
 - the law in log-sum-exp form, ``log L = LSE(a - alpha log N, b - beta log D, e)`` with ``A, B, E = exp(a, b, e)``,
   so every coefficient stays positive without constraints;
@@ -18,9 +18,11 @@ beta)``. For a fixed ``(alpha, beta)`` the law is linear in ``(E, A, B)``, so we
 three coefficients exactly by non-negative least squares on relative errors, and start L-BFGS-B from the best few
 of those points: the same search a hundred times cheaper, which the bootstrap (hundreds of refits) needs. ``N`` and
 ``D`` are divided by their geometric means inside the fit (coefficients near one whatever the units) and reported in
-the table's raw units. Exponents are bounded to ``[0, 4]``: a law whose loss grows with N or D is not one. Their code
-has no intervals; we add a bootstrap that can resample seeds within recipes, and say which parameters the table
-cannot pin down (E and B trade off when the loss has not levelled off in D, for example).
+the table's raw units. They fit each configuration's best evaluation over its training
+(``get_LNDFlopsFID_at_optimum``); a robustscale run records one final evaluation, so each run is one point.
+Exponents are bounded to ``[0, 4]``: a law whose loss grows with N or D is not one. Their code has no intervals; we
+add a bootstrap that can resample seeds within recipes, and say which parameters the table cannot pin down (E and B
+trade off when the loss has not levelled off in D, for example).
 """
 
 from __future__ import annotations
