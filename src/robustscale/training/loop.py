@@ -69,11 +69,13 @@ class StepParts:
     scaler: torch.amp.GradScaler
 
 
-def train_step(s: StepParts, x, y, cfg: Config, gen) -> torch.Tensor:
-    """Attack, loss, update, EMA. Returns device-side stats [loss_sum, clean_correct, adv_correct, n] (no sync)."""
+def train_step(s: StepParts, x, y, cfg: Config, gen, soft=None) -> torch.Tensor:
+    """Attack, loss, update, EMA. Returns device-side stats [loss_sum, clean_correct, adv_correct, n] (no sync).
+
+    ``y`` are hard labels; ``soft`` the mixed targets of a CutMix batch (:meth:`BatchSource.training_batch`)."""
     with _autocast(cfg, x.device):
         out = compute_loss(cfg.train.loss.value, s.train_model, x, y, cfg, attack_model=s.attack_model,
-                           generator=gen)
+                           generator=gen, soft=soft)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(out.loss).backward()
     if cfg.train.grad_clip:
@@ -102,9 +104,9 @@ def build_step(cfg: Config, device: torch.device, steps_per_epoch: int, dist: Di
         if device.type != "cuda":
             raise UserError("train.sync_bn needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel): set it to false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema else None
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch)
+    ema = ModelEMA(model, cfg.train.ema_decay, warmup=cfg.train.ema_warmup) if cfg.train.ema else None
+    optimizer = make_optimizer(model, cfg.train, cfg.data.batch_size)
+    scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch, cfg.data.batch_size)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision.value == "fp16")
     train_model = attack_model = model
     if distributed:
@@ -134,6 +136,30 @@ class BatchSource:
         self.real_y = torch.as_tensor(data.train_y).to(device)
 
     def batch(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of global batch ``step``: real then synthetic images, augmented."""
+        return self._assemble(step, gen)[:2]
+
+    def training_batch(self, step: int, gen: torch.Generator):
+        """:meth:`batch` plus CutMix when ``train.cutmix > 0``: ``(x, hard labels, soft targets or None)``.
+
+        The real and synthetic parts are mixed apart, as the paper's two data loaders each mixed their own batch;
+        the hard labels are the arg-max of the mixed targets (the label the paper's PGD-AT attack used)."""
+        x, y, n_real = self._assemble(step, gen)
+        if not self.cfg.train.cutmix:
+            return x, y, None
+        from robustscale.data.cutmix import cutmix, cutmix_rng
+
+        rng, xs, softs = cutmix_rng(self.cfg.train.seed, step), [], []
+        for part in (slice(0, n_real), slice(n_real, len(y))):
+            if part.stop > part.start:
+                xp, sp = cutmix(x[part], y[part], alpha=self.cfg.train.cutmix,
+                                num_classes=self.data.info.num_classes, rng=rng)
+                xs.append(xp)
+                softs.append(sp)
+        soft = torch.cat(softs)
+        return torch.cat(xs), soft.argmax(1), soft
+
+    def _assemble(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
         real_idx, syn_idx = self.sampler.batch(step)
         real_idx = real_idx.to(self.device, non_blocking=True)
         x, y = self.real_x[real_idx], self.real_y[real_idx]
@@ -150,7 +176,7 @@ class BatchSource:
             x = random_crop_flip(x, self.data.info.crop_padding, self.data.info.flip, gen)
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        return x, y, len(real_idx)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -211,8 +237,8 @@ def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting
                 if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
                     break
                 gen = step_generator(cfg.train.seed, step, val[0].device)
-                x, y = source.batch(step, gen)
-                stats += train_step(parts, x, y, cfg, gen)
+                x, y, soft = source.training_batch(step, gen)
+                stats += train_step(parts, x, y, cfg, gen, soft)
                 accounting.add_train(cfg.data.batch_size)
                 state.step = step + 1
                 if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
@@ -257,6 +283,7 @@ def _validate(cfg, dist, run_dir, parts: StepParts, val, state, accounting) -> d
 
     net = parts.ema.module if parts.ema is not None else parts.model
     res = pgd_accuracy(net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
+                       step_size=cfg.eval.pgd_step_size_factor * cfg.attack.eps / cfg.eval.pgd_steps,
                        norm=cfg.attack.norm.value, loss=cfg.eval.pgd_loss.value, batch_size=cfg.eval.batch_size,
                        seed=cfg.train.seed)
     n = len(val[1])
