@@ -22,12 +22,17 @@ WRN-28-10 / WRN-70-16 at 32x32). Per sample, with ``F`` the forward FLOPs and ``
 
 ``docs/flops.md`` works this through for WRN-28-10 with TRADES-10 and checks it against ``robustscale flops``.
 
-The paper's convention, kept next to the exact count so published numbers can be compared: the profiled forward
-FLOPs of every forward pass the paper charges, times 3 (backward taken as 2x forward, Sec. III-B). The passes charged
-per sample are ``1`` for standard training, ``K + 1`` for AT (K attack passes and the update), and ``K + 2`` for
-TRADES, whose extra forward the paper names (Sec. III-A: "one forward pass in addition"). So the paper convention is
-``3F``, ``3(K + 1)F`` and ``3(K + 2)F``; it ignores that attack backwards need no weight gradients, and that TRADES'
-update runs two forward-backward pairs. Validation FLOPs are excluded from it, as the paper excluded them.
+The paper's convention, kept next to the exact count so published numbers can be compared. The paper's code
+(``src/engine.py``) wrapped the model in DeepSpeed's ``FlopsProfiler`` for each training epoch and logged
+``train_flops = 3 x (forward FLOPs of every forward call) / 1e12``: backward taken as 2x forward, every forward
+charged 3F. Its PGD-AT step (``src/attacks.py``, ``AdvTrainingLoss``) runs ``K`` attack forwards, a clean forward
+(for the logged clean accuracy; unused by the loss) and the adversarial forward: ``K + 2`` passes. Its TRADES step
+(``TRADESLoss``) runs the target forward, ``K`` attack forwards, and the clean and adversarial forwards of the loss:
+``K + 3``. Standard training is one pass. So the convention is ``3F``, ``3(K + 2)F`` and ``3(K + 3)F`` per sample,
+which is why the paper quotes TRADES/AT overheads of 4/3 at K=1 and 13/12 at K=10. Its ``results.csv`` holds the
+per-epoch average on one of 4 ranks (12,500 images): ``3(K + 2)F x 12,500 / 1e12`` matches it within 1% for every
+run (``robustscale.store.paper_table``; ``docs/flops.md``). Validation FLOPs are excluded from it, as the paper
+excluded them.
 
 Evaluation: PGD-k on one point costs a clean forward, then (only for points classified correctly, which
 :func:`robustscale.attacks.pgd_accuracy` attacks) ``k`` attack steps and one final forward. AutoAttack's cost is
@@ -49,6 +54,8 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "run_step_compute", "RunFlops", "LOSSES"]
 
 LOSSES = ("standard", "at", "trades")
+# forward passes per sample the paper's code ran and charged (3 x forward FLOPs each; module docstring)
+PAPER_PASSES = {"standard": lambda k: 1, "at": lambda k: k + 2, "trades": lambda k: k + 3}
 COUNT_BATCH = 2  # FLOPs are linear in the batch for these nets (checked in tests); 2 keeps train-mode BN valid
 
 
@@ -61,7 +68,7 @@ class StepFlops:
     attack: int  # the whole attack: steps * attack_step (+ TRADES' clean target forward)
     update: int  # the loss forward(s) and their full backward
     train: int  # attack + update
-    paper_convention: int  # 3 * forward * passes charged by the paper (module docstring)
+    paper_convention: int  # 3 * forward * passes the paper's code ran: K + 2 (AT), K + 3 (TRADES)
     params: int
     loss: str = "at"
     steps: int = 10
@@ -161,7 +168,7 @@ def _compose(forward: int, stem: int, attack_step: int, update: int, params: int
     if loss == "standard":
         steps = 0
     attack = steps * attack_step + (forward if loss == "trades" else 0)
-    passes = {"standard": 1, "at": steps + 1, "trades": steps + 2}[loss]
+    passes = PAPER_PASSES[loss](steps)
     return StepFlops(forward=forward, attack_step=attack_step, attack=attack, update=update, train=attack + update,
                      paper_convention=3 * forward * passes, params=params, loss=loss, steps=steps, stem=stem)
 
@@ -223,9 +230,21 @@ def step_flops(model: str | nn.Module, *, image_size: int, in_chans: int = 3, nu
     if isinstance(model, nn.Module):
         return _module_flops(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
                              steps=steps)
-    kwargs = tuple(sorted((k, getattr(v, "value", v)) for k, v in (model_kwargs or {}).items() if v is not None))
+    kwargs = tuple(sorted((k, getattr(v, "value", v)) for k, v in (model_kwargs or {}).items()
+                          if v is not None and not _flop_neutral(model, k)))
     return _step_flops_cached(model, image_size, in_chans, num_classes, loss, steps if loss != "standard" else 0,
                               kwargs)
+
+
+_WRN_FLOP_NEUTRAL = ("act_layer", "bn_momentum", "drop_rate")  # a WideResNet's matmul/conv FLOPs ignore these
+
+
+def _flop_neutral(model: str, key: str) -> bool:
+    """Options that cannot change a robustscale WideResNet's counted FLOPs: left out of the cache key, so a sweep
+    over activations counts each architecture once."""
+    from robustscale.models.wideresnet import parse_wrn_name
+
+    return key in _WRN_FLOP_NEUTRAL and parse_wrn_name(model) is not None
 
 
 def step_flops_for_config(cfg) -> StepFlops:
