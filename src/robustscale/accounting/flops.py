@@ -36,22 +36,25 @@ excluded them.
 
 Evaluation: PGD-k on one point costs a clean forward, then (only for points classified correctly, which
 :func:`robustscale.attacks.pgd_accuracy` attacks) ``k`` attack steps and one final forward. AutoAttack's cost is
-data-dependent (it stops attacking points it has broken) and is *not* counted in ``eval_flops``.
+data-dependent (it stops attacking points it has broken), so the final evaluation is counted from the model's calls
+(:func:`count_model_calls`: ``F`` per forward, ``2F`` per forward with autograd on) into ``eval_flops``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "run_step_compute", "RunFlops", "LOSSES"]
+__all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "run_step_compute", "RunFlops", "LOSSES",
+           "count_model_calls", "ModelCalls"]
 
 LOSSES = ("standard", "at", "trades")
 # forward passes per sample the paper's code ran and charged (3 x forward FLOPs each; module docstring)
@@ -265,6 +268,46 @@ def _hashable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
+# ---------------------------------------------------------------------------------------------- evaluation calls
+
+
+class ModelCalls:
+    """Samples a model saw, split by whether autograd was on (an attack step: forward + input gradient)."""
+
+    def __init__(self) -> None:
+        self.plain = 0
+        self.with_grad = 0
+
+    @property
+    def samples(self) -> int:
+        return self.plain + self.with_grad
+
+    def flops(self, step: StepFlops) -> int:
+        """``F`` per plain forward, ``2F`` per forward with gradient (its input-gradient backward, docs/flops.md)."""
+        return self.plain * step.forward + self.with_grad * step.attack_step
+
+
+@contextlib.contextmanager
+def count_model_calls(model: nn.Module) -> Iterator[ModelCalls]:
+    """Count the samples ``model`` is called on inside the block (AutoAttack's cost depends on the data: it stops
+    attacking points it has broken, so it is counted from its calls, not planned). A forward run with autograd on
+    is taken as an attack step, whose backward computes the input gradient only."""
+    calls = ModelCalls()
+
+    def hook(_module, args):
+        n = int(args[0].shape[0]) if args and hasattr(args[0], "shape") and args[0].dim() > 0 else 0
+        if torch.is_grad_enabled():
+            calls.with_grad += n
+        else:
+            calls.plain += n
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
 # ---------------------------------------------------------------------------------------------- a run's total
 
 
@@ -283,8 +326,10 @@ class RunFlops:
         self._attack = 0
         self._update = 0
         self._paper = 0
-        self._eval = 0
+        self._eval = 0  # PGD validation
         self._eval_samples = 0
+        self._final = 0  # the final evaluation (clean test accuracy, AutoAttack, sanity checks)
+        self._final_samples = 0
 
     def add_train(self, n_samples: int) -> None:
         """Count one optimiser step over ``n_samples`` (the global batch)."""
@@ -298,6 +343,11 @@ class RunFlops:
         """Count an evaluation of ``n_samples`` points (summed over ranks) at ``flops_per_sample`` each."""
         self._eval_samples += int(n_samples)
         self._eval += int(n_samples) * int(flops_per_sample)
+
+    def add_final_eval(self, flops: int, n_samples: int) -> None:
+        """Count the final evaluation: ``flops`` in all over ``n_samples`` model inputs."""
+        self._final += int(flops)
+        self._final_samples += int(n_samples)
 
     def add_pgd_eval(self, n_samples: int, steps: int, n_attacked: int | None = None) -> None:
         """Count PGD-``steps`` on ``n_samples`` points of which ``n_attacked`` (default: all) were attacked."""
@@ -324,11 +374,20 @@ class RunFlops:
 
     @property
     def eval_flops(self) -> int:
+        """Validation and the final evaluation."""
+        return self._eval + self._final
+
+    @property
+    def val_flops(self) -> int:
         return self._eval
 
     @property
+    def final_eval_flops(self) -> int:
+        return self._final
+
+    @property
     def eval_samples(self) -> int:
-        return self._eval_samples
+        return self._eval_samples + self._final_samples
 
     @property
     def paper_convention_flops(self) -> int:
@@ -337,6 +396,7 @@ class RunFlops:
     def state_dict(self) -> dict[str, Any]:
         return {"samples_seen": self._samples, "attack_flops": self._attack, "update_flops": self._update,
                 "paper_convention_flops": self._paper, "eval_flops": self._eval, "eval_samples": self._eval_samples,
+                "final_eval_flops": self._final, "final_eval_samples": self._final_samples,
                 "step": self.step.as_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -347,3 +407,5 @@ class RunFlops:
         self._paper = int(state["paper_convention_flops"])
         self._eval = int(state.get("eval_flops", 0))
         self._eval_samples = int(state.get("eval_samples", 0))
+        self._final = int(state.get("final_eval_flops", 0))
+        self._final_samples = int(state.get("final_eval_samples", 0))

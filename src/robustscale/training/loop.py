@@ -45,7 +45,8 @@ class Progress:
     step: int = 0  # optimiser steps completed (global, over the whole run)
     best_metric: float = -1.0
     best_epoch: int = -1
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # the training steps only (what train_flops and energy_kwh cover)
+    eval_s: float = 0.0  # PGD validation
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -229,32 +230,23 @@ def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting
     bar = _ProgressBar(cfg.train.epochs, steps_per_epoch, enabled=progress and dist.is_main)
     with bar:
         while state.epoch < cfg.train.epochs:
-            t0 = time.perf_counter()
-            parts.model.train()
-            stats = torch.zeros(4, device=val[0].device)
-            first = state.epoch * steps_per_epoch
-            for step in range(first, first + steps_per_epoch):
-                if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
-                    break
-                gen = step_generator(cfg.train.seed, step, val[0].device)
-                x, y, soft = source.training_batch(step, gen)
-                stats += train_step(parts, x, y, cfg, gen, soft)
-                accounting.add_train(cfg.data.batch_size)
-                state.step = step + 1
-                if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
-                    bar.update(state, _summary(stats), step + 1 - first)
-            stats = all_reduce_sum(stats)
-            summary = _summary(stats)
+            with accounting.phase("train"):  # energy_kwh covers what wall_s and train_flops cover
+                t0 = time.perf_counter()
+                stats = _train_epoch(cfg, parts, source, state, accounting, bar, val[0].device, steps_per_epoch)
+                summary = _summary(stats)  # a host sync: the epoch's GPU work is done when the clock stops
+                epoch_s = time.perf_counter() - t0
             if not math.isfinite(summary["loss"]):
                 raise Divergence(f"loss became {summary['loss']} in epoch {state.epoch + 1}: lower train.lr or use "
                                  "train.grad_clip; the last good checkpoint is kept")
             state.epoch += 1
-            epoch_s = time.perf_counter() - t0
             state.wall_s += epoch_s
             row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"], **summary,
                    "img_per_s": summary["n"] / max(epoch_s, 1e-9), "epoch_s": epoch_s,
                    "samples_seen": accounting.samples_seen, "train_flops": accounting.train_flops}
-            row.update(_validate(cfg, dist, run_dir, parts, val, state, accounting))
+            with accounting.phase("eval"):
+                t_eval = time.perf_counter()
+                row.update(_validate(cfg, dist, run_dir, parts, val, state, accounting))
+                state.eval_s += time.perf_counter() - t_eval
             bar.update(state, row, steps_per_epoch, epoch_done=True)
             checkpoint = state.epoch % cfg.train.checkpoint_every == 0 or state.epoch == cfg.train.epochs
             if checkpoint:
@@ -267,6 +259,24 @@ def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting
             barrier()
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
+
+
+def _train_epoch(cfg, parts: StepParts, source, state, accounting, bar, device, steps_per_epoch) -> torch.Tensor:
+    """One epoch's optimiser steps; returns the stats summed over ranks (the epoch's one collective)."""
+    parts.model.train()
+    stats = torch.zeros(4, device=device)
+    first = state.epoch * steps_per_epoch
+    for step in range(first, first + steps_per_epoch):
+        if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+            break
+        gen = step_generator(cfg.train.seed, step, device)
+        x, y, soft = source.training_batch(step, gen)
+        stats += train_step(parts, x, y, cfg, gen, soft)
+        accounting.add_train(cfg.data.batch_size)
+        state.step = step + 1
+        if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
+            bar.update(state, _summary(stats), step + 1 - first)
+    return all_reduce_sum(stats)
 
 
 def _summary(stats: torch.Tensor) -> dict[str, float]:
@@ -322,7 +332,8 @@ def _save(run_dir, cfg, s: StepParts, accounting, state: Progress) -> None:
         "rng": ckpt.rng_state(),
         "accounting": accounting.state_dict(),
         "progress": {"epoch": state.epoch, "step": state.step, "best_metric": state.best_metric,
-                     "best_epoch": state.best_epoch, "wall_s": state.wall_s, "history": state.history},
+                     "best_epoch": state.best_epoch, "wall_s": state.wall_s, "eval_s": state.eval_s,
+                     "history": state.history},
     })
 
 
@@ -350,24 +361,34 @@ def _finish(cfg, dist, run_dir, record, model, state, accounting, status, reason
     metrics: dict[str, Any] = {"pgd40_acc": best.get("val_pgd_acc"), "val_clean_acc": best.get("val_clean_acc"),
                                "best_epoch": state.best_epoch}
     evaluations = dict(record.get("evaluations") or {})
+    final_s = 0.0
     if status is Status.done and state.best_epoch >= 0:
-        metrics, evaluations = _final_eval(cfg, run_dir, metrics, evaluations, device)
+        t0 = time.perf_counter()
+        metrics, evaluations = _final_eval(cfg, run_dir, metrics, evaluations, device, accounting)
+        final_s = time.perf_counter() - t0
     record.update(
         status=status.value, reason=reason, metrics=metrics, evaluations=evaluations,
         params=sum(p.numel() for p in model.parameters()),
         epochs_run=state.epoch, samples_seen=accounting.samples_seen, wall_s=state.wall_s,
-        accounting=accounting.block(wall_s=state.wall_s), hardware=accounting.hardware,
+        accounting=accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s),
+        hardware=accounting.hardware,
     )
     write_record(run_dir, record)
     return record
 
 
-def _final_eval(cfg, run_dir, metrics, evaluations, device):
+def _final_eval(cfg, run_dir, metrics, evaluations, device, accounting):
+    """Clean test accuracy and AutoAttack of the best checkpoint, metered and counted as evaluation."""
     from robustscale.data import load_data
     from robustscale.models import load_model
 
     best = load_model(run_dir, device=device)
     x, y = load_data(cfg.data.dataset, "test", root=cfg.data.root, image_size=cfg.data.image_size)
+    with accounting.final_eval(best):
+        return _evaluate_best(cfg, run_dir, best, x, y, metrics, evaluations, device)
+
+
+def _evaluate_best(cfg, run_dir, best, x, y, metrics, evaluations, device):
     with torch.no_grad():
         correct = sum((best(xb.to(device)).argmax(1).cpu() == yb).sum().item()
                       for xb, yb in zip(x.split(cfg.eval.batch_size), y.split(cfg.eval.batch_size)))
