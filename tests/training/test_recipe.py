@@ -220,3 +220,17 @@ def test_validation_from_the_test_split_takes_its_first_points():
     test_x, test_y = load_arrays("digits", "test")
     assert len(data.train_x) == 1437  # nothing held out of training, as the paper trained on all 50k
     assert np.array_equal(data.val_x, test_x[:100]) and np.array_equal(data.val_y, test_y[:100])
+
+
+def test_trades_start_uniform_fills_the_ball_normal_stays_near_x():
+    torch.manual_seed(0)
+    model = _Tiny().eval()
+    x = torch.rand(16, 3, 8, 8) * 0.5 + 0.25  # away from the box edges, so the start is not clipped
+    with torch.no_grad():
+        target = model(x)
+    starts = {}
+    for kind in ("uniform", "normal"):  # one step of size 0: the attack returns its (projected) start
+        starts[kind] = pgd(model, x, torch.zeros(16, dtype=torch.long), eps=0.1, step_size=0.0, steps=1, loss="kl",
+                           target_logits=target, generator=torch.Generator().manual_seed(3), kl_start=kind) - x
+    assert starts["uniform"].abs().max() > 0.09 and starts["uniform"].abs().max() <= 0.1 + 1e-6
+    assert starts["normal"].abs().max() < 0.01  # 0.001 * N(0, I), Zhang et al.
