@@ -47,9 +47,25 @@ class Loss(str, Enum):
 
 
 class Schedule(str, Enum):
-    cosine = "cosine"
-    piecewise = "piecewise"  # x0.1 at 50% and 75% of training (Madry / Rice et al.)
+    cosine = "cosine"  # per optimiser step: linear warm-up, then cosine from train.lr to train.min_lr
+    piecewise = "piecewise"  # x0.1 at train.milestones (default: at 50% and 75% of training; Madry / Rice et al.)
     constant = "constant"
+    timm_cosine = "timm_cosine"  # timm's CosineLRScheduler as the paper's code ran it (training/optim.py)
+
+
+class BNMode(str, Enum):
+    train = "train"  # batch statistics, running statistics frozen (Rade; Gowal et al.; the paper's TRADES)
+    eval = "eval"  # running statistics (Zhang et al.'s TRADES code; the paper's PGD-AT, src/attacks.py)
+
+
+class TradesStart(str, Enum):
+    normal = "normal"  # 0.001 * N(0, I): Zhang et al.'s trades.py
+    uniform = "uniform"  # uniform in the eps-ball, as for PGD-AT: the paper's code (src/attacks.py, init_linf)
+
+
+class ValSource(str, Enum):
+    train = "train"  # data.val_size points held out from the training set (never seen in training or testing)
+    test = "test"  # the first data.val_size test points, as the paper's code (timm's split "validation" = test)
 
 
 class Precision(str, Enum):
@@ -106,7 +122,8 @@ class DataConfig(_Section):
     root: Optional[Path] = None  # folder holding the dataset in its distributed format
     download: bool = False  # torchvision download when the machine has network
     batch_size: int = Field(128, ge=1)  # global batch: split across DDP ranks
-    val_size: int = Field(1024, ge=0)  # held-out from *train* for PGD-40 early stopping
+    val_size: int = Field(1024, ge=0)  # points for PGD-40 early stopping, from data.val_source
+    val_source: ValSource = ValSource.train  # test: the paper's choice (selects on test points; see README)
     augment: bool = True  # random crop with padding + horizontal flip (no flip for digits)
     image_size: Optional[int] = Field(None, ge=4)  # digits only: 8 (native) or 16 (upsampled)
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -122,8 +139,11 @@ class AttackConfig(_Section):
     norm: Norm = Norm.linf
     eps: Optional[float] = Field(None, ge=0.0)  # pixel units in [0,1]; null: the dataset's default (8/255 for CIFAR)
     steps: int = Field(10, ge=0)  # training attack steps (the paper: 1, 2, 5, 7, 10)
-    step_size: Optional[float] = Field(None, ge=0.0)  # null: 2.5 * eps / steps (Madry et al.'s rule)
+    step_size: Optional[float] = Field(None, ge=0.0)  # null: step_size_factor * eps / steps
+    step_size_factor: float = Field(2.5, gt=0.0)  # 2.5: Madry et al.'s rule; 1.5: the paper's code (setup_task.py)
     random_start: bool = True
+    trades_start: TradesStart = TradesStart.normal  # where TRADES' KL attack starts when random_start is true
+    bn_mode: BNMode = BNMode.train  # BatchNorm during the training attack
 
     _parse = field_validator("eps", "step_size", mode="before")(parse_number)
 
@@ -131,17 +151,25 @@ class AttackConfig(_Section):
 class TrainConfig(_Section):
     loss: Loss = Loss.at
     beta: float = Field(6.0, ge=0.0)  # TRADES robustness weight
-    epochs: int = Field(100, ge=1)  # one epoch = one pass worth of the *original* training set
-    lr: float = Field(0.1, gt=0.0)  # as given, not rescaled: scale it yourself with batch size (0.1 per 128 images)
+    epochs: int = Field(100, ge=1)  # epochs trained in all, cool-down included; one epoch = one pass worth of the
+    # *original* training set
+    lr: float = Field(0.1, gt=0.0)  # peak lr; per train.lr_base_size images of global batch when that is set
+    lr_base_size: Optional[int] = Field(None, ge=1)  # set: lr used = lr * data.batch_size / lr_base_size (linear)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0.0)
     decay_bn_and_bias: bool = True  # false: no weight decay on BatchNorm and bias parameters
     schedule: Schedule = Schedule.cosine
     warmup_epochs: float = Field(0.0, ge=0.0)
+    warmup_lr: float = Field(0.0, ge=0.0)  # timm_cosine: the lr of the first warm-up epoch (timm's warmup_lr)
+    min_lr: float = Field(0.0, ge=0.0)  # cosine schedules decay to it; the cool-down holds it (timm's min_lr)
+    cooldown_epochs: int = Field(0, ge=0)  # the last epochs of train.epochs, at train.min_lr (timm's cooldown)
+    milestones: Optional[list[int]] = None  # piecewise: 0-based epochs from which the lr is x0.1 (again)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    cutmix: float = Field(0.0, ge=0.0)  # CutMix Beta(alpha, alpha) on every batch (timm's --cutmix); 0: off
     ema: bool = False  # evaluate and save an exponential moving average of the weights (Gowal et al.)
     ema_decay: float = Field(0.995, gt=0.0, lt=1.0)
+    ema_warmup: bool = True  # decay min(ema_decay, (1+t)/(10+t)); false: ema_decay from the first step (timm)
     precision: Precision = Precision.fp32  # autocast for attack and update; evaluation is always fp32
     channels_last: bool = False
     compile: bool = False
@@ -155,6 +183,7 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     pgd_steps: int = Field(40, ge=1)  # PGD-40 on the validation subset: the early-stopping metric
     pgd_every: int = Field(1, ge=1)  # epochs between PGD evaluations
+    pgd_step_size_factor: float = Field(2.5, gt=0.0)  # PGD-40 step = factor * eps / pgd_steps (paper's code: 1.5)
     pgd_loss: PGDLoss = PGDLoss.ce
     autoattack: AutoAttackVersion = AutoAttackVersion.standard  # at the end, on the best checkpoint
     autoattack_n: int = Field(10000, ge=1)  # test points (a seeded subset when smaller than the test set)
@@ -202,10 +231,25 @@ class Config(_Section):
 
         check_model_name(self.model.name)
         if self.attack.step_size is None and self.attack.steps > 0:
-            self.attack.step_size = 2.5 * self.attack.eps / self.attack.steps
+            self.attack.step_size = self.attack.step_size_factor * self.attack.eps / self.attack.steps
         if self.attack.step_size == 0 and self.attack.eps > 0:
             raise ValueError("config key 'attack.step_size': must be greater than 0 when attack.eps > 0")
+        _check_recipe(self)
         return self
+
+
+def _check_recipe(cfg: "Config") -> None:
+    """Combinations that cannot train as meant: one line naming the key to change."""
+    if cfg.train.loss is Loss.trades and not cfg.attack.random_start and cfg.attack.steps > 0:
+        raise ValueError("config key 'attack.random_start': TRADES' attack cannot start at x (the KL gradient is "
+                         "exactly zero there, so x_adv never moves): set it to true")
+    if cfg.train.cooldown_epochs >= cfg.train.epochs:
+        raise ValueError(f"config key 'train.cooldown_epochs': {cfg.train.cooldown_epochs} leaves no epoch before "
+                         f"the cool-down (train.epochs={cfg.train.epochs} counts it): lower it")
+    if cfg.train.warmup_epochs + cfg.train.cooldown_epochs > cfg.train.epochs:
+        raise ValueError("config key 'train.warmup_epochs': warm-up and cool-down together exceed train.epochs")
+    if cfg.train.milestones is not None and any(m < 0 or m >= cfg.train.epochs for m in cfg.train.milestones):
+        raise ValueError(f"config key 'train.milestones': epochs must lie in [0, train.epochs={cfg.train.epochs})")
 
 
 # ---------------------------------------------------------------- loading, overrides, errors

@@ -42,7 +42,24 @@ def test_trades10_matches_the_hand_derivation_in_the_docs(capsys):
     assert out["attack_flops_per_sample"] == documented("attack") == 220_219_808_256
     assert out["train_flops_per_sample"] == documented("train") == 283_137_984_000
     assert out["update_flops_per_sample"] == 62_918_175_744
-    assert out["paper_convention_flops_per_sample"] == 36 * out["forward_flops"]
+    assert out["paper_convention_flops_per_sample"] == 3 * (10 + 3) * out["forward_flops"]  # TRADES: K + 3 passes
+
+
+@pytest.mark.parametrize("loss, steps, passes", [("at", 1, 3), ("at", 10, 12), ("trades", 1, 4), ("trades", 10, 13),
+                                                 ("standard", 0, 1)])
+def test_paper_convention_charges_the_passes_the_papers_code_ran(capsys, loss, steps, passes):
+    out = _cli_json(capsys, "flops", "wrn_16_2", "--loss", loss, "--steps", str(steps), "--json")
+    assert out["paper_convention_flops_per_sample"] == 3 * passes * out["forward_flops"]
+
+
+def test_paper_convention_gives_the_papers_trades_overheads(capsys):
+    """The paper quotes TRADES/AT overheads of 1.3x at K=1 and 1.08x at K=10: (K+3)/(K+2) = 4/3 and 13/12."""
+    def paper(loss, k):
+        return _cli_json(capsys, "flops", "wrn_16_2", "--loss", loss, "--steps", str(k),
+                         "--json")["paper_convention_flops_per_sample"]
+
+    assert paper("trades", 1) / paper("at", 1) == pytest.approx(4 / 3)
+    assert paper("trades", 10) / paper("at", 10) == pytest.approx(13 / 12)
 
 
 def test_trades_overhead_over_at_shrinks_with_attack_steps(capsys):

@@ -72,7 +72,8 @@ def test_fit_cli_prints_the_contract_object(capsys, table_csv):
     assert law["ci"]["C"][0] <= law["C"] <= law["ci"]["C"][1]
     assert 0.02 < law["alpha"] < 0.1  # the envelope of a law with alpha 0.06
     assert {"A", "B", "gamma", "holdout_error"} <= set(result["saturating_law"])
-    assert result["energy_law"]["alpha"] == pytest.approx(0.95, abs=0.03)
+    # the energy law is fitted on the envelope's runs (<= 19 of the 300): the exponent is looser than on all of them
+    assert result["energy_law"]["n"] == law["n"] and result["energy_law"]["alpha"] == pytest.approx(0.95, abs=0.08)
     assert result["units"] == {"accuracy": "fraction", "flops": "as given"}
     assert result["metric"] == "autoattack_acc"
 

@@ -63,7 +63,9 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     metric: Optional[str] = typer.Option(None, "--metric", help=METRIC_HELP + " Default: autoattack_acc; with "
                                          "--law nd, adv_loss when the table has it, else robust error."),
-    cost_envelope: bool = typer.Option(False, "--cost-envelope", help="Fit cost/energy/CO2 on the envelope too."),
+    cost_runs: str = typer.Option("envelope", "--cost-runs", help="Runs the cost/energy/CO2 laws are fitted on: "
+                                  "envelope (the accuracy envelope's, as the paper's Fig. 3b/c) or all."),
+    cost_envelope: bool = typer.Option(False, "--cost-envelope", hidden=True, help="Deprecated: the default now."),
     law: str = typer.Option("flops", "--law", help="flops: accuracy, cost, energy, CO2 vs FLOPs (the paper's laws); "
                             "nd: loss = E + A/N^alpha + B/D^beta in params N and samples seen D."),
     resample_seeds: bool = RESAMPLE_SEEDS,
@@ -80,7 +82,8 @@ def fit(
     from robustscale.analysis import fit_all
 
     result = fit_all(_table(table, mapping), metric=metric or "autoattack_acc", bins=bins, min_acc=min_acc,
-                     bootstrap=bootstrap, seed=seed, cost_envelope=cost_envelope, resample_seeds=resample_seeds)
+                     bootstrap=bootstrap, seed=seed, cost_runs="envelope" if cost_envelope else cost_runs,
+                     resample_seeds=resample_seeds)
     if as_json:
         return print_json(result)
     sat = result["saturating_law"]
@@ -91,7 +94,7 @@ def fit(
     typer.echo(f"held-out RMSE: power {_fmt(result['power_law_holdout_error'])}, saturating "
                f"{_fmt(sat['holdout_error'])} (better: {result['holdout']['better']})")
     for name in ("cost_law", "energy_law", "co2_law"):
-        typer.echo(_law_line(name, result[name]))
+        typer.echo(_law_line(f"{name} ({result['cost_runs']} runs)", result[name]))
 
 
 def _fit_nd(table: Path, mapping: Optional[List[str]], metric: Optional[str], bootstrap: int, seed: int,
@@ -196,13 +199,15 @@ def predict(
     seed: int = typer.Option(0, "--seed", help="Seed of the split, boosting and folds."),
     model: Optional[str] = typer.Option(None, "--model", help="Recipe: timm model name, e.g. wrn_34_20."),
     params: Optional[int] = typer.Option(None, "--params", help="Recipe: parameter count (instead of --model)."),
-    activation: Optional[str] = typer.Option(None, "--activation", help="Recipe: relu or gelu."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Recipe: relu, gelu or silu."),
     loss: Optional[str] = typer.Option(None, "--loss", help="Recipe: standard, at or trades."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Recipe: attack steps during training."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Recipe: EMA of the weights."),
     synthetic: Optional[bool] = typer.Option(None, "--synthetic/--no-synthetic", help="Recipe: synthetic data."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Recipe: training epochs."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Recipe: dataset."),
+    features: Optional[str] = typer.Option(None, "--features", help="Comma-separated feature columns (default the "
+                                           "paper's six: params,synthetic,activation,loss,attack_steps,ema)."),
     as_json: bool = AS_JSON,
 ) -> None:
     """Predict robust accuracy from the recipe (gradient boosting); with a recipe, predict one nobody trained."""
@@ -211,9 +216,13 @@ def predict(
     recipe = {"model": model, "params": params, "activation": activation, "loss": loss, "attack_steps": steps,
               "ema": ema, "synthetic": synthetic, "epochs": epochs, "dataset": dataset}
     recipe = {k: v for k, v in recipe.items() if v is not None}
-    result = predict_summary(_table(table, mapping), metric=metric, min_acc=min_acc, recipe=recipe or None, seed=seed)
+    chosen = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    result = predict_summary(_table(table, mapping), metric=metric, min_acc=min_acc, recipe=recipe or None, seed=seed,
+                             features=chosen)
     if as_json:
         return print_json(result)
+    for name, why in result["dropped_features"].items():
+        typer.echo(f"left out {name}: {why}")
     typer.echo(f"{result['n']} runs, {result['metric']} ({result['units']['accuracy']}); held-out R^2 "
                f"{result['r2']:.3f}, MAE {result['mae']:.4g}; {result['cv_folds']}-fold R^2 {result['cv_r2']:.3f}")
     for feature in sorted(result["features"], key=lambda f: -result["importance"]["permutation"][f]):

@@ -20,14 +20,19 @@ from robustscale.accounting.cost import REGIONS, Cost, CostModel, Region
 from robustscale.accounting.energy import EnergyMeter, EnergyReading, reduce_across_ranks
 from robustscale.accounting.flops import RunFlops, StepFlops, step_flops, step_flops_for_config
 from robustscale.accounting.hardware import DEFAULT_UTILIZATION, GPUS, GPUSpec, get_gpu
+from robustscale.accounting.phases import PhaseLedger
 
 __all__ = ["StepFlops", "RunFlops", "step_flops", "step_flops_for_config", "EnergyMeter", "EnergyReading",
            "reduce_across_ranks", "CostModel", "Cost", "Region", "REGIONS", "GPUS", "GPUSpec", "get_gpu",
            "DEFAULT_UTILIZATION", "accounting_block", "hardware_info", "RunAccounting", "FLOPS_NOTE"]
 
 FLOPS_NOTE = ("FlopCounterMode counts (matmul/conv, 2 FLOPs per multiply-add) x samples processed; eval_flops: PGD "
-              "validation only, AutoAttack not counted; paper_convention_flops: 3 x forward FLOPs per pass the paper "
-              "charges (docs/flops.md)")
+              "validation (val_flops) plus the final evaluation (final_eval_flops: the best model's calls, a forward "
+              "F, a forward with input gradient 2F); paper_convention_flops: 3 x forward FLOPs per pass the paper's "
+              "code ran (docs/flops.md)")
+SCOPE_NOTE = ("energy_kwh, cost_usd, co2_kg, metered_s: the training steps that wall_s and train_flops cover; eval_*: "
+              "PGD validation and the final evaluation; total_*: everything metered (training, evaluation, "
+              "checkpoints, setup)")
 
 
 def hardware_info() -> dict[str, Any]:
@@ -56,36 +61,53 @@ def _cpu_model() -> str:
 
 
 def accounting_block(flops: RunFlops, reading: EnergyReading, cost_cfg, *, wall_s: float,
-                     hardware: Mapping[str, Any], gpu_count: int) -> dict[str, Any]:
+                     hardware: Mapping[str, Any], gpu_count: int, eval_reading: EnergyReading | None = None,
+                     eval_wall_s: float = 0.0, total_reading: EnergyReading | None = None) -> dict[str, Any]:
     """The ``accounting`` block of ``record.json``.
+
+    Time, FLOPs and energy have one scope each (:data:`SCOPE_NOTE`): ``wall_s``, ``train_flops`` and ``energy_kwh``
+    all cover the training steps, as the paper's code metered only its training epochs (``src/engine.py``); the
+    evaluation's share and the whole bill sit beside them under ``eval_*`` and ``total_*``.
 
     Args:
         flops: the run's FLOP totals.
-        reading: its energy (all ranks, all resume segments), IT energy before PUE.
+        reading: the energy of the training steps (all ranks, all resume segments), IT energy before PUE.
         cost_cfg: an :class:`~robustscale.config.AccountingConfig` or a :class:`CostModel`.
         wall_s: training wall time in seconds.
         hardware: :func:`hardware_info` (GPU names are replaced by the metered ones when known).
         gpu_count: GPUs the run used (0 on CPU): ``gpu_hours = wall_s * gpu_count / 3600``.
+        eval_reading, eval_wall_s: the energy and wall time of PGD validation and the final evaluation.
+        total_reading: everything metered (default: training plus evaluation).
     """
     model = cost_cfg if isinstance(cost_cfg, CostModel) else CostModel.from_config(cost_cfg)
     gpu_hours = wall_s * gpu_count / 3600.0
     cost = model.cost(reading.kwh, gpu_hours)
+    eval_reading = eval_reading if eval_reading is not None else EnergyReading()
+    total_reading = total_reading if total_reading is not None else reading + eval_reading
+    eval_cost, total_cost = model.cost(eval_reading.kwh, 0.0), model.cost(total_reading.kwh, 0.0)
     hw = dict(hardware)
-    if reading.gpu_names:
-        hw.update(gpu_name=reading.gpu_names[0], gpus=list(reading.gpu_names))
+    names = reading.gpu_names or total_reading.gpu_names
+    if names:
+        hw.update(gpu_name=names[0], gpus=list(names))
     hw["gpu_count"] = gpu_count
     return {
         "train_flops": flops.train_flops, "attack_flops": flops.attack_flops, "update_flops": flops.update_flops,
-        "eval_flops": flops.eval_flops, "flops_per_sample": flops.step.train,
+        "eval_flops": flops.eval_flops, "val_flops": flops.val_flops, "final_eval_flops": flops.final_eval_flops,
+        "flops_per_sample": flops.step.train,
         "paper_convention_flops": flops.paper_convention_flops, "samples_seen": flops.samples_seen,
-        "eval_samples": flops.eval_samples, "flops_note": FLOPS_NOTE,
+        "eval_samples": flops.eval_samples, "flops_note": FLOPS_NOTE, "scope_note": SCOPE_NOTE,
         "gpu_hours": gpu_hours, "wall_s": wall_s, "metered_s": reading.seconds,
+        "eval_wall_s": eval_wall_s, "eval_metered_s": eval_reading.seconds, "eval_energy_kwh": eval_cost.energy_kwh,
+        "eval_energy_kwh_it": eval_reading.kwh, "eval_cost_usd": eval_cost.cost_usd, "eval_co2_kg": eval_cost.co2_kg,
+        "total_metered_s": total_reading.seconds, "total_energy_kwh": total_cost.energy_kwh,
+        "total_energy_kwh_it": total_reading.kwh, "total_cost_usd": total_cost.cost_usd,
+        "total_co2_kg": total_cost.co2_kg,
         "energy_kwh": cost.energy_kwh, "energy_kwh_it": reading.kwh,
         "energy_kwh_gpu": reading.gpu_kwh, "energy_kwh_cpu": reading.cpu_kwh,
         "energy_estimated": reading.estimated, "energy_gpu_estimated": reading.gpu_estimated,
         "energy_cpu_estimated": reading.cpu_estimated,
-        "energy_sources": {"gpu": reading.gpu_source, "cpu": reading.cpu_source},
-        "energy_warnings": list(reading.warnings), "mean_power_w": reading.mean_power_w,
+        "energy_sources": {"gpu": total_reading.gpu_source, "cpu": total_reading.cpu_source},
+        "energy_warnings": list(total_reading.warnings), "mean_power_w": reading.mean_power_w,
         "pue": model.pue, "price_per_kwh": model.price_per_kwh, "carbon_g_per_kwh": model.carbon_g_per_kwh,
         "region": model.region, "cost_source": model.source, "cost_usd": cost.cost_usd, "co2_kg": cost.co2_kg,
         "gpu_hour_usd": model.gpu_hour_usd, "cloud_cost_usd": cost.cloud_cost_usd, "hardware": hw,
@@ -116,6 +138,7 @@ class RunAccounting:
         self.energy = EnergyReading()  # every finished segment, all ranks (and what a checkpoint restored)
         self._synced = EnergyReading()  # the running segment, all ranks, as of the last sync()
         self._meter: EnergyMeter | None = None
+        self.phases = PhaseLedger()  # training steps and evaluation, apart (accounting/phases.py)
 
     @classmethod
     def from_config(cls, cfg, dist=None, device=None) -> "RunAccounting":
@@ -140,6 +163,23 @@ class RunAccounting:
         (those classified correctly; default all, an upper bound)."""
         self.flops.add_pgd_eval(n_samples, pgd_steps, n_attacked)
 
+    @contextlib.contextmanager
+    def final_eval(self, model) -> Iterator[None]:
+        """Meter and count the final evaluation of ``model`` (rank 0 alone): its own meter, no collective, so the
+        other ranks waiting meanwhile are not charged; FLOPs from the model's calls
+        (:func:`~robustscale.accounting.flops.count_model_calls`)."""
+        from robustscale.accounting.flops import count_model_calls
+
+        meter = EnergyMeter(self.gpu_indices, self.sample_interval_s, count_cpu_package=self.count_cpu_package,
+                            **self.meter_kwargs)
+        meter.start()
+        try:
+            with count_model_calls(model) as calls:
+                yield
+        finally:
+            self.phases.add("eval", meter.stop())
+            self.flops.add_final_eval(calls.flops(self.flops.step), calls.samples)
+
     @property
     def samples_seen(self) -> int:
         return self.flops.samples_seen
@@ -149,6 +189,10 @@ class RunAccounting:
         return self.flops.train_flops
 
     # -- energy
+
+    def phase(self, name: str) -> contextlib.AbstractContextManager:
+        """Charge the energy metered while the block runs to ``train`` or ``eval`` (inside :meth:`meter`)."""
+        return self.phases.phase(name, self._meter)
 
     @contextlib.contextmanager
     def meter(self) -> Iterator[EnergyMeter]:
@@ -162,12 +206,14 @@ class RunAccounting:
         finally:
             segment = reduce_across_ranks(self._meter.stop())
             self.energy = self.energy + segment
+            self.phases.close_segment()
             self._meter, self._synced = None, EnergyReading()
 
     def sync(self) -> None:
         """Gather the running segment's energy from all ranks (collective), so the next checkpoint holds it."""
         if self._meter is not None:
             self._synced = reduce_across_ranks(self._meter.read())
+            self.phases.sync()
 
     @property
     def reading(self) -> EnergyReading:
@@ -175,21 +221,38 @@ class RunAccounting:
         this rank's live reading in a single process)."""
         if self._meter is None:
             return self.energy
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _distributed():
             return self.energy + self._synced
         return self.energy + self._meter.read()
+
+    def phase_reading(self, name: str) -> EnergyReading:
+        """Energy of one phase so far (all ranks as of the last :meth:`sync` under DDP), plus what the final
+        evaluation's meter added."""
+        return self.phases.reading(name, _distributed())
 
     # -- checkpoint and record
 
     def state_dict(self) -> dict[str, Any]:
-        return {"flops": self.flops.state_dict(), "energy": self.reading.state_dict()}
+        return {"flops": self.flops.state_dict(), "energy": self.reading.state_dict(),
+                "phases": self.phases.state_dict(_distributed())}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.flops.load_state_dict(state["flops"])
         self.energy = EnergyReading.from_state_dict(state.get("energy") or {})
+        self.phases.load_state_dict(state.get("phases") or {})
 
-    def block(self, *, wall_s: float) -> dict[str, Any]:
-        return accounting_block(self.flops, self.reading, self.cost, wall_s=wall_s, hardware=self.hardware,
-                                gpu_count=self.gpu_count)
+    def block(self, *, wall_s: float, eval_wall_s: float = 0.0) -> dict[str, Any]:
+        """The record's block. Without phases (a caller that never split its metering) the whole metered energy
+        counts as training."""
+        evaluation = self.phase_reading("eval")
+        total = self.reading + self.phases.done_outside_meter
+        train = self.phase_reading("train") if self.phases.used else self.reading
+        return accounting_block(self.flops, train, self.cost, wall_s=wall_s, hardware=self.hardware,
+                                gpu_count=self.gpu_count, eval_reading=evaluation, eval_wall_s=eval_wall_s,
+                                total_reading=total)
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

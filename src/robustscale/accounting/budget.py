@@ -1,6 +1,7 @@
 """What a run will cost, before it is trained: FLOPs exactly as training counts them, then GPU-hours, kWh, $ and CO2.
 
 FLOPs follow the training loop: an epoch is ``ceil((train_size - val_size) / batch_size)`` full global batches
+(``val_size`` counted only when the validation points come from the training set, ``data.val_source: train``)
 (synthetic data changes what is in a batch, not how many there are), ``train.max_steps`` caps the steps, and PGD
 validation runs on the ``val_size`` held-out points after every ``eval.pgd_every`` epochs and after the last one.
 Validation is counted as if every point were attacked (the loop skips points already misclassified, so this is an
@@ -34,7 +35,7 @@ def run_flops_plan(cfg, step: StepFlops | None = None) -> dict[str, Any]:
 
     step = step or step_flops_for_config(cfg)
     info = dataset_info(cfg.data.dataset)
-    n_real = info.train_size - cfg.data.val_size
+    n_real = info.train_size - (cfg.data.val_size if _val_from_train(cfg) else 0)
     if n_real < 1:
         raise ConfigError(f"data.val_size: {cfg.data.val_size} leaves no training images out of {info.train_size} "
                           f"in {info.name}: lower data.val_size")
@@ -53,6 +54,10 @@ def run_flops_plan(cfg, step: StepFlops | None = None) -> dict[str, Any]:
             "train_flops": train_flops, "attack_flops": samples * step.attack, "update_flops": samples * step.update,
             "eval_flops": eval_flops, "total_flops": train_flops + eval_flops,
             "paper_convention_flops": samples * step.paper_convention}
+
+
+def _val_from_train(cfg) -> bool:
+    return getattr(cfg.data.val_source, "value", cfg.data.val_source) == "train"
 
 
 def plan(cfg, *, gpu: str | None = "h100", gpus: int = 1, utilization: float | None = None,
@@ -105,7 +110,8 @@ def _flops_assumptions(cfg, out: dict[str, Any]) -> dict[str, str]:
     cap = f", capped by train.max_steps={cfg.train.max_steps}" if cfg.train.max_steps is not None else ""
     return {
         "train_flops": (f"{out['optimizer_steps']} steps ({cfg.train.epochs} epochs x ceil(({info.train_size} - "
-                        f"{cfg.data.val_size}) / {cfg.data.batch_size}) full batches{cap}) x {cfg.data.batch_size} "
+                        f"{cfg.data.val_size if _val_from_train(cfg) else 0}) / {cfg.data.batch_size}) full "
+                        f"batches{cap}) x {cfg.data.batch_size} "
                         f"samples x {out['flops_per_sample']['train']:.4g} FLOPs/sample (FlopCounterMode)"),
         "eval_flops": (f"PGD-{cfg.eval.pgd_steps} on {cfg.data.val_size} validation points x "
                        f"{out['pgd_evaluations']} evaluations, every point attacked (upper bound); AutoAttack "

@@ -22,33 +22,43 @@ WRN-28-10 / WRN-70-16 at 32x32). Per sample, with ``F`` the forward FLOPs and ``
 
 ``docs/flops.md`` works this through for WRN-28-10 with TRADES-10 and checks it against ``robustscale flops``.
 
-The paper's convention, kept next to the exact count so published numbers can be compared: the profiled forward
-FLOPs of every forward pass the paper charges, times 3 (backward taken as 2x forward, Sec. III-B). The passes charged
-per sample are ``1`` for standard training, ``K + 1`` for AT (K attack passes and the update), and ``K + 2`` for
-TRADES, whose extra forward the paper names (Sec. III-A: "one forward pass in addition"). So the paper convention is
-``3F``, ``3(K + 1)F`` and ``3(K + 2)F``; it ignores that attack backwards need no weight gradients, and that TRADES'
-update runs two forward-backward pairs. Validation FLOPs are excluded from it, as the paper excluded them.
+The paper's convention, kept next to the exact count so published numbers can be compared. The paper's code
+(``src/engine.py``) wrapped the model in DeepSpeed's ``FlopsProfiler`` for each training epoch and logged
+``train_flops = 3 x (forward FLOPs of every forward call) / 1e12``: backward taken as 2x forward, every forward
+charged 3F. Its PGD-AT step (``src/attacks.py``, ``AdvTrainingLoss``) runs ``K`` attack forwards, a clean forward
+(for the logged clean accuracy; unused by the loss) and the adversarial forward: ``K + 2`` passes. Its TRADES step
+(``TRADESLoss``) runs the target forward, ``K`` attack forwards, and the clean and adversarial forwards of the loss:
+``K + 3``. Standard training is one pass. So the convention is ``3F``, ``3(K + 2)F`` and ``3(K + 3)F`` per sample,
+which is why the paper quotes TRADES/AT overheads of 4/3 at K=1 and 13/12 at K=10. Its ``results.csv`` holds the
+per-epoch average on one of 4 ranks (12,500 images): ``3(K + 2)F x 12,500 / 1e12`` matches it within 1% for every
+run (``robustscale.store.paper_table``; ``docs/flops.md``). Validation FLOPs are excluded from it, as the paper
+excluded them.
 
 Evaluation: PGD-k on one point costs a clean forward, then (only for points classified correctly, which
 :func:`robustscale.attacks.pgd_accuracy` attacks) ``k`` attack steps and one final forward. AutoAttack's cost is
-data-dependent (it stops attacking points it has broken) and is *not* counted in ``eval_flops``.
+data-dependent (it stops attacking points it has broken), so the final evaluation is counted from the model's calls
+(:func:`count_model_calls`: ``F`` per forward, ``2F`` per forward with autograd on) into ``eval_flops``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "run_step_compute", "RunFlops", "LOSSES"]
+__all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "run_step_compute", "RunFlops", "LOSSES",
+           "count_model_calls", "ModelCalls"]
 
 LOSSES = ("standard", "at", "trades")
+# forward passes per sample the paper's code ran and charged (3 x forward FLOPs each; module docstring)
+PAPER_PASSES = {"standard": lambda k: 1, "at": lambda k: k + 2, "trades": lambda k: k + 3}
 COUNT_BATCH = 2  # FLOPs are linear in the batch for these nets (checked in tests); 2 keeps train-mode BN valid
 
 
@@ -61,7 +71,7 @@ class StepFlops:
     attack: int  # the whole attack: steps * attack_step (+ TRADES' clean target forward)
     update: int  # the loss forward(s) and their full backward
     train: int  # attack + update
-    paper_convention: int  # 3 * forward * passes charged by the paper (module docstring)
+    paper_convention: int  # 3 * forward * passes the paper's code ran: K + 2 (AT), K + 3 (TRADES)
     params: int
     loss: str = "at"
     steps: int = 10
@@ -161,7 +171,7 @@ def _compose(forward: int, stem: int, attack_step: int, update: int, params: int
     if loss == "standard":
         steps = 0
     attack = steps * attack_step + (forward if loss == "trades" else 0)
-    passes = {"standard": 1, "at": steps + 1, "trades": steps + 2}[loss]
+    passes = PAPER_PASSES[loss](steps)
     return StepFlops(forward=forward, attack_step=attack_step, attack=attack, update=update, train=attack + update,
                      paper_convention=3 * forward * passes, params=params, loss=loss, steps=steps, stem=stem)
 
@@ -223,9 +233,21 @@ def step_flops(model: str | nn.Module, *, image_size: int, in_chans: int = 3, nu
     if isinstance(model, nn.Module):
         return _module_flops(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
                              steps=steps)
-    kwargs = tuple(sorted((k, getattr(v, "value", v)) for k, v in (model_kwargs or {}).items() if v is not None))
+    kwargs = tuple(sorted((k, getattr(v, "value", v)) for k, v in (model_kwargs or {}).items()
+                          if v is not None and not _flop_neutral(model, k)))
     return _step_flops_cached(model, image_size, in_chans, num_classes, loss, steps if loss != "standard" else 0,
                               kwargs)
+
+
+_WRN_FLOP_NEUTRAL = ("act_layer", "bn_momentum", "drop_rate")  # a WideResNet's matmul/conv FLOPs ignore these
+
+
+def _flop_neutral(model: str, key: str) -> bool:
+    """Options that cannot change a robustscale WideResNet's counted FLOPs: left out of the cache key, so a sweep
+    over activations counts each architecture once."""
+    from robustscale.models.wideresnet import parse_wrn_name
+
+    return key in _WRN_FLOP_NEUTRAL and parse_wrn_name(model) is not None
 
 
 def step_flops_for_config(cfg) -> StepFlops:
@@ -246,6 +268,46 @@ def _hashable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
+# ---------------------------------------------------------------------------------------------- evaluation calls
+
+
+class ModelCalls:
+    """Samples a model saw, split by whether autograd was on (an attack step: forward + input gradient)."""
+
+    def __init__(self) -> None:
+        self.plain = 0
+        self.with_grad = 0
+
+    @property
+    def samples(self) -> int:
+        return self.plain + self.with_grad
+
+    def flops(self, step: StepFlops) -> int:
+        """``F`` per plain forward, ``2F`` per forward with gradient (its input-gradient backward, docs/flops.md)."""
+        return self.plain * step.forward + self.with_grad * step.attack_step
+
+
+@contextlib.contextmanager
+def count_model_calls(model: nn.Module) -> Iterator[ModelCalls]:
+    """Count the samples ``model`` is called on inside the block (AutoAttack's cost depends on the data: it stops
+    attacking points it has broken, so it is counted from its calls, not planned). A forward run with autograd on
+    is taken as an attack step, whose backward computes the input gradient only."""
+    calls = ModelCalls()
+
+    def hook(_module, args):
+        n = int(args[0].shape[0]) if args and hasattr(args[0], "shape") and args[0].dim() > 0 else 0
+        if torch.is_grad_enabled():
+            calls.with_grad += n
+        else:
+            calls.plain += n
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
 # ---------------------------------------------------------------------------------------------- a run's total
 
 
@@ -264,8 +326,10 @@ class RunFlops:
         self._attack = 0
         self._update = 0
         self._paper = 0
-        self._eval = 0
+        self._eval = 0  # PGD validation
         self._eval_samples = 0
+        self._final = 0  # the final evaluation (clean test accuracy, AutoAttack, sanity checks)
+        self._final_samples = 0
 
     def add_train(self, n_samples: int) -> None:
         """Count one optimiser step over ``n_samples`` (the global batch)."""
@@ -279,6 +343,11 @@ class RunFlops:
         """Count an evaluation of ``n_samples`` points (summed over ranks) at ``flops_per_sample`` each."""
         self._eval_samples += int(n_samples)
         self._eval += int(n_samples) * int(flops_per_sample)
+
+    def add_final_eval(self, flops: int, n_samples: int) -> None:
+        """Count the final evaluation: ``flops`` in all over ``n_samples`` model inputs."""
+        self._final += int(flops)
+        self._final_samples += int(n_samples)
 
     def add_pgd_eval(self, n_samples: int, steps: int, n_attacked: int | None = None) -> None:
         """Count PGD-``steps`` on ``n_samples`` points of which ``n_attacked`` (default: all) were attacked."""
@@ -305,11 +374,20 @@ class RunFlops:
 
     @property
     def eval_flops(self) -> int:
+        """Validation and the final evaluation."""
+        return self._eval + self._final
+
+    @property
+    def val_flops(self) -> int:
         return self._eval
 
     @property
+    def final_eval_flops(self) -> int:
+        return self._final
+
+    @property
     def eval_samples(self) -> int:
-        return self._eval_samples
+        return self._eval_samples + self._final_samples
 
     @property
     def paper_convention_flops(self) -> int:
@@ -318,6 +396,7 @@ class RunFlops:
     def state_dict(self) -> dict[str, Any]:
         return {"samples_seen": self._samples, "attack_flops": self._attack, "update_flops": self._update,
                 "paper_convention_flops": self._paper, "eval_flops": self._eval, "eval_samples": self._eval_samples,
+                "final_eval_flops": self._final, "final_eval_samples": self._final_samples,
                 "step": self.step.as_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -328,3 +407,5 @@ class RunFlops:
         self._paper = int(state["paper_convention_flops"])
         self._eval = int(state.get("eval_flops", 0))
         self._eval_samples = int(state.get("eval_samples", 0))
+        self._final = int(state.get("final_eval_flops", 0))
+        self._final_samples = int(state.get("final_eval_samples", 0))

@@ -34,13 +34,27 @@ _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
 
 
+PRESET_KEY = "_preset"  # ``--map paper``: a whole table format, read by its own reader before any renaming
+
+
+def _presets() -> dict[str, Any]:
+    from robustscale.store.paper_table import read_paper_table
+
+    return {"paper": read_paper_table}
+
+
 def parse_mapping(pairs: Sequence[str] | None) -> dict[str, str]:
-    """Turn repeated ``--map CANONICAL=COLUMN`` options into ``{canonical: column}``."""
+    """Turn repeated ``--map CANONICAL=COLUMN`` options into ``{canonical: column}``; ``--map paper`` reads the
+    paper's own results.csv (:func:`robustscale.store.paper_table.read_paper_table`)."""
     mapping: dict[str, str] = {}
     for pair in pairs or ():
+        if "=" not in pair and pair.strip() in _presets():
+            mapping[PRESET_KEY] = pair.strip()
+            continue
         canonical, sep, column = pair.partition("=")
         if not sep or not canonical.strip() or not column.strip():
-            raise UserError(f"--map '{pair}' is not CANONICAL=COLUMN (e.g. --map autoattack_acc=robust_acc)")
+            raise UserError(f"--map '{pair}' is not CANONICAL=COLUMN (e.g. --map autoattack_acc=robust_acc) or a "
+                            f"preset ({', '.join(_presets())})")
         if canonical.strip() not in MAPPABLE_COLUMNS:
             raise UserError(f"--map '{pair}': '{canonical.strip()}' is not a robustscale column; "
                             f"choose one of {', '.join(MAPPABLE_COLUMNS)}")
@@ -53,14 +67,16 @@ def read_table(path: str | os.PathLike, mapping: Mapping[str, str] | None = None
 
     Args:
         path: a table file, or a runs directory whose table ``robustscale results`` would print.
-        mapping: ``{canonical: column}`` renaming another framework's columns to robustscale's.
+        mapping: ``{canonical: column}`` renaming another framework's columns to robustscale's; with
+            ``{"_preset": "paper"}`` (``--map paper``) the file is the paper's results.csv.
 
     Returns:
         The table with canonical names, boolean columns parsed, and ``attrs["source"]`` naming the file for messages.
     """
-    path = Path(path)
-    table = _read_any(path)
-    table = _apply_mapping(table, dict(mapping or {}), path)
+    path, mapping = Path(path), dict(mapping or {})
+    preset = mapping.pop(PRESET_KEY, None)
+    table = _presets()[preset](path) if preset is not None else _read_any(path)
+    table = _apply_mapping(table, mapping, path)
     for column in BOOLEAN_COLUMNS:
         if column in table:
             table[column] = _as_bool(table[column])

@@ -2,7 +2,9 @@
 
 The paper fits gradient boosting regression (50 estimators, max depth 5, 70:30 split) from the recipe (parameters,
 synthetic data, activation, loss, attack steps, EMA) to AutoAttack accuracy, and reads the feature importances to see
-which algorithmic choices drive robustness. This module does the same and adds what a reader needs to trust it:
+which algorithmic choices drive robustness. Those six are the default features (``--features`` chooses others); a
+column that groups the runs exactly as an earlier one does (in the paper's grid, ``epochs`` and ``ema``) is dropped
+and reported, so one effect's importance is not split between two names. This module does the same and adds what a reader needs to trust it:
 k-fold cross-validated R^2, permutation importances (impurity importances favour many-valued features such as the
 parameter count) and a prediction interval for an untrained recipe from out-of-fold residuals (split conformal).
 """
@@ -23,22 +25,56 @@ from sklearn.model_selection import KFold, train_test_split
 from robustscale.analysis._table import Runs, usable_runs
 from robustscale.errors import UserError
 
-RECIPE_FEATURES = ("params", "synthetic", "activation", "loss", "attack_steps", "ema")
-FEATURES_WHEN_VARYING = ("epochs", "dataset")
-CATEGORICAL_FEATURES = ("activation", "loss", "dataset")
+RECIPE_FEATURES = ("params", "synthetic", "activation", "loss", "attack_steps", "ema")  # the paper's six
+CATEGORICAL_FEATURES = ("activation", "loss", "dataset", "model")
 BOOLEAN_FEATURES = ("synthetic", "ema")
 MIN_RUNS = 6
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "digits": 10, "mnist": 10}
 
 
-def recipe_features(table: pd.DataFrame) -> list[str]:
-    """The paper's recipe features present in ``table``, plus epochs and dataset when they vary across runs."""
-    features = [f for f in RECIPE_FEATURES if f in table and table[f].notna().any()]
-    features += [f for f in FEATURES_WHEN_VARYING if f in table and table[f].nunique(dropna=True) > 1]
+def same_partition(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two columns group the runs identically (each value of one goes with exactly one value of the other):
+    then a tree can split on either, and one effect's importance would be divided between them."""
+    both = pd.DataFrame({"a": a.astype(object), "b": b.astype(object)}).dropna()
+    if both.empty:
+        return False
+    return bool(both.groupby("a")["b"].nunique().max() == 1 and both.groupby("b")["a"].nunique().max() == 1)
+
+
+def select_features(table: pd.DataFrame, requested: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The predictor's features and the candidates left out, with why.
+
+    Candidates are ``requested`` (``--features``) or the paper's six (:data:`RECIPE_FEATURES`), in order; one that
+    the table lacks (or holds no value of) is left out when it is a default and an error when requested, and one
+    that partitions the runs exactly like an earlier feature is dropped (in the paper's grid ``epochs`` is ``ema``).
+    """
+    source = table.attrs.get("source", "table")
+    candidates = list(dict.fromkeys(requested or RECIPE_FEATURES))
+    features, dropped = [], {}
+    for name in candidates:
+        if name not in table or table[name].notna().sum() == 0:
+            if requested:
+                raise UserError(f"{source}: --features names '{name}', which the table lacks (or holds no value "
+                                f"of); recipe columns: {', '.join(c for c in table.columns if c in _KNOWN)}")
+            dropped[name] = "not in the table"
+            continue
+        twin = next((f for f in features if same_partition(table[f], table[name])), None)
+        if twin is not None:
+            dropped[name] = f"partitions the runs exactly like {twin}"
+            continue
+        features.append(name)
     if not features:
-        raise UserError(f"{table.attrs.get('source', 'table')}: no recipe columns ({', '.join(RECIPE_FEATURES)}); "
-                        "add them or map yours with --map")
-    return features
+        raise UserError(f"{source}: no recipe columns ({', '.join(RECIPE_FEATURES)}); add them or map yours with "
+                        "--map")
+    return features, dropped
+
+
+_KNOWN = (*RECIPE_FEATURES, "epochs", "dataset", "beta", "synthetic_fraction", "model", "seed")
+
+
+def recipe_features(table: pd.DataFrame, requested: list[str] | None = None) -> list[str]:
+    """The features :func:`select_features` keeps."""
+    return select_features(table, requested)[0]
 
 
 class RobustnessPredictor(BaseEstimator):
@@ -130,14 +166,16 @@ def _category(values: pd.Series) -> list[str]:
 
 
 def predict_summary(table: pd.DataFrame, *, metric: str = "autoattack_acc", min_acc: float | None = None,
-                    recipe: Mapping[str, Any] | None = None, seed: int = 0) -> dict:
+                    recipe: Mapping[str, Any] | None = None, seed: int = 0,
+                    features: list[str] | None = None) -> dict:
     """Score the predictor on a results table and, given a recipe, predict its accuracy with an interval.
 
     Returns:
         The ``robustscale predict --json`` object: ``r2``, ``mae``, ``cv_r2``, ``importance`` (impurity and
-        permutation), and ``prediction`` and ``interval`` when a recipe is given.
+        permutation), ``features`` and ``dropped_features`` (name: why), and ``prediction`` and ``interval`` when a
+        recipe is given.
     """
-    predictor, runs, frame = fit_predictor(table, metric=metric, min_acc=min_acc, seed=seed)
+    predictor, runs, frame = fit_predictor(table, metric=metric, min_acc=min_acc, seed=seed, features=features)
     out = summarize_predictor(predictor, runs, frame)
     if recipe:
         row = complete_recipe(recipe, predictor.features_, frame)
@@ -152,6 +190,7 @@ def summarize_predictor(predictor: RobustnessPredictor, runs: Runs, frame: pd.Da
     """Scores, importances and settings of a fitted predictor, as in ``robustscale predict --json``."""
     return {
         "metric": runs.metric, "units": runs.units(), "n": len(frame), "features": predictor.features_,
+        "dropped_features": dict(getattr(predictor, "dropped_features_", {})),
         "n_test": len(predictor.test_true_), "r2": predictor.r2_, "mae": predictor.mae_, "cv_r2": predictor.cv_r2_,
         "cv_r2_std": predictor.cv_r2_std_, "cv_folds": len(predictor.cv_scores_), "importance": predictor.importance_,
         "model": {"estimator": "GradientBoostingRegressor", "n_estimators": predictor.n_estimators,
@@ -160,15 +199,18 @@ def summarize_predictor(predictor: RobustnessPredictor, runs: Runs, frame: pd.Da
 
 
 def fit_predictor(table: pd.DataFrame, *, metric: str = "autoattack_acc", min_acc: float | None = None,
-                  seed: int = 0) -> tuple[RobustnessPredictor, Runs, pd.DataFrame]:
-    """Fit the predictor on the usable runs with complete recipes; also return the runs and the rows used."""
+                  seed: int = 0, features: list[str] | None = None) -> tuple[RobustnessPredictor, Runs, pd.DataFrame]:
+    """Fit the predictor on the usable runs with complete recipes; also return the runs and the rows used. The
+    predictor's ``dropped_features_`` says which candidate features were left out, and why."""
     runs = usable_runs(table, metric, min_acc, need_flops=False)
-    features = recipe_features(runs.frame)
+    runs.frame.attrs["source"] = runs.source
+    features, dropped = select_features(runs.frame, features)
     frame = runs.frame.dropna(subset=features)
     if len(frame) < MIN_RUNS:
         raise UserError(f"{runs.source}: only {len(frame)} runs with a complete recipe ({', '.join(features)}); "
                         f"the predictor needs at least {MIN_RUNS}")
     predictor = RobustnessPredictor(seed=seed).fit(frame[features], frame[runs.metric])
+    predictor.dropped_features_ = dropped
     return predictor, runs, frame
 
 

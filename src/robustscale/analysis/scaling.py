@@ -2,7 +2,8 @@
 
 The paper splits the FLOP range into 19 equal-width bins in log10(FLOPs), keeps the best AutoAttack accuracy in each
 bin (the performance envelope) and fits ``accuracy = C * FLOPs**alpha`` by least squares in log-log space; the same
-power law describes electricity cost, energy and CO2 against FLOPs. Beyond the paper this module adds bootstrap
+power law describes electricity cost, energy and CO2 against FLOPs, fitted on the envelope's runs (the paper's
+Fig. 3b/c uses its best-AutoAttack configurations). Beyond the paper this module adds bootstrap
 intervals, a saturating alternative ``accuracy = A - B * FLOPs**(-gamma)`` (robust accuracy cannot exceed 100%, so a
 power law must bend eventually), a held-out check of which law extrapolates better, and the compute, energy, money,
 CO2 and GPU-years a target accuracy would need under each law.
@@ -24,6 +25,7 @@ from robustscale.analysis.replicates import has_replicates, recipe_codes, resamp
 from robustscale.errors import UserError
 
 COST_LAWS = {"cost_law": "cost_usd", "energy_law": "energy_kwh", "co2_law": "co2_kg"}
+COST_RUNS = ("envelope", "all")  # the accuracy envelope's runs (the paper's Fig. 3b/c), or every run
 PUE = 1.58  # the paper's reference Power Usage Effectiveness (global data-centre average, 2018)
 SECONDS_PER_YEAR = 3600 * 24 * 365
 _GAMMA_GRID = np.logspace(-3, 1, 41)
@@ -324,14 +326,20 @@ class FittedLaws:
     saturating_holdout: dict
     costs: dict[str, ScalingLaw | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cost_runs: str = "envelope"
 
 
-def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0, cost_envelope: bool = False,
+def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0, cost_runs: str = "envelope",
              holdout_fraction: float = 0.25, resample_seeds: bool = True) -> FittedLaws:
     """Fit the accuracy envelope law, its saturating alternative, the held-out check and the cost laws.
 
-    With ``resample_seeds`` and replicates in the table, the accuracy law's bootstrap resamples seeds within recipes.
+    ``cost_runs="envelope"`` fits electricity cost, energy and CO2 against FLOPs on the runs of the accuracy
+    envelope (the best run of each FLOP bin), as the paper's Fig. 3b/c does for its best-AutoAttack configurations:
+    the cost of the compute that buys the accuracy law. ``"all"`` fits them on every run. With ``resample_seeds``
+    and replicates in the table, the accuracy law's bootstrap resamples seeds within recipes.
     """
+    if cost_runs not in COST_RUNS:
+        raise UserError(f"--cost-runs '{cost_runs}': choose {' or '.join(COST_RUNS)}")
     flops, acc = runs.flops, runs.accuracy
     groups = recipe_codes(runs.frame) if resample_seeds else None
     power = ScalingLaw(bins=bins, bootstrap=bootstrap, seed=seed).fit(flops, acc, groups=groups)
@@ -339,23 +347,28 @@ def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0
     saturating.fit(flops, acc)
     laws = FittedLaws(runs, power, saturating, holdout_error(power, flops, acc, holdout_fraction),
                       holdout_error(saturating, flops, acc, holdout_fraction))
+    rows = power.support_ if cost_runs == "envelope" else np.arange(len(runs.frame))
+    laws.cost_runs = cost_runs
     for name, column in COST_LAWS.items():
-        laws.costs[name] = _fit_cost_law(runs, column, bins, bootstrap, seed, cost_envelope, laws.notes)
+        laws.costs[name] = _fit_cost_law(runs, column, rows, bins, bootstrap, seed, laws.notes)
     return laws
 
 
-def _fit_cost_law(runs: Runs, column: str, bins: int, bootstrap: int, seed: int, envelope: bool,
+def _fit_cost_law(runs: Runs, column: str, rows: np.ndarray, bins: int, bootstrap: int, seed: int,
                   notes: list[str]) -> ScalingLaw | None:
+    """A power law of ``column`` against FLOPs over ``rows`` of the runs (those with a positive value)."""
     if column not in runs.frame:
         return None
-    values = pd.to_numeric(runs.frame[column], errors="coerce").to_numpy(dtype=float)
+    values = pd.to_numeric(runs.frame[column], errors="coerce").to_numpy(dtype=float)[rows]
     keep = np.isfinite(values) & (values > 0)
+    if not keep.all():
+        notes.append(f"{column}: {int((~keep).sum())} of the {len(rows)} runs have no positive value; left out")
     if keep.sum() < MIN_POINTS:
         notes.append(f"{column}: only {int(keep.sum())} runs with a positive value; no law fitted")
         return None
     try:
-        return ScalingLaw(bins=bins, bootstrap=bootstrap, seed=seed, envelope=envelope).fit(runs.flops[keep],
-                                                                                            values[keep])
+        return ScalingLaw(bins=bins, bootstrap=bootstrap, seed=seed, envelope=False).fit(runs.flops[rows][keep],
+                                                                                         values[keep])
     except UserError as err:
         notes.append(f"{column}: {err}")
         return None
@@ -400,12 +413,13 @@ def summarize_laws(laws: FittedLaws) -> dict:
         "holdout": {"error": "rmse in accuracy units", "better": better, "power_law": laws.power_holdout,
                     "saturating_law": laws.saturating_holdout},
         **{name: law_summary(law) for name, law in laws.costs.items()},
+        "cost_runs": laws.cost_runs,
         "notes": laws.notes,
     }
 
 
 def fit_all(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 19, min_acc: float | None = None,
-            bootstrap: int = 1000, seed: int = 0, cost_envelope: bool = False, resample_seeds: bool = True) -> dict:
+            bootstrap: int = 1000, seed: int = 0, cost_runs: str = "envelope", resample_seeds: bool = True) -> dict:
     """Fit every law on a results table and return exactly the ``robustscale fit --json`` object.
 
     Args:
@@ -415,11 +429,12 @@ def fit_all(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 
         min_acc: drop runs below this accuracy first (collapsed runs), in the table's unit.
         bootstrap: resamples for the intervals.
         seed: seed of the bootstrap.
-        cost_envelope: fit cost, energy and CO2 on the per-bin envelope instead of all runs.
+        cost_runs: ``envelope`` (default): cost, energy and CO2 laws on the accuracy envelope's runs, so
+            ``cost_law.n == accuracy_law.n``; ``all``: on every run.
         resample_seeds: with replicates in the table, resample seeds within recipes in the accuracy law's bootstrap.
     """
     runs = usable_runs(table, metric, min_acc)
-    return summarize_laws(fit_laws(runs, bins=bins, bootstrap=bootstrap, seed=seed, cost_envelope=cost_envelope,
+    return summarize_laws(fit_laws(runs, bins=bins, bootstrap=bootstrap, seed=seed, cost_runs=cost_runs,
                                    resample_seeds=resample_seeds))
 
 

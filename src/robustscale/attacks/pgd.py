@@ -71,9 +71,11 @@ def _draw(kind: str, shape: tuple[int, ...], x: Tensor, generator: Optional[torc
     return out.to(x.device)
 
 
-def _random_start(x: Tensor, eps: float, norm: str, loss: str, generator: Optional[torch.Generator]) -> Tensor:
-    """TRADES: 0.001 * N(0, I); otherwise uniform in the L-inf cube, or uniform in the L2 ball (direction x radius)."""
-    if loss == "kl":
+def _random_start(x: Tensor, eps: float, norm: str, loss: str, generator: Optional[torch.Generator],
+                  kl_start: str = "normal") -> Tensor:
+    """TRADES (``kl_start="normal"``): 0.001 * N(0, I); otherwise uniform in the L-inf cube, or uniform in the L2 ball
+    (direction x radius)."""
+    if loss == "kl" and kl_start == "normal":
         return TRADES_START_STD * _draw("normal", x.shape, x, generator)
     if norm == "linf":
         return eps * (2.0 * _draw("uniform", x.shape, x, generator) - 1.0)
@@ -140,7 +142,7 @@ def _keep(model: nn.Module, x_adv: Tensor, y: Tensor, loss: str, target_logits: 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int, norm: str = "linf",
         loss: str = "ce", random_start: bool = True, restarts: int = 1, target_logits: Optional[Tensor] = None,
-        generator: Optional[torch.Generator] = None) -> Tensor:
+        generator: Optional[torch.Generator] = None, kl_start: str = "normal") -> Tensor:
     """PGD adversarial examples within the ``norm`` ball of radius ``eps`` around ``x`` (pixel units, [0, 1]).
 
     Args:
@@ -150,6 +152,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float,
         loss: ``ce``, ``margin`` (Carlini-Wagner) or ``kl`` (TRADES' inner maximisation of
             KL(softmax(target_logits) || softmax(model(x_adv))); needs ``target_logits``, the detached clean logits).
         random_start: uniform in the ball (L2: uniform in volume); 0.001 * N(0, I) for ``kl`` as in Zhang et al.
+            (``kl_start="uniform"``: uniform in the ball for ``kl`` too, as the paper's code starts TRADES).
         restarts: independent runs; per example the first one that fools the model is kept (ce / margin), or the
             one with the largest KL (kl).
         generator: the random start's generator, for runs that replay exactly.
@@ -158,13 +161,14 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float,
         ``x_adv``, detached, in [0, 1], the last iterate of the chosen restart.
     """
     norm, loss = _choice(norm, NORMS, "norm"), _choice(loss, LOSSES, "loss")
+    kl_start = _choice(kl_start, ("normal", "uniform"), "kl_start")
     if loss == "kl" and target_logits is None:
         raise ValueError("loss='kl' needs target_logits (the detached clean logits)")
     if steps == 0:
         return x.detach().clone()
     x, best, score = x.detach(), None, None
     for _ in range(max(restarts, 1)):
-        start = _random_start(x, eps, norm, loss, generator) if random_start else torch.zeros_like(x)
+        start = _random_start(x, eps, norm, loss, generator, kl_start) if random_start else torch.zeros_like(x)
         x_adv, _ = _run(model, x, y, start, eps=eps, step_size=step_size, steps=steps, norm=norm, loss=loss,
                         target_logits=target_logits)
         if restarts <= 1:

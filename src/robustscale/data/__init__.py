@@ -79,15 +79,27 @@ def split_validation(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
+def _first_test_points(data_cfg, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` test points: the paper's early-stopping set (``data.val_source: test``)."""
+    x, y = load_arrays(data_cfg.dataset, "test", data_cfg.root, data_cfg.download, data_cfg.image_size)
+    if n > len(x):
+        raise DataError(f"data.val_size={n} exceeds the {len(x)} test points of {data_cfg.dataset.value}: lower it")
+    return x[:n], y[:n]
+
+
 def load_train_data(data_cfg) -> DataBundle:
-    """Load the training split, carve the validation subset from it, and open the synthetic set if configured."""
+    """Load the training split, take the validation subset from it (or from the test split with ``data.val_source:
+    test``), and open the synthetic set if configured."""
     info = dataset_info(data_cfg.dataset)
     x, y = load_arrays(data_cfg.dataset, "train", data_cfg.root, data_cfg.download, data_cfg.image_size)
     if data_cfg.val_size >= len(x):
         raise DataError(f"data.val_size={data_cfg.val_size} leaves no training images ({len(x)} in "
                         f"{info.name}'s train split): lower it")
-    train_idx, val_idx = split_validation(len(x), data_cfg.val_size)
-    bundle = DataBundle(info, x[train_idx], y[train_idx], x[val_idx], y[val_idx])
+    if getattr(data_cfg.val_source, "value", data_cfg.val_source) == "test":
+        bundle = DataBundle(info, x, y, *_first_test_points(data_cfg, data_cfg.val_size))
+    else:
+        train_idx, val_idx = split_validation(len(x), data_cfg.val_size)
+        bundle = DataBundle(info, x[train_idx], y[train_idx], x[val_idx], y[val_idx])
     if data_cfg.synthetic.path is not None:
         bundle.synthetic_x, bundle.synthetic_y = load_synthetic(
             data_cfg.synthetic.path, image_size=x.shape[1], channels=x.shape[3], num_classes=info.num_classes)

@@ -24,14 +24,16 @@ COLUMNS = (
     "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd", "co2_kg",
 )
 EXTRA_COLUMNS = ("reason", "run_dir", "wall_s", "samples_seen", "attack_flops", "eval_flops", "mean_power_w",
-                 "epochs_run", "best_epoch", "updated", "recipe_id")
+                 "epochs_run", "best_epoch", "updated", "recipe_id", "eval_wall_s", "eval_energy_kwh",
+                 "total_energy_kwh")
 _BOOL = ("ema", "synthetic", "energy_estimated")
 _INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch")
 _FLOAT = ("beta", "synthetic_fraction", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
           "paper_convention_flops", "gpu_hours", "energy_kwh", "cost_usd", "co2_kg", "wall_s", "attack_flops",
-          "eval_flops", "mean_power_w")
+          "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh", "total_energy_kwh")
 _ACCOUNTING = ("train_flops", "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd",
-               "co2_kg", "attack_flops", "eval_flops", "mean_power_w")
+               "co2_kg", "attack_flops", "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh",
+               "total_energy_kwh")
 
 
 def find_run_dirs(runs_dir: str | Path) -> list[Path]:

@@ -129,7 +129,9 @@ class RunJob:
 
 
 def plan_runs(spec_path: str | Path) -> dict[str, Any]:
-    """The dry run: every run of the spec with its config and planned training FLOPs (from the budget planner)."""
+    """The dry run: every run of the spec with its resolved config, the epochs it trains (cool-down included), its
+    global batch and peak lr, and planned FLOPs (``planned_flops``: training and PGD validation, from the budget
+    planner, over all ``epochs``)."""
     from robustscale.config import config_to_dict
     from robustscale.sweep.spec import expand_runs, load_spec
 
@@ -137,10 +139,16 @@ def plan_runs(spec_path: str | Path) -> dict[str, Any]:
         from robustscale.accounting.budget import plan
     except ImportError as err:  # pragma: no cover - the planner ships with the package
         raise UserError(f"the budget planner is unavailable ({err}): reinstall robustscale") from None
+    from robustscale.training.optim import effective_lr
+
     runs = []
     for run in expand_runs(load_spec(spec_path)):
-        runs.append({"run_id": run.run_id, "config": config_to_dict(run.config),
-                     "planned_flops": float(plan(run.config)["total_flops"])})
+        cfg, planned = run.config, plan(run.config)
+        runs.append({"run_id": run.run_id, "config": config_to_dict(cfg),
+                     "epochs": cfg.train.epochs, "cooldown_epochs": cfg.train.cooldown_epochs,
+                     "batch_size": cfg.data.batch_size, "lr": effective_lr(cfg.train, cfg.data.batch_size),
+                     "optimizer_steps": planned["optimizer_steps"], "planned_train_flops": float(planned["train_flops"]),
+                     "planned_flops": float(planned["total_flops"])})
     return {"runs": runs, "total_planned_flops": sum(r["planned_flops"] for r in runs)}
 
 

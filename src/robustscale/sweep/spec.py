@@ -10,10 +10,17 @@ A spec is YAML::
       - {train.epochs: 100, train.ema: false}
       - {train.epochs: 400, train.ema: true}
     overrides: {eval.autoattack_n: 1000}   # applied to every run (optional)
+    rules:                          # conditional overrides, in order, after the above (optional)
+      - when: {model.name: [wrn_34_20, wrn_70_16]}   # every key matches (a list: any of its values)
+        set: {data.batch_size: 128}                  # applied to those runs only; a later rule wins
     seeds: [0]                      # replicates: set train.seed (optional)
     exclude: [{model.name: wrn_10_1, train.loss: trades}]   # drop runs matching every key:value (optional)
     out: runs/my_sweep              # default --out (optional)
     slurm: {gpus_per_node: 1, timeout_min: 1440, partition: gpu, account: lab}   # submitit options (optional)
+
+``rules`` say what a grid cannot: values that depend on other values (the paper's code used a smaller batch for
+its largest models, ``scripts/job.sh``). A rule's ``when`` is matched against the run's values so far (axes, zip
+entry, overrides, earlier rules, then the config's defaults); a rule may not set an axis key.
 
 Every run is validated like a ``robustscale train`` command line (the values go through
 :func:`robustscale.config.apply_overrides`), so a misspelt key fails before anything trains, in one line naming the
@@ -32,10 +39,10 @@ from robustscale.config import Config, apply_overrides, config_from_dict, config
 from robustscale.errors import ConfigError
 from robustscale.store.record import run_id
 
-__all__ = ["SweepSpec", "load_spec", "expand", "expand_runs", "PlannedRun"]
+__all__ = ["SweepSpec", "Rule", "load_spec", "expand", "expand_runs", "PlannedRun"]
 
-_KEYS = ("base", "axes", "zip", "overrides", "seeds", "exclude", "out", "name", "description", "slurm", "workers",
-         "stale_after_s")
+_KEYS = ("base", "axes", "zip", "overrides", "rules", "seeds", "exclude", "out", "name", "description", "slurm",
+         "workers", "stale_after_s")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class SweepSpec:
     axes: dict[str, list[Any]]
     zip: list[dict[str, Any]] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
+    rules: list["Rule"] = field(default_factory=list)
     seeds: list[int] | None = None
     exclude: list[dict[str, Any]] = field(default_factory=list)
     out: Path | None = None
@@ -54,6 +62,14 @@ class SweepSpec:
     slurm: dict[str, Any] = field(default_factory=dict)
     workers: int | None = None
     stale_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``set`` these dotted keys on every run whose values match all of ``when`` (a list value: any of it)."""
+
+    when: dict[str, Any]
+    set: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,26 @@ def _exclude(path: Path, raw: Any) -> list[dict[str, Any]]:
     return [_mapping(path, "exclude", e) for e in raw]
 
 
+def _rules(path: Path, raw: Any, axes: dict[str, list[Any]]) -> list[Rule]:
+    if raw is None:
+        return []
+    example = "[{when: {model.name: wrn_70_16}, set: {data.batch_size: 64}}]"
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise _fail(path, f"'rules' must be a list of {{when: ..., set: ...}} mappings, e.g. {example}")
+    rules = []
+    for i, entry in enumerate(raw):
+        if set(entry) != {"when", "set"}:
+            raise _fail(path, f"rule {i + 1} must have exactly the keys 'when' and 'set', e.g. {example}")
+        when, values = _mapping(path, "rules.when", entry["when"]), _mapping(path, "rules.set", entry["set"])
+        if not when or not values:
+            raise _fail(path, f"rule {i + 1}: 'when' and 'set' must each name at least one config key")
+        for key in values:
+            if key in axes:
+                raise _fail(path, f"rule {i + 1} sets '{key}', which is an axis: vary it in one place")
+        rules.append(Rule(when, values))
+    return rules
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a sweep spec (its shape only: the configs are checked by :func:`expand`)."""
     path = Path(path)
@@ -145,7 +181,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise _fail(path, "'workers' must be a positive integer")
     return SweepSpec(path=path, base=base, axes=axes, zip=zipped, overrides=overrides,
-                     seeds=_seeds(path, raw.get("seeds")),
+                     rules=_rules(path, raw.get("rules"), axes), seeds=_seeds(path, raw.get("seeds")),
                      exclude=_exclude(path, raw.get("exclude")), out=Path(raw["out"]) if raw.get("out") else None,
                      name=str(raw.get("name") or path.stem), slurm=dict(slurm), workers=workers,
                      stale_after_s=raw.get("stale_after_s"))
@@ -198,6 +234,40 @@ def _excluded(spec: SweepSpec, assignment: dict[str, Any], config: dict[str, Any
     return False
 
 
+def _matches(when: dict[str, Any], raw: dict[str, Any], defaults: dict[str, Any]) -> bool | str:
+    """Whether a rule's ``when`` holds for a run; the first unknown key (a string) when one is not a config key."""
+    for key, want in when.items():
+        found, got = _lookup(raw, key)
+        if not found:
+            found, got = _lookup(defaults, key)
+        if not found:
+            return key
+        wanted = want if isinstance(want, list) else [want]
+        if not any(_same(got, w) for w in wanted):
+            return False
+    return True
+
+
+def _apply_rules(spec: SweepSpec, raw: dict[str, Any], label: str) -> dict[str, Any]:
+    """The run's raw config with every matching rule applied, in order (a later rule wins)."""
+    if not spec.rules:
+        return raw
+    try:
+        defaults = config_to_dict(config_from_dict(raw))
+    except ConfigError as err:
+        raise _fail(spec.path, f"run {label}: {err}") from None
+    for i, rule in enumerate(spec.rules):
+        match = _matches(rule.when, raw, defaults)
+        if isinstance(match, str):
+            raise _fail(spec.path, f"rule {i + 1}: 'when' key '{match}' is not a config key (e.g. model.name)")
+        if match:
+            try:
+                raw = apply_overrides(raw, [_as_override(k, v) for k, v in rule.set.items()])
+            except ConfigError as err:
+                raise _fail(spec.path, f"rule {i + 1}: {err}") from None
+    return raw
+
+
 def expand_runs(spec: SweepSpec) -> list[PlannedRun]:
     """The runs of ``spec`` in grid order, excluded ones dropped, duplicates (same resolved config) kept once."""
     base = read_yaml(spec.base)
@@ -209,7 +279,12 @@ def expand_runs(spec: SweepSpec) -> list[PlannedRun]:
     for assignment in _assignments(spec):
         label = ", ".join(f"{k}={v}" for k, v in assignment.items()) or "the base config"
         try:
-            cfg = config_from_dict(apply_overrides(common, [_as_override(k, v) for k, v in assignment.items()]))
+            raw = apply_overrides(common, [_as_override(k, v) for k, v in assignment.items()])
+        except ConfigError as err:
+            raise _fail(spec.path, f"run {label}: {err}") from None
+        raw = _apply_rules(spec, raw, label)
+        try:
+            cfg = config_from_dict(raw)
         except ConfigError as err:
             raise _fail(spec.path, f"run {label}: {err}") from None
         resolved = config_to_dict(cfg)

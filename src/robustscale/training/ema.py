@@ -9,20 +9,22 @@ from torch import nn
 
 
 class ModelEMA:
-    """Keeps ``ema = d * ema + (1 - d) * model`` with the usual warm-up ``d_t = min(decay, (1 + t) / (10 + t))``.
+    """Keeps ``ema = d * ema + (1 - d) * model`` with the usual warm-up ``d_t = min(decay, (1 + t) / (10 + t))``, or
+    ``d_t = decay`` from the first update with ``warmup=False`` (timm's ``ModelEmaV2``, which the paper's code used).
 
     Floating-point buffers (BN running mean/var) are averaged like weights; integer buffers (BN's
     ``num_batches_tracked``) are copied. The EMA model is the one evaluated and saved as "best" when enabled.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.995):
+    def __init__(self, model: nn.Module, decay: float = 0.995, warmup: bool = True):
         self.decay = decay
+        self.warmup = warmup
         self.updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self._cache: tuple | None = None
 
     def current_decay(self) -> float:
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        return min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

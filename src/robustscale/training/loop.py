@@ -45,7 +45,8 @@ class Progress:
     step: int = 0  # optimiser steps completed (global, over the whole run)
     best_metric: float = -1.0
     best_epoch: int = -1
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # the training steps only (what train_flops and energy_kwh cover)
+    eval_s: float = 0.0  # PGD validation
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -69,11 +70,13 @@ class StepParts:
     scaler: torch.amp.GradScaler
 
 
-def train_step(s: StepParts, x, y, cfg: Config, gen) -> torch.Tensor:
-    """Attack, loss, update, EMA. Returns device-side stats [loss_sum, clean_correct, adv_correct, n] (no sync)."""
+def train_step(s: StepParts, x, y, cfg: Config, gen, soft=None) -> torch.Tensor:
+    """Attack, loss, update, EMA. Returns device-side stats [loss_sum, clean_correct, adv_correct, n] (no sync).
+
+    ``y`` are hard labels; ``soft`` the mixed targets of a CutMix batch (:meth:`BatchSource.training_batch`)."""
     with _autocast(cfg, x.device):
         out = compute_loss(cfg.train.loss.value, s.train_model, x, y, cfg, attack_model=s.attack_model,
-                           generator=gen)
+                           generator=gen, soft=soft)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(out.loss).backward()
     if cfg.train.grad_clip:
@@ -102,9 +105,9 @@ def build_step(cfg: Config, device: torch.device, steps_per_epoch: int, dist: Di
         if device.type != "cuda":
             raise UserError("train.sync_bn needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel): set it to false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema else None
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch)
+    ema = ModelEMA(model, cfg.train.ema_decay, warmup=cfg.train.ema_warmup) if cfg.train.ema else None
+    optimizer = make_optimizer(model, cfg.train, cfg.data.batch_size)
+    scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch, cfg.data.batch_size)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision.value == "fp16")
     train_model = attack_model = model
     if distributed:
@@ -134,6 +137,30 @@ class BatchSource:
         self.real_y = torch.as_tensor(data.train_y).to(device)
 
     def batch(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of global batch ``step``: real then synthetic images, augmented."""
+        return self._assemble(step, gen)[:2]
+
+    def training_batch(self, step: int, gen: torch.Generator):
+        """:meth:`batch` plus CutMix when ``train.cutmix > 0``: ``(x, hard labels, soft targets or None)``.
+
+        The real and synthetic parts are mixed apart, as the paper's two data loaders each mixed their own batch;
+        the hard labels are the arg-max of the mixed targets (the label the paper's PGD-AT attack used)."""
+        x, y, n_real = self._assemble(step, gen)
+        if not self.cfg.train.cutmix:
+            return x, y, None
+        from robustscale.data.cutmix import cutmix, cutmix_rng
+
+        rng, xs, softs = cutmix_rng(self.cfg.train.seed, step), [], []
+        for part in (slice(0, n_real), slice(n_real, len(y))):
+            if part.stop > part.start:
+                xp, sp = cutmix(x[part], y[part], alpha=self.cfg.train.cutmix,
+                                num_classes=self.data.info.num_classes, rng=rng)
+                xs.append(xp)
+                softs.append(sp)
+        soft = torch.cat(softs)
+        return torch.cat(xs), soft.argmax(1), soft
+
+    def _assemble(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
         real_idx, syn_idx = self.sampler.batch(step)
         real_idx = real_idx.to(self.device, non_blocking=True)
         x, y = self.real_x[real_idx], self.real_y[real_idx]
@@ -150,7 +177,7 @@ class BatchSource:
             x = random_crop_flip(x, self.data.info.crop_padding, self.data.info.flip, gen)
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        return x, y, len(real_idx)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -203,32 +230,23 @@ def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting
     bar = _ProgressBar(cfg.train.epochs, steps_per_epoch, enabled=progress and dist.is_main)
     with bar:
         while state.epoch < cfg.train.epochs:
-            t0 = time.perf_counter()
-            parts.model.train()
-            stats = torch.zeros(4, device=val[0].device)
-            first = state.epoch * steps_per_epoch
-            for step in range(first, first + steps_per_epoch):
-                if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
-                    break
-                gen = step_generator(cfg.train.seed, step, val[0].device)
-                x, y = source.batch(step, gen)
-                stats += train_step(parts, x, y, cfg, gen)
-                accounting.add_train(cfg.data.batch_size)
-                state.step = step + 1
-                if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
-                    bar.update(state, _summary(stats), step + 1 - first)
-            stats = all_reduce_sum(stats)
-            summary = _summary(stats)
+            with accounting.phase("train"):  # energy_kwh covers what wall_s and train_flops cover
+                t0 = time.perf_counter()
+                stats = _train_epoch(cfg, parts, source, state, accounting, bar, val[0].device, steps_per_epoch)
+                summary = _summary(stats)  # a host sync: the epoch's GPU work is done when the clock stops
+                epoch_s = time.perf_counter() - t0
             if not math.isfinite(summary["loss"]):
                 raise Divergence(f"loss became {summary['loss']} in epoch {state.epoch + 1}: lower train.lr or use "
                                  "train.grad_clip; the last good checkpoint is kept")
             state.epoch += 1
-            epoch_s = time.perf_counter() - t0
             state.wall_s += epoch_s
             row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"], **summary,
                    "img_per_s": summary["n"] / max(epoch_s, 1e-9), "epoch_s": epoch_s,
                    "samples_seen": accounting.samples_seen, "train_flops": accounting.train_flops}
-            row.update(_validate(cfg, dist, run_dir, parts, val, state, accounting))
+            with accounting.phase("eval"):
+                t_eval = time.perf_counter()
+                row.update(_validate(cfg, dist, run_dir, parts, val, state, accounting))
+                state.eval_s += time.perf_counter() - t_eval
             bar.update(state, row, steps_per_epoch, epoch_done=True)
             checkpoint = state.epoch % cfg.train.checkpoint_every == 0 or state.epoch == cfg.train.epochs
             if checkpoint:
@@ -241,6 +259,24 @@ def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting
             barrier()
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
+
+
+def _train_epoch(cfg, parts: StepParts, source, state, accounting, bar, device, steps_per_epoch) -> torch.Tensor:
+    """One epoch's optimiser steps; returns the stats summed over ranks (the epoch's one collective)."""
+    parts.model.train()
+    stats = torch.zeros(4, device=device)
+    first = state.epoch * steps_per_epoch
+    for step in range(first, first + steps_per_epoch):
+        if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+            break
+        gen = step_generator(cfg.train.seed, step, device)
+        x, y, soft = source.training_batch(step, gen)
+        stats += train_step(parts, x, y, cfg, gen, soft)
+        accounting.add_train(cfg.data.batch_size)
+        state.step = step + 1
+        if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
+            bar.update(state, _summary(stats), step + 1 - first)
+    return all_reduce_sum(stats)
 
 
 def _summary(stats: torch.Tensor) -> dict[str, float]:
@@ -257,6 +293,7 @@ def _validate(cfg, dist, run_dir, parts: StepParts, val, state, accounting) -> d
 
     net = parts.ema.module if parts.ema is not None else parts.model
     res = pgd_accuracy(net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
+                       step_size=cfg.eval.pgd_step_size_factor * cfg.attack.eps / cfg.eval.pgd_steps,
                        norm=cfg.attack.norm.value, loss=cfg.eval.pgd_loss.value, batch_size=cfg.eval.batch_size,
                        seed=cfg.train.seed)
     n = len(val[1])
@@ -295,7 +332,8 @@ def _save(run_dir, cfg, s: StepParts, accounting, state: Progress) -> None:
         "rng": ckpt.rng_state(),
         "accounting": accounting.state_dict(),
         "progress": {"epoch": state.epoch, "step": state.step, "best_metric": state.best_metric,
-                     "best_epoch": state.best_epoch, "wall_s": state.wall_s, "history": state.history},
+                     "best_epoch": state.best_epoch, "wall_s": state.wall_s, "eval_s": state.eval_s,
+                     "history": state.history},
     })
 
 
@@ -323,24 +361,34 @@ def _finish(cfg, dist, run_dir, record, model, state, accounting, status, reason
     metrics: dict[str, Any] = {"pgd40_acc": best.get("val_pgd_acc"), "val_clean_acc": best.get("val_clean_acc"),
                                "best_epoch": state.best_epoch}
     evaluations = dict(record.get("evaluations") or {})
+    final_s = 0.0
     if status is Status.done and state.best_epoch >= 0:
-        metrics, evaluations = _final_eval(cfg, run_dir, metrics, evaluations, device)
+        t0 = time.perf_counter()
+        metrics, evaluations = _final_eval(cfg, run_dir, metrics, evaluations, device, accounting)
+        final_s = time.perf_counter() - t0
     record.update(
         status=status.value, reason=reason, metrics=metrics, evaluations=evaluations,
         params=sum(p.numel() for p in model.parameters()),
         epochs_run=state.epoch, samples_seen=accounting.samples_seen, wall_s=state.wall_s,
-        accounting=accounting.block(wall_s=state.wall_s), hardware=accounting.hardware,
+        accounting=accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s),
+        hardware=accounting.hardware,
     )
     write_record(run_dir, record)
     return record
 
 
-def _final_eval(cfg, run_dir, metrics, evaluations, device):
+def _final_eval(cfg, run_dir, metrics, evaluations, device, accounting):
+    """Clean test accuracy and AutoAttack of the best checkpoint, metered and counted as evaluation."""
     from robustscale.data import load_data
     from robustscale.models import load_model
 
     best = load_model(run_dir, device=device)
     x, y = load_data(cfg.data.dataset, "test", root=cfg.data.root, image_size=cfg.data.image_size)
+    with accounting.final_eval(best):
+        return _evaluate_best(cfg, run_dir, best, x, y, metrics, evaluations, device)
+
+
+def _evaluate_best(cfg, run_dir, best, x, y, metrics, evaluations, device):
     with torch.no_grad():
         correct = sum((best(xb.to(device)).argmax(1).cpu() == yb).sum().item()
                       for xb, yb in zip(x.split(cfg.eval.batch_size), y.split(cfg.eval.batch_size)))

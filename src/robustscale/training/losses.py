@@ -1,11 +1,22 @@
 """The paper's training losses. Each takes a batch and returns the loss to minimise plus the logits it was computed
-on (for train accuracy, read on device). The attack runs with BatchNorm statistics frozen (train-mode batch stats,
-running stats untouched: :func:`robustscale.attacks.frozen_bn`), as Rade and Gowal et al. do.
+on (for train accuracy, read on device).
+
+BatchNorm during the training attack follows ``attack.bn_mode``: ``train`` (the default) uses batch statistics with
+the running statistics frozen (:func:`robustscale.attacks.frozen_bn`), as Rade, Gowal et al. and the paper's TRADES
+do; ``eval`` uses the running statistics, as Zhang et al.'s TRADES code and the paper's PGD-AT do
+(``src/attacks.py``: ``AdvTrainingLoss`` calls ``model.eval()`` before the attack). The default keeps the attack on
+the statistics of the batch it perturbs, which early in training are far closer to the batch than the running ones.
+
+Soft targets (CutMix, :mod:`robustscale.data.cutmix`) meet the losses as in the paper's code, where timm's
+``SoftTargetCrossEntropy`` replaces the cross-entropy: every cross-entropy term takes the mixed target (with label
+smoothing applied on top), while the attacks use hard labels: PGD-AT attacks the arg-max of the mixed target
+(``src/attacks.py``, ``pgd``: ``y.argmax(dim=-1)``), and TRADES' KL attack and KL term never look at labels.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,52 +31,79 @@ class LossOutput(NamedTuple):
     adv_logits: torch.Tensor | None  # None for standard training
 
 
-def standard_loss(model: nn.Module, x, y, *, attack, label_smoothing: float = 0.0, generator=None) -> LossOutput:
+@contextlib.contextmanager
+def _eval_bn(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the attack (running statistics, nothing updated), every submodule's mode restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def attack_mode(model: nn.Module, bn_mode) -> contextlib.AbstractContextManager:
+    """The BatchNorm mode the training attack runs in (``attack.bn_mode``: ``train`` or ``eval``)."""
+    return _eval_bn(model) if getattr(bn_mode, "value", bn_mode) == "eval" else frozen_bn(model)
+
+
+def _ce(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy on hard labels, or on soft targets when a batch was mixed (CutMix), label smoothing on top."""
+    return F.cross_entropy(logits, soft if soft is not None else y, label_smoothing=label_smoothing)
+
+
+def standard_loss(model: nn.Module, x, y, *, attack, label_smoothing: float = 0.0, generator=None,
+                  soft=None) -> LossOutput:
     """No attack: the baseline every robustness paper compares against."""
     logits = model(x)
-    return LossOutput(F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits, None)
+    return LossOutput(_ce(logits, y, soft, label_smoothing), logits, None)
 
 
 def at_loss(model: nn.Module, x, y, *, attack, attack_model: nn.Module | None = None, label_smoothing: float = 0.0,
-            generator=None) -> LossOutput:
+            generator=None, soft=None) -> LossOutput:
     """Madry et al.: cross-entropy on PGD examples (``attack.steps`` steps, random start)."""
     net = attack_model if attack_model is not None else model
-    with frozen_bn(net):
+    with attack_mode(net, attack.bn_mode):
         x_adv = pgd(net, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
                     norm=attack.norm.value, loss="ce", random_start=attack.random_start, generator=generator)
     logits = model(x_adv)
-    return LossOutput(F.cross_entropy(logits, y, label_smoothing=label_smoothing), None, logits)
+    return LossOutput(_ce(logits, y, soft, label_smoothing), None, logits)
 
 
 def trades_loss(model: nn.Module, x, y, *, attack, beta: float, attack_model: nn.Module | None = None,
-                label_smoothing: float = 0.0, generator=None) -> LossOutput:
+                label_smoothing: float = 0.0, generator=None, soft=None) -> LossOutput:
     """Zhang et al.: CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL term.
 
     The attack's target is a clean forward without gradients (one extra forward per sample, which the FLOP count
     includes); the two training forwards are separate, so BatchNorm sees clean and adversarial batches apart.
     """
     net = attack_model if attack_model is not None else model
-    with frozen_bn(net):
+    with attack_mode(net, attack.bn_mode):
         with torch.no_grad():
             target = net(x).detach()
         x_adv = pgd(net, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
                     norm=attack.norm.value, loss="kl", random_start=attack.random_start, target_logits=target,
-                    generator=generator)
+                    generator=generator, kl_start=attack.trades_start.value)
     clean_logits = model(x)
     adv_logits = model(x_adv)
-    natural = F.cross_entropy(clean_logits, y, label_smoothing=label_smoothing)
+    natural = _ce(clean_logits, y, soft, label_smoothing)
     robust = F.kl_div(F.log_softmax(adv_logits.float(), dim=1), F.softmax(clean_logits.float(), dim=1),
                       reduction="batchmean")
     return LossOutput(natural + beta * robust, clean_logits, adv_logits)
 
 
-def compute_loss(name: str, model: nn.Module, x, y, cfg, *, attack_model=None, generator=None) -> LossOutput:
-    """Dispatch on ``cfg.train.loss`` (already an enum: no string parsing on the hot path beyond this lookup)."""
+def compute_loss(name: str, model: nn.Module, x, y, cfg, *, attack_model=None, generator=None,
+                 soft=None) -> LossOutput:
+    """Dispatch on ``cfg.train.loss`` (already an enum: no string parsing on the hot path beyond this lookup).
+
+    ``y`` are hard labels (the attack's, and accuracy's); ``soft`` the mixed targets of a CutMix batch, or None.
+    """
     ls = cfg.train.label_smoothing
     if name == "standard":
-        return standard_loss(model, x, y, attack=cfg.attack, label_smoothing=ls)
+        return standard_loss(model, x, y, attack=cfg.attack, label_smoothing=ls, soft=soft)
     if name == "at":
         return at_loss(model, x, y, attack=cfg.attack, attack_model=attack_model, label_smoothing=ls,
-                       generator=generator)
+                       generator=generator, soft=soft)
     return trades_loss(model, x, y, attack=cfg.attack, beta=cfg.train.beta, attack_model=attack_model,
-                       label_smoothing=ls, generator=generator)
+                       label_smoothing=ls, generator=generator, soft=soft)
