@@ -40,7 +40,7 @@ def recipe_ids(table: pd.DataFrame) -> pd.Series:
     knobs = [c for c in RECIPE_COLUMNS if c in table]
     if "seed" not in table or not knobs:
         return pd.Series([f"row{i}" for i in range(len(table))], index=table.index)
-    return table[knobs].astype(str).agg("|".join, axis=1)
+    return table[knobs].map(str).agg("|".join, axis=1)  # map(str): NaN becomes "nan", not a missing string
 
 
 def recipe_codes(table: pd.DataFrame) -> np.ndarray:
