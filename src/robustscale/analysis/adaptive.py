@@ -1,11 +1,11 @@
 """Choosing which runs of a grid to train next, so that the envelope law is learned for a fraction of the compute.
 
-The paper trained every recipe of its grid (320 runs, more than 10,000 GPU-hours) to fit one law, yet only the best
-run of each of 19 log10(FLOPs) bins enters the fit (section IV-B). Most of the grid's compute buys runs that the law
-never sees. A strategy here looks at the runs finished so far and the recipes not yet trained (with the FLOPs each
-would cost) and says which ``k`` to train next; the replay harness (:mod:`robustscale.analysis.replay`) measures how
-close each strategy gets to the full grid's alpha for a given share of its compute, and a live sweep calls the same
-``select``.
+The paper trained every recipe of its grid (320 runs, more than ten thousand GPU hours: section III-A) to fit one law,
+yet only the best run of each of 19 log10(FLOPs) bins enters the fit (section IV-B): most of the grid's compute buys
+runs the law never sees. A strategy here looks at the runs finished so far and the recipes not yet trained (with the
+FLOPs each would cost) and says which ``k`` to train next. The replay harness (:mod:`robustscale.analysis.replay`)
+measures how close each strategy gets to the full grid's alpha for a given share of its compute; a live sweep calls
+the same ``select``.
 
 Every strategy has one method, ``select(finished, candidates, k)``:
 
