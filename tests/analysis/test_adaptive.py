@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustscale.analysis.adaptive import STRATEGIES, cover_axes, make_strategy
+from robustscale.analysis.adaptive import STRATEGIES, cover_axes, make_strategy, search_features
 from robustscale.analysis.replay import law_alpha, replay
 from robustscale.cli import main
 from robustscale.errors import UserError
@@ -102,7 +102,7 @@ def test_select_is_stateless_and_answers_with_candidate_labels(grid):
 
 def test_model_strategies_start_with_cheap_runs_covering_every_axis_value(grid):
     features = ["params", "attack_steps", "ema", "epochs", "synthetic"]
-    start = cover_axes(grid.iloc[:0], grid, features)
+    start = cover_axes(grid.iloc[:0], grid, search_features(grid))
     covered = grid.loc[start]
     for feature in features:
         assert set(covered[feature]) == set(grid[feature])

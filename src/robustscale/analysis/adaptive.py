@@ -33,7 +33,7 @@ from scipy.stats import norm
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import GradientBoostingRegressor
 
-from robustscale.analysis.predictor import BOOLEAN_FEATURES, CATEGORICAL_FEATURES, recipe_features
+from robustscale.analysis.predictor import BOOLEAN_FEATURES, CATEGORICAL_FEATURES, RECIPE_FEATURES, recipe_features
 from robustscale.errors import UserError
 
 _LOG_FLOOR = 1e-3  # accuracies below this fraction of the best seen count as collapsed when taken to log space
@@ -95,7 +95,7 @@ class _ModelStrategy(Strategy):
     """A strategy that learns accuracy from the recipe: it first covers every value of every recipe axis cheaply."""
 
     def _select(self, finished: pd.DataFrame, candidates: pd.DataFrame, k: int) -> list:
-        features = recipe_features(pd.concat([finished, candidates], ignore_index=True))
+        features = search_features(pd.concat([finished, candidates], ignore_index=True))
         cover = cover_axes(finished, candidates, features)
         if cover or _known(finished, self.metric).sum() < 2:
             return (cover or CheapestFirst()._select(finished, candidates, k))[:k]
@@ -296,6 +296,16 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     if name not in STRATEGIES:
         raise UserError(f"--strategy {name}: unknown; choose one of {', '.join(STRATEGIES)}")
     return STRATEGIES[name](**kwargs)
+
+
+def search_features(table: pd.DataFrame) -> list[str]:
+    """The recipe axes a strategy learns from: the paper's six and ``epochs`` where the table has them.
+
+    Unlike the predictor's report (the paper's six by default), a strategy needs every knob that changes accuracy, so
+    ``epochs`` counts where it varies apart from ``ema``; a column grouping the runs like another is still dropped.
+    """
+    present = [f for f in (*RECIPE_FEATURES, "epochs") if f in table and table[f].notna().any()]
+    return recipe_features(table, present or None)
 
 
 def cover_axes(finished: pd.DataFrame, candidates: pd.DataFrame, features: list[str]) -> list:

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from robustscale.analysis._table import usable_runs
-from robustscale.analysis.adaptive import STRATEGIES, make_strategy
-from robustscale.analysis.predictor import recipe_features
+from robustscale.analysis.adaptive import STRATEGIES, make_strategy, search_features
 from robustscale.analysis.scaling import ScalingLaw
 from robustscale.errors import UserError
 
@@ -81,7 +80,7 @@ def oracle_pool(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     flops = pd.to_numeric(frame["train_flops"], errors="coerce")
     costed = np.isfinite(flops) & (flops > 0)
     excluded["no_flops"], frame = int((~costed).sum()), frame[costed].assign(train_flops=flops[costed])
-    features = recipe_features(frame)
+    features = search_features(frame)
     complete = frame[features].notna().all(axis=1)
     excluded["incomplete_recipe"], frame = int((~complete).sum()), frame[complete]
     frame.attrs["features"] = features
