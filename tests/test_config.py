@@ -279,7 +279,8 @@ def test_zero_eps_is_a_valid_config():
 
 # ---------------------------------------------------------------- round trip of valid configs (hypothesis)
 
-_fraction = st.builds(lambda a, b: f"{a}/{b}", st.integers(1, 64), st.integers(1, 255))
+# a/(a+b) <= 1: eps and step sizes lie within the [0, 1] pixel range (larger ones are refused, test_config_limits)
+_fraction = st.builds(lambda a, b: f"{a}/{a + b}", st.integers(1, 64), st.integers(0, 255))
 _pos = st.floats(min_value=1e-6, max_value=10.0, allow_nan=False)
 _unit = st.floats(min_value=0.0, max_value=1.0, exclude_max=True, allow_nan=False)
 
