@@ -13,7 +13,7 @@ import sys
 import pytest
 import typer
 
-from robustscale.cli import _click_exceptions, main
+from robustscale.cli import main
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -42,6 +42,8 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, assert_one_line, argv, wor
 
 def test_the_base_class_comes_from_the_click_typer_really_uses():
     """Whatever click typer raises (vendored or not) is caught: typer.BadParameter derives from it."""
+    from robustscale.cli import _click_exceptions
+
     assert issubclass(typer.BadParameter, _click_exceptions())
 
 
@@ -82,3 +84,15 @@ def test_an_os_error_from_the_environment_is_one_line(capsys, assert_one_line, t
     assert main(["config", "any.yaml"]) == 2
     message = assert_one_line(capsys.readouterr().err)
     assert "No space left" in message and str(tmp_path / "x") in message
+
+
+@pytest.mark.parametrize("eps", ["inf", "1e308", "nan", "-1"])
+def test_eval_eps_outside_the_pixel_range_is_one_line(tmp_path, capsys, assert_one_line, eps):
+    """Item 12: `eval --eps inf` / `1e308` crashed inside the attack (the step size overflowed)."""
+    from robustscale.config import load_config
+    from robustscale.models import create_from_config, save_model
+
+    cfg = load_config(None, ["model.name=wrn_10_1"])
+    model = save_model(tmp_path / "m.safetensors", create_from_config(cfg), cfg)
+    assert main(["eval", str(model), "--attack", "pgd", "--steps", "1", "--n", "2", "--eps", eps]) == 2
+    assert "--eps" in assert_one_line(capsys.readouterr().err)

@@ -7,7 +7,6 @@ Each case crashed the landed code with a traceback (or, for model names, escaped
 import pytest
 
 from robustscale.config import load_config
-from robustscale.config_checks import RESERVED_MODEL_KWARGS
 from robustscale.errors import ConfigError
 
 
@@ -41,7 +40,17 @@ def test_eps_message_names_its_section(assert_one_line):
     assert "'attack.eps'" in assert_one_line(err.value) and "step_size" not in str(err.value)
 
 
-@pytest.mark.parametrize("key", sorted(RESERVED_MODEL_KWARGS))
+RESERVED = ["act_layer", "cache_dir", "checkpoint_path", "features_only", "in_chans", "num_classes", "pretrained",
+            "pretrained_cfg", "pretrained_cfg_overlay"]
+
+
+def test_the_reserved_list_is_the_one_the_config_enforces():
+    from robustscale.config_checks import RESERVED_MODEL_KWARGS
+
+    assert sorted(RESERVED_MODEL_KWARGS) == RESERVED
+
+
+@pytest.mark.parametrize("key", RESERVED)
 def test_every_reserved_model_kwarg_is_refused(key):
     with pytest.raises(ConfigError, match=key):
         load_config(None, [f"model.kwargs={{{key}: 1}}"])

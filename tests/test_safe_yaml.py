@@ -10,7 +10,6 @@ import pytest
 from robustscale.cli import main
 from robustscale.config import load_config, parse_override
 from robustscale.errors import ConfigError
-from robustscale.safe_yaml import MAX_DEPTH, MAX_VALUES, expanded_size, load_yaml_text
 
 
 def _bomb(levels: int = 9, width: int = 9) -> str:
@@ -47,11 +46,15 @@ def test_modest_aliases_still_work(tmp_path):
 
 
 def test_recursive_alias_is_refused():
+    from robustscale.safe_yaml import load_yaml_text
+
     with pytest.raises(ConfigError, match="aliases"):
         load_yaml_text("a: &x [1, *x]\n", "text")
 
 
 def test_expanded_size_counts_each_use_of_an_alias():
+    from robustscale.safe_yaml import MAX_VALUES, expanded_size
+
     shared = [1, 2, 3]
     assert expanded_size([shared, shared]) == 1 + 2 * 4
     assert expanded_size({"k": shared}) == 1 + 1 + 4
@@ -74,6 +77,8 @@ def test_deep_nesting_is_refused_in_one_line(tmp_path, text, assert_one_line):
 
 
 def test_nesting_up_to_the_limit_is_parsed():
+    from robustscale.safe_yaml import MAX_DEPTH, load_yaml_text
+
     text = "x: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n"
     assert isinstance(load_yaml_text(text, "text")["x"], list)
 

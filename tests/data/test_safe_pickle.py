@@ -16,7 +16,6 @@ import pytest
 from robustscale.cli import main
 from robustscale.config import load_config
 from robustscale.data import load_arrays
-from robustscale.data.safe_pickle import UnsafePickle, safe_loads
 from robustscale.errors import DataError
 from robustscale.models import create_from_config, save_model
 
@@ -94,6 +93,8 @@ def test_real_format_batches_still_load(tmp_path):
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_python3_repacked_batches_load_too(protocol):
+    from robustscale.data.safe_pickle import safe_loads
+
     data = pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2]}, protocol=protocol)
     entry = safe_loads(data)
     assert entry["data"].shape == (2, 3072) and entry["labels"] == [1, 2]
@@ -102,6 +103,8 @@ def test_python3_repacked_batches_load_too(protocol):
 @pytest.mark.parametrize("obj", [np.array([None], dtype=object), np.int64(3), complex(1, 2), Exception("x"),
                                  np.zeros(2, dtype=[("a", "O")])])
 def test_anything_the_real_files_never_hold_is_refused(obj):
+    from robustscale.data.safe_pickle import UnsafePickle, safe_loads
+
     for protocol in (2, 5):
         with pytest.raises(UnsafePickle):
             safe_loads(pickle.dumps(obj, protocol=protocol))
@@ -109,6 +112,8 @@ def test_anything_the_real_files_never_hold_is_refused(obj):
 
 def test_calling_ndarray_directly_is_refused():
     """``numpy.ndarray((10**12,))`` in a pickle would allocate whatever the file asks for."""
+    from robustscale.data.safe_pickle import UnsafePickle, safe_loads
+
     with pytest.raises(UnsafePickle):
         safe_loads(b"\x80\x02cnumpy\nndarray\nK\x05\x85\x85R.")
 

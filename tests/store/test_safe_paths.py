@@ -10,7 +10,6 @@ from robustscale.cli import main
 from robustscale.errors import UserError
 from robustscale.store.atomic import append_line
 from robustscale.store.record import run_id
-from robustscale.store.safe_paths import check_safe_name, run_folder, safe_component
 from robustscale.sweep.run import ATTEMPTS, ERROR_LOG, run_one
 
 TINY = {"model.name": "wrn_10_1", "train.epochs": 1, "train.max_steps": 1, "eval.pgd_steps": 1,
@@ -60,6 +59,8 @@ def test_sweep_with_an_escaping_model_name_writes_nothing_outside(tmp_path, digi
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "../x", ".hidden", "a\x00b", "a\nb", "x" * 300])
 def test_unsafe_folder_names_are_refused(name, assert_one_line):
+    from robustscale.store.safe_paths import check_safe_name
+
     with pytest.raises(UserError) as err:
         check_safe_name(name)
     assert_one_line(err.value)
@@ -67,6 +68,8 @@ def test_unsafe_folder_names_are_refused(name, assert_one_line):
 
 @pytest.mark.parametrize("text", ["resnet18./../../../escaped", "../../x", "a\x00b", "é/ü", "..", "." * 9, "x" * 500])
 def test_safe_component_is_always_a_safe_name(text):
+    from robustscale.store.safe_paths import check_safe_name, safe_component
+
     check_safe_name(safe_component(text))
 
 
@@ -98,6 +101,8 @@ def test_a_symlinked_log_in_a_run_folder_is_not_appended_to(tmp_path, name, asse
 
 
 def test_run_folder_accepts_a_plain_new_folder(tmp_path):
+    from robustscale.store.safe_paths import run_folder
+
     assert run_folder(tmp_path, "cifar10-wrn_28_10-at10-s0-0123456789") == tmp_path / "cifar10-wrn_28_10-at10-s0-0123456789"
 
 
