@@ -181,6 +181,9 @@ def _valid_fit(out: str) -> None:
          metric="autoattack_acc")  # ValueError("x_flops must be finite and positive") from the law (item 12)
 @example(table=(".csv", "run_id,status,train_flops,autoattack_acc\na,done,1e400,0.5\nb,done,1e3,0.6\n"
                         "c,done,1e4,0.7\n"), metric="autoattack_acc")
+@example(table=(".csv", "run_id,status,train_flops,autoattack_acc\na,done,1e15,1.3407807929942597e+154\n"
+                        "b,done,2e15,0.32\nc,done,4e15,0.34\n"), metric="autoattack_acc")  # found by a random run:
+# an accuracy of 1e154 overflowed the fit (C = inf); accuracies above 100 are now one line
 def test_tables_give_a_fit_or_one_line(table, metric, tmp_path_factory):
     suffix, text = table
     path = tmp_path_factory.mktemp("tab") / f"t{suffix}"
