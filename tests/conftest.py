@@ -5,8 +5,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests: random exploration locally (each run tries new inputs; failures are kept in .hypothesis/ and
+# replayed first), the same fixed inputs in CI (`CI` set, as CI services do), so CI never passes or fails by luck.
+# Every input a random run ever found failing is pinned with @example next to its test. Registered here, before any
+# test module builds its own `settings(...)`, which inherit from the profile loaded now.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # One torch thread per test process (and per subprocess it starts): two threads on two shared cores oversubscribe,
 # and the tiny digits models gain little from a second thread anyway.

@@ -1,8 +1,9 @@
 """The ``robustscale`` command line: a thin typer app over the library.
 
 Each area of the paper registers its commands from ``robustscale/_cli/<area>.py`` (a ``register(app)`` function),
-so this file stays a table of contents. User errors (:class:`robustscale.errors.UserError`) print one line and exit
-with status 2; anything else is a bug and keeps its traceback.
+so this file stays a table of contents. User errors (:class:`robustscale.errors.UserError`), click's usage errors
+(unknown option or command, missing argument, bad value) and errors of the environment (``OSError``: a full disk,
+an unreadable file) print one line and exit with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import typer
 
 import robustscale
-from robustscale.errors import UserError
+from robustscale.errors import UserError, one_line, shown
 
 app = typer.Typer(
     name="robustscale",
@@ -49,25 +50,53 @@ def _register_all() -> None:
 _register_all()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning user errors into one line on stderr and exit status 2."""
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """click's ``ClickException`` as this typer raises it: recent typer (0.29) vendors its own click (``typer._click``),
+    so ``click.ClickException`` would never match; older typer (0.12 ... 0.20) raises click's. ``typer.BadParameter`` is exported by
+    every typer version and derives from whichever one is in use, so the base is found through it (and click's own
+    class is added when click is installed)."""
+    found = [cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"]
     try:
-        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code instead of raising it
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:  # pragma: no cover - typer without a separate click
+        pass
+    return tuple(dict.fromkeys(found))
+
+
+def _usage_error(err: Exception) -> int:
+    """A usage error (unknown option or command, missing argument, bad value) as one line; exit status 2."""
+    if type(err).__name__ == "NoArgsIsHelpError":  # `robustscale` alone: the help is the answer
+        typer.echo(err.format_message())
+        return 0
+    ctx = getattr(err, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    typer.echo(f"error: {one_line(err.format_message())}{hint}", err=True)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors (ours and click's usage errors) into one line on stderr and
+    exit status 2."""
+    try:
+        # standalone_mode=False: click returns typer.Exit's code and raises usage errors instead of printing them
+        code = app(args=argv, standalone_mode=False, prog_name="robustscale")
     except UserError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {one_line(err)}", err=True)
         return 2
     except typer.Exit as ex:
         return ex.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except Exception as err:  # click's usage errors carry their own exit code 2
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
-        raise
+    except _click_exceptions() as err:
+        return _usage_error(err)
+    except OSError as err:  # the environment, not a bug: a full disk, a file that cannot be read or written
+        where = f" ({shown(err.filename)})" if err.filename else ""
+        typer.echo(f"error: {one_line(err.strerror or err)}{where}: check the path, its permissions and free space",
+                   err=True)
+        return 2
     return code if isinstance(code, int) else 0
 
 

@@ -17,7 +17,9 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
-from robustscale.errors import ConfigError
+from robustscale.config_checks import MAX_BATCH, MAX_SEED, check_limits, check_model_kwargs
+from robustscale.errors import ConfigError, one_line, shown
+from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_file
 
 __all__ = ["Config", "load_config", "apply_overrides", "parse_override", "config_to_yaml", "config_from_dict"]
 
@@ -121,8 +123,8 @@ class DataConfig(_Section):
     dataset: Dataset = Dataset.digits
     root: Optional[Path] = None  # folder holding the dataset in its distributed format
     download: bool = False  # torchvision download when the machine has network
-    batch_size: int = Field(128, ge=1)  # global batch: split across DDP ranks
-    val_size: int = Field(1024, ge=0)  # points for PGD-40 early stopping, from data.val_source
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)  # global batch: split across DDP ranks
+    val_size: int = Field(1024, ge=1)  # points for PGD-40 early stopping, from data.val_source
     val_source: ValSource = ValSource.train  # test: the paper's choice (selects on test points; see README)
     augment: bool = True  # random crop with padding + horizontal flip (no flip for digits)
     image_size: Optional[int] = Field(None, ge=4)  # digits only: 8 (native) or 16 (upsampled)
@@ -133,6 +135,8 @@ class ModelConfig(_Section):
     name: str = "wrn_28_10"  # any timm model name; wrn_D_W for any valid depth/width
     act_layer: Optional[Activation] = Activation.relu  # null: the model's own default
     kwargs: dict[str, JsonValue] = {}  # passed to timm.create_model (e.g. bn_momentum, drop_rate)
+
+    _kwargs = field_validator("kwargs")(check_model_kwargs)
 
 
 class AttackConfig(_Section):
@@ -175,7 +179,7 @@ class TrainConfig(_Section):
     compile: bool = False
     sync_bn: bool = False  # SyncBatchNorm under DDP
     grad_clip: Optional[float] = Field(None, gt=0.0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints
     max_steps: Optional[int] = Field(None, ge=1)  # stop after this many optimiser steps (tests, smoke runs)
 
@@ -187,7 +191,7 @@ class EvalConfig(_Section):
     pgd_loss: PGDLoss = PGDLoss.ce
     autoattack: AutoAttackVersion = AutoAttackVersion.standard  # at the end, on the best checkpoint
     autoattack_n: int = Field(10000, ge=1)  # test points (a seeded subset when smaller than the test set)
-    batch_size: int = Field(500, ge=1)
+    batch_size: int = Field(500, ge=1, le=MAX_BATCH)
 
 
 class AccountingConfig(_Section):
@@ -227,9 +231,12 @@ class Config(_Section):
         elif self.data.dataset is not Dataset.digits and self.data.image_size != info.image_size:
             raise ValueError(f"data.image_size: {self.data.dataset.value} images are {info.image_size}px; "
                              "only digits can be resized (8 or 16)")
-        from robustscale.models import check_model_name
+        check_limits(self, info)
+        from robustscale.models import check_model_builds, check_model_name
 
         check_model_name(self.model.name)
+        check_model_builds(self.model.name, self.model.kwargs, getattr(self.model.act_layer, "value", None),
+                           in_chans=info.channels, image_size=self.data.image_size, num_classes=info.num_classes)
         if self.attack.step_size is None and self.attack.steps > 0:
             self.attack.step_size = self.attack.step_size_factor * self.attack.eps / self.attack.steps
         if self.attack.step_size == 0 and self.attack.eps > 0:
@@ -256,8 +263,8 @@ def _check_recipe(cfg: "Config") -> None:
 
 
 def _show(text: Any) -> str:
-    """User text in a one-line message: line breaks and control characters escaped."""
-    return str(text).encode("unicode_escape").decode("ascii")
+    """User text in a one-line message: control characters escaped, cut when very long (:func:`errors.shown`)."""
+    return shown(text)
 
 
 def _format_error(err: ValidationError) -> str:
@@ -268,8 +275,9 @@ def _format_error(err: ValidationError) -> str:
     if e["type"] == "value_error" and not e["loc"]:
         return str(e.get("ctx", {}).get("error", e["msg"]))
     got = e.get("input")
-    got = "" if isinstance(got, dict) else f" (got {got!r})"
-    return _show(f"config key '{key}': {e['msg']}{got}")
+    got = "" if isinstance(got, dict) else f" (got {_show(repr(got))})"
+    msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+    return one_line(f"config key '{key}': {msg}{got}")
 
 
 def _leaf_path(value: Any, prefix: str) -> str:
@@ -312,8 +320,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
         raise ConfigError(f"override '{_show(item)}' must look like section.key=value (e.g. train.epochs=10)")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = load_yaml_text(value, f"override '{_show(item)}'") if value.strip() else None
+    except YamlSyntaxError:  # not YAML: the text itself (a model name with a colon, say)
         parsed = value
     return key.split("."), parsed
 
@@ -336,21 +344,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path``, with one-line errors for a missing or malformed file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found: pass a YAML file such as configs/digits.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (UnicodeDecodeError, OSError) as err:
-        raise ConfigError(f"config file '{path}' cannot be read as UTF-8 text ({type(err).__name__}): save it as "
-                          "UTF-8 YAML") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}: fix the syntax") from None
+    """Read a YAML mapping from ``path``, with one-line errors for a missing, unreadable, malformed, too deep or
+    alias-bombed file (:mod:`robustscale.safe_yaml`)."""
+    raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of sections (data, model, ...)")
+        raise ConfigError(f"config file '{_show(path)}' must hold a mapping of sections (data, model, ...)")
     return raw
 
 

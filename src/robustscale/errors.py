@@ -4,6 +4,9 @@ A :class:`UserError` is bad input (a config key, a file, a value): the CLI print
 with status 2. Anything else escaping the CLI is a bug and keeps its traceback.
 """
 
+MAX_SHOWN_CHARS = 200  # a user's text (a name, a path, a value) echoed in a message is cut to this many characters
+MAX_LINE_CHARS = 2000  # and a whole error line to this many
+
 
 class UserError(Exception):
     """Bad input from the user: one line that names the field or file and says the fix."""
@@ -15,3 +18,18 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A dataset file or folder is missing or malformed."""
+
+
+def shown(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` as it may appear inside a one-line message: control characters (NUL, line breaks, escapes) written
+    as ``\\x00``-style escapes, and anything longer than ``limit`` cut, saying how long it was. A 200k-character name
+    or a raw NUL byte from a crafted file then cannot flood or corrupt a terminal."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+    if len(text) > limit:
+        return f"{text[:limit]}... ({len(text)} characters)"
+    return text
+
+
+def one_line(message: object) -> str:
+    """A whole error message as one printable line (the CLI's last guard before printing it)."""
+    return shown(" ".join(str(message).split()), MAX_LINE_CHARS)

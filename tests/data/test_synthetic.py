@@ -1,5 +1,7 @@
 """Synthetic images in the DDPM/EDM npz release format: memory-mapped, validated against the real dataset."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,72 @@ def test_load_train_data_opens_and_validates_the_synthetic_set(tmp_path, digits_
     cfg = load_config(digits_yaml, [f"data.synthetic.path={tmp_path / 'absent.npz'}"])
     with pytest.raises(DataError, match="absent.npz"):
         load_train_data(cfg.data)
+
+
+# ---------------------------------------------------------------- cache and crafted members (issue 20, items 8, 12, 13)
+
+
+def test_a_replaced_archive_never_serves_the_old_cache(tmp_path):
+    """Replacing a compressed npz with an older-mtime file kept serving the old decompressed cache."""
+    x, y = _arrays(9, seed=1)
+    path = tmp_path / "c.npz"
+    np.savez_compressed(path, image=x, label=y)
+    assert np.array_equal(load_synthetic(path, **SHAPE)[0], x)
+    other = tmp_path / "other.npz"
+    np.savez_compressed(other, image=255 - x, label=y)
+    os.utime(other, (1, 1))  # older than the cache
+    os.replace(other, path)
+    mx, _ = load_synthetic(path, **SHAPE)
+    assert np.array_equal(mx, 255 - x)
+    caches = sorted(p.name for p in tmp_path.glob("c.image.*.npy"))
+    assert len(caches) == 1  # the stale cache of the old content is gone
+
+
+def test_two_openers_of_a_fresh_archive_do_not_share_a_temp_name(tmp_path, monkeypatch):
+    """Two processes opening a fresh npz shared one temp name (FileNotFoundError, EOFError in 2 of 3 rounds). The
+    interleaving is forced here: while the first opener has written its temp file, a second one decompresses and
+    renames; the first one's rename must still succeed."""
+    x, y = _arrays(9, seed=2)
+    path = tmp_path / "c.npz"
+    np.savez_compressed(path, image=x, label=y)
+    real_save, state = np.save, {"nested": False}
+
+    def save_then_let_another_opener_run(file, arr, *args, **kwargs):
+        real_save(file, arr, *args, **kwargs)
+        if not state["nested"]:
+            state["nested"] = True
+            other_x, _ = load_synthetic(path, **SHAPE)  # the second process, at the worst moment
+            assert np.array_equal(other_x, x)
+
+    monkeypatch.setattr(np, "save", save_then_let_another_opener_run)
+    mx, my = load_synthetic(path, **SHAPE)
+    assert state["nested"] and np.array_equal(mx, x) and np.array_equal(my, y)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("case", ["negative_shape", "larger_shape", "bad_header", "object_dtype_header",
+                                  "corrupt_compressed"])
+def test_crafted_or_corrupt_members_are_one_line_and_say_what(tmp_path, case, assert_one_line):
+    """A negative-shape member crashed np.memmap; npz problems were all reported as "cannot be read without
+    pickle"."""
+    x, y = _arrays(5)
+    path = tmp_path / "s.npz"
+    if case == "corrupt_compressed":
+        np.savez_compressed(path, image=x, label=y)
+        raw = bytearray(path.read_bytes())
+        raw[200:260] = bytes(60)
+        path.write_bytes(bytes(raw))
+    else:
+        np.savez(path, image=x, label=y)
+        old, new = {"negative_shape": (b"(5, 8, 8, 3)", b"(-5, 8, 8,3)"),
+                    "larger_shape": (b"(5, 8, 8, 3)", b"(9, 8, 8, 3)"),
+                    "bad_header": (b"(5, 8, 8, 3)", b"(5, 8, 8, 3 "),
+                    "object_dtype_header": (b"'<i8'", b"'|O' ")}[case]
+        path.write_bytes(path.read_bytes().replace(old, new, 1))
+    with pytest.raises(DataError) as err:
+        load_synthetic(path, **SHAPE)
+    message = assert_one_line(err.value)
+    assert str(path) in message and "without pickle" not in message
+    expected = {"negative_shape": "shape", "larger_shape": "shape", "bad_header": "header",
+                "object_dtype_header": "objects", "corrupt_compressed": "corrupt"}[case]
+    assert expected in message

@@ -70,3 +70,67 @@ def test_append_line(tmp_path):
     append_line(path, '{"step": 1}')
     append_line(path, '{"step": 2}\n')
     assert path.read_text().splitlines() == ['{"step": 1}', '{"step": 2}']
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test and put it back."""
+    old = os.umask(0o022)
+    os.umask(old)
+
+    def set_(mask):
+        os.umask(mask)
+
+    yield set_
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_written_files_get_the_mode_open_would_give(tmp_path, umask, mask, mode):
+    """Item 10 of issue 20: checkpoints came out 0600 (safetensors writes a new file over mkstemp's), so a run folder
+    shared with a group could not be read by it; claims were 0644 whatever the umask."""
+    import torch
+
+    from robustscale.store.atomic import atomic_path, write_text
+    from robustscale.store.rundir import create_exclusive
+    from robustscale.training.checkpoint import save_checkpoint
+
+    umask(mask)
+    write_text(tmp_path / "a.txt", "x")
+    save_checkpoint(tmp_path / "c.safetensors", {"w": torch.zeros(2)})
+    with atomic_path(tmp_path / "d.bin") as tmp:
+        tmp.write_bytes(b"d")
+    create_exclusive(tmp_path / "claim.json", b"{}")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["a.txt", "c.safetensors", "d.bin", "claim.json"], mode)
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed(tmp_path):
+    from robustscale.store.atomic import remove_stale_temp_files
+
+    stale = [tmp_path / ".checkpoint.safetensors.k2j3h4.tmp.safetensors", tmp_path / ".record.json.x1y2.tmp"]
+    kept = [tmp_path / "checkpoint.safetensors", tmp_path / ".claim.json.abc.new", tmp_path / ".claim.lock",
+            tmp_path / "notes.tmp"]
+    for path in stale + kept:
+        path.write_text("x")
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)
+
+
+def test_keep_lines_drops_rows_and_a_torn_last_line(tmp_path):
+    from robustscale.store.atomic import keep_lines
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')
+    assert keep_lines(log, lambda row: row["epoch"] <= 2) == 2
+    assert log.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    assert keep_lines(tmp_path / "missing.jsonl", lambda row: True) == 0 and not (tmp_path / "missing.jsonl").exists()
+
+
+def test_writing_over_a_folder_is_one_line(tmp_path, assert_one_line):
+    from robustscale.errors import UserError
+    from robustscale.store.atomic import write_text
+
+    with pytest.raises(UserError) as err:
+        write_text(tmp_path, "x")
+    assert "is a folder" in assert_one_line(err.value)

@@ -91,3 +91,72 @@ def test_cli_formats(runs, tmp_path, capsys):
     assert ids["done"] in out and "DataError" in out and "1 done" in out
     assert main(["results", str(runs), "--format", "parquet"]) == 2
     assert "-o" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ damaged records (item 12 of issue 20)
+
+_DAMAGE = {
+    "metrics_list": lambda r: r.update(metrics=[0.5]),
+    "config_text": lambda r: r.update(config="wrn"),
+    "train_section_list": lambda r: r["config"].update(train=[1]),
+    "params_text": lambda r: r.update(params="abc"),
+    "params_bool": lambda r: r.update(params=True),
+    "acc_text": lambda r: r["metrics"].update(clean_acc="high"),
+    "flops_inf": lambda r: r["accounting"].update(train_flops=float("inf")),
+    "epochs_float": lambda r: r["config"]["train"].update(epochs=1.5),
+    "seed_huge": lambda r: r["config"]["train"].update(seed=10**30),
+    "status_number": lambda r: r.update(status=3),
+    "ema_text": lambda r: r["config"]["train"].update(ema="yes"),
+    "model_dict": lambda r: r["config"]["model"].update(name={"a": 1}),
+}
+
+
+def _good(runs, digits_yaml, seed):
+    return _write(runs, digits_yaml, "done", f"train.seed={seed}", params=77850,
+                  metrics={"clean_acc": 0.9, "pgd40_acc": 0.6, "autoattack_acc": 0.5 + seed / 100, "best_epoch": 3},
+                  accounting={**ACCOUNTING, "train_flops": 1e12 * (seed + 1)})
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_a_record_with_wrong_field_types_is_skipped_with_a_warning(tmp_path, digits_yaml, damage, caplog):
+    """One bad record.json broke `results`, `fit` and `report` for the whole folder."""
+    runs = tmp_path / "runs"
+    good = [_good(runs, digits_yaml, seed) for seed in range(3)]
+    bad = _good(runs, digits_yaml, 9)
+    record = json.loads((runs / bad / "record.json").read_text())
+    _DAMAGE[damage](record)
+    (runs / bad / "record.json").write_text(json.dumps(record))
+    table = results_table(runs)
+    assert sorted(table["run_id"]) == sorted(good)
+    assert bad in caplog.text and "skipped" in caplog.text
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", "[" * 100_000 + "]" * 100_000, '{"status": "done"'])
+def test_an_unreadable_record_is_skipped_with_a_warning(tmp_path, digits_yaml, text, caplog):
+    runs = tmp_path / "runs"
+    good = _good(runs, digits_yaml, 0)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "record.json").write_text(text)
+    assert list(results_table(runs)["run_id"]) == [good]
+    assert "broken" in caplog.text
+
+
+def test_fit_and_results_on_a_folder_with_a_bad_record(tmp_path, digits_yaml, capsys):
+    runs = tmp_path / "runs"
+    for seed in range(4):
+        _good(runs, digits_yaml, seed)
+    bad = _good(runs, digits_yaml, 9)
+    (runs / bad / "record.json").write_text(json.dumps({**json.loads((runs / bad / "record.json").read_text()),
+                                                         "metrics": "oops"}))
+    assert main(["results", str(runs), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
+    assert main(["fit", str(runs), "--metric", "autoattack_acc", "--bootstrap", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_runs"] == 4
+
+
+def test_a_folder_of_only_damaged_records_is_one_line(tmp_path, assert_one_line):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "record.json").write_text("{")
+    with pytest.raises(UserError) as err:
+        results_table(tmp_path)
+    assert "damaged" in assert_one_line(err.value)

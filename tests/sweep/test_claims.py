@@ -89,3 +89,42 @@ def test_heartbeat_keeps_the_claim_fresh_and_notices_a_takeover(tmp_path):
     assert held.lost
     held.release()
     assert claim_info(tmp_path)["token"] == "someone-else"  # release never deletes another worker's claim
+
+
+def test_a_worker_that_lost_its_claim_stops_before_its_next_write(tmp_path, digits_yaml, monkeypatch):
+    """Item 6 of issue 20: a worker paused past --stale-after lost its claim to another, then woke up and trained the
+    run to the end as well (both reported `trained`, 22 interleaved log lines for 12 epochs). Here the takeover
+    happens in the middle of epoch 2, while this worker trains: its next write (the epoch-2 log line) must not
+    happen, and the run folder is left to the new holder."""
+    import torch
+
+    import robustscale.training.loop as loop
+    from robustscale.config import config_to_dict, load_config
+    from robustscale.sweep.run import ATTEMPTS, run_one
+
+    torch.set_num_threads(1)
+    cfg = load_config(digits_yaml, ["model.name=wrn_10_1", "train.epochs=3", "data.val_size=20", "eval.pgd_steps=1",
+                                    "eval.autoattack=none", "attack.steps=1", "data.batch_size=256"])
+    run_dir, taker = tmp_path / "run", {}
+    real_step = loop.train_step
+
+    def step_then_lose_the_claim(parts, x, y, cfg_, gen):
+        out = real_step(parts, x, y, cfg_, gen)
+        if not taker and (run_dir / "metrics.jsonl").exists():  # epoch 1 is logged: this step is in epoch 2
+            _age(run_dir / CLAIM, 3600)  # this worker "slept" an hour: its heartbeat is stale
+            taker["claim"] = acquire_claim(run_dir, stale_s=600)
+        return out
+
+    monkeypatch.setattr(loop, "train_step", step_then_lose_the_claim)
+    outcome = run_one(run_dir, config_to_dict(cfg), stale_s=600)
+    assert taker["claim"] is not None, "the takeover did not happen"
+    try:
+        assert outcome["action"] == "lost", outcome
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1]  # nothing written after the claim was lost
+        assert claim_info(run_dir)["token"] == taker["claim"].token  # the new holder's claim is untouched
+        assert len((run_dir / ATTEMPTS).read_text().splitlines()) == 1
+        record = json.loads((run_dir / "record.json").read_text())
+        assert record["status"] == "running"  # neither done nor failed: the new holder resumes it
+    finally:
+        taker["claim"].release()

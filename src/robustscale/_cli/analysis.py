@@ -26,6 +26,7 @@ MIN_ACC = typer.Option(None, "--min-acc", help=MIN_ACC_HELP)
 BOOTSTRAP = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")
 METRIC = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP)
 AS_JSON = typer.Option(False, "--json", help="Print one JSON object.")
+SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
 
 
 def _table(path: Path, mapping: Optional[List[str]]) -> Any:
@@ -60,7 +61,7 @@ def fit(
     bins: int = BINS,
     min_acc: Optional[float] = MIN_ACC,
     bootstrap: int = BOOTSTRAP,
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap."),
     metric: Optional[str] = typer.Option(None, "--metric", help=METRIC_HELP + " Default: autoattack_acc; with "
                                          "--law nd, adv_loss when the table has it, else robust error."),
     cost_runs: str = typer.Option("envelope", "--cost-runs", help="Runs the cost/energy/CO2 laws are fitted on: "
@@ -126,7 +127,7 @@ def extrapolate(
     bins: int = BINS,
     min_acc: Optional[float] = MIN_ACC,
     bootstrap: int = BOOTSTRAP,
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap."),
     metric: str = METRIC,
     as_json: bool = AS_JSON,
 ) -> None:
@@ -196,7 +197,7 @@ def predict(
     mapping: Optional[List[str]] = MAPPING,
     min_acc: Optional[float] = MIN_ACC,
     metric: str = METRIC,
-    seed: int = typer.Option(0, "--seed", help="Seed of the split, boosting and folds."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the split, boosting and folds."),
     model: Optional[str] = typer.Option(None, "--model", help="Recipe: timm model name, e.g. wrn_34_20."),
     params: Optional[int] = typer.Option(None, "--params", help="Recipe: parameter count (instead of --model)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Recipe: relu, gelu or silu."),
@@ -241,7 +242,7 @@ def report(
     metric: str = METRIC,
     bins: int = BINS,
     bootstrap: int = BOOTSTRAP,
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and the predictor."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap and the predictor."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU for the extrapolations."),
     targets: Optional[List[float]] = typer.Option(None, "--target", help="Accuracy to extrapolate to (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report's JSON content."),

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from robustscale.errors import UserError
+from robustscale.errors import UserError, shown
 
 
 def parse_eps(text: Optional[str]) -> Optional[float]:
@@ -20,9 +20,9 @@ def parse_eps(text: Optional[str]) -> Optional[float]:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"--eps must be a number or a fraction such as 8/255, got '{text}'") from None
-    if not value >= 0:
-        raise UserError(f"--eps must be non-negative, got '{text}'")
+        raise UserError(f"--eps must be a number or a fraction such as 8/255, got '{shown(text)}'") from None
+    if not 0 <= value < float("inf"):
+        raise UserError(f"--eps must be a finite non-negative number, got '{shown(text)}'")
     return value
 
 
@@ -58,7 +58,9 @@ def eval_cmd(
     attacks: Optional[str] = typer.Option(None, "--attacks", help="Custom AutoAttack list, e.g. apgd-ce,square."),
     loss: Optional[str] = typer.Option(None, "--loss", help="PGD loss: ce or margin (default: the run's)."),
     batch_size: int = typer.Option(500, "--batch-size", help="Points per attack batch."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the subset and the attacks."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seeds the subset and the attacks."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the test set (default: data). "
+                                             "A model file's own data.root is never used."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Measure robust accuracy; exits 1 when a sanity check fails. With a run folder the result is also written to
@@ -67,7 +69,7 @@ def eval_cmd(
 
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     res = evaluate(path, attack=attack, eps=parse_eps(eps), norm=norm, steps=steps, loss=loss, n=n,
-                   version=version, attacks=attack_names, batch_size=batch_size, seed=seed)
+                   version=version, attacks=attack_names, batch_size=batch_size, seed=seed, data_root=data_root)
     if as_json:
         from robustscale._cli._common import print_json
 

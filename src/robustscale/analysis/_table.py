@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from robustscale.errors import UserError
+from robustscale.errors import UserError, shown
 
 CANONICAL_COLUMNS = (
     "run_id", "status", "dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
@@ -199,6 +199,7 @@ def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: fl
     if frame[metric].notna().sum() == 0 and metric == "autoattack_acc" and "pgd40_acc" in table:
         raise UserError(f"{source}: column 'autoattack_acc' has no values; pass --metric pgd40_acc to analyse "
                         "PGD-40 accuracy instead")
+    _reject_impossible_accuracy(frame, metric, source)
     frame, dropped = _drop_unusable(frame, metric, min_acc, dropped)
     if len(frame) < MIN_POINTS:
         raise UserError(f"{source}: only {len(frame)} usable runs (done, train_flops > 0, {metric} > 0); "
@@ -216,13 +217,26 @@ def _require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -
 
 
 def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """A column as finite floats (blanks become missing), or one line naming the first bad value: a word, or an
+    infinity (``inf``, or a number too large for a float such as ``1e400``), which no law or predictor can use."""
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() & frame[column].notna() & (frame[column].astype(str).str.strip() != "")
     if bad.any():
         example = frame.loc[bad, column].iloc[0]
-        raise UserError(f"{source}: column '{column}' holds a non-number ({example!r}); fix the value or map "
-                        "another column with --map")
-    return values.astype(float)
+        raise UserError(f"{source}: column '{column}' holds a non-number ({shown(repr(example))}); fix the value or "
+                        "map another column with --map")
+    values = values.astype(float)
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        where = f" (run {shown(frame['run_id'][infinite].iloc[0])})" if "run_id" in frame else ""
+        raise UserError(f"{source}: column '{column}' holds an infinite value{where}; values must be finite numbers, "
+                        "fix or remove that row")
+    return values
+
+
+def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> pd.DataFrame:
+    """``frame`` with ``columns`` checked and converted by :func:`_numeric` (for the predictor's numeric features)."""
+    return frame.assign(**{column: _numeric(frame, column, source) for column in columns if column in frame})
 
 
 def _reject_non_positive_flops(frame: pd.DataFrame, source: str) -> None:
@@ -231,6 +245,15 @@ def _reject_non_positive_flops(frame: pd.DataFrame, source: str) -> None:
         where = f" (e.g. run {frame.loc[bad, 'run_id'].iloc[0]})" if "run_id" in frame else ""
         raise UserError(f"{source}: {int(bad.sum())} rows have non-positive train_flops{where}; FLOPs must be > 0, "
                         "remove those rows or fix the column")
+
+
+def _reject_impossible_accuracy(frame: pd.DataFrame, metric: str, source: str) -> None:
+    """An accuracy above 100 is neither a fraction nor a percent: a broken column, not a run to fit."""
+    bad = frame[metric] > 100
+    if bad.any():
+        where = f" (run {shown(frame.loc[bad, 'run_id'].iloc[0])})" if "run_id" in frame else ""
+        raise UserError(f"{source}: column '{metric}' holds {frame.loc[bad, metric].iloc[0]:g}{where}; accuracies are "
+                        "fractions (0..1) or percent (0..100): fix the value or map another column with --map")
 
 
 def _drop_unusable(frame: pd.DataFrame, metric: str, min_acc: float | None,

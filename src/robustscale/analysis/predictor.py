@@ -22,12 +22,13 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import KFold, train_test_split
 
-from robustscale.analysis._table import Runs, usable_runs
+from robustscale.analysis._table import Runs, numeric_columns, usable_runs
 from robustscale.errors import UserError
 
 RECIPE_FEATURES = ("params", "synthetic", "activation", "loss", "attack_steps", "ema")  # the paper's six
 CATEGORICAL_FEATURES = ("activation", "loss", "dataset", "model")
 BOOLEAN_FEATURES = ("synthetic", "ema")
+NUMERIC_FEATURES = ("params", "attack_steps", "epochs")  # a word or an infinity there is one line, not a crash
 MIN_RUNS = 6
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "digits": 10, "mnist": 10}
 
@@ -205,7 +206,7 @@ def fit_predictor(table: pd.DataFrame, *, metric: str = "autoattack_acc", min_ac
     runs = usable_runs(table, metric, min_acc, need_flops=False)
     runs.frame.attrs["source"] = runs.source
     features, dropped = select_features(runs.frame, features)
-    frame = runs.frame.dropna(subset=features)
+    frame = numeric_columns(runs.frame, NUMERIC_FEATURES, runs.source).dropna(subset=features)
     if len(frame) < MIN_RUNS:
         raise UserError(f"{runs.source}: only {len(frame)} runs with a complete recipe ({', '.join(features)}); "
                         f"the predictor needs at least {MIN_RUNS}")

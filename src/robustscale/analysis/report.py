@@ -64,6 +64,9 @@ def build_report(table: pd.DataFrame, out_html: str | Path, *, metric: str = "au
         The report's content (the JSON written next to the HTML), with the paths written.
     """
     out_html = Path(out_html)
+    if out_html.suffix.lower() not in (".html", ".htm") or out_html.is_dir():
+        raise UserError(f"report -o '{out_html}': name an .html file (its .json and _figures folder are written "
+                        "beside it, so -o x.json would overwrite the one with the other)")
     runs = usable_runs(table, metric, min_acc)
     laws = fit_laws(runs, bins=bins, bootstrap=bootstrap, seed=seed)
     predictor, predictor_summary, why = _predictor(table, metric, min_acc, seed)

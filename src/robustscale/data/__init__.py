@@ -1,7 +1,8 @@
 """Datasets: CIFAR-10/100 and SVHN from disk, scikit-learn's digits embedded, synthetic npz memory-mapped.
 
 Images are kept as uint8 NHWC arrays (the distributed format) until a batch is formed; models see float NCHW in
-[0, 1], and normalisation lives inside the model, so eps is in pixel units everywhere.
+[0, 1], and normalisation lives inside the model, so eps is in pixel units everywhere. The CIFAR batches are pickles
+and are read with a restricted unpickler (:mod:`robustscale.data.safe_pickle`): a dataset file executes nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def load_arrays(name, split: str = "train", root: Path | None = None, download: 
         from robustscale.data.digits import load_digits_arrays
 
         return load_digits_arrays(split, image_size or 8)
-    if name in ("cifar10", "cifar100", "svhn"):
+    if name in ("cifar10", "cifar100"):
+        from robustscale.data.cifar import load_cifar_arrays
+
+        return load_cifar_arrays(name, split, root, download)
+    if name == "svhn":
         from robustscale.data.torchvision_sets import load_torchvision_arrays
 
         return load_torchvision_arrays(name, split, root, download)

@@ -2,24 +2,48 @@
 
 An ``.npz`` with ``image`` (uint8, NHWC) and ``label`` (integers). The releases hold 1M-50M images, so the file is
 memory-mapped, not read: for an uncompressed npz (``np.savez``, as released) we map the member's bytes in place; a
-compressed one (``np.savez_compressed``) is decompressed once into a ``.npy`` cache beside it. Nothing is unpickled
+compressed one (``np.savez_compressed``) is decompressed once into a ``.npy`` cache beside it, named by a key of the
+archive's content (:func:`cache_key`), so a replaced archive never serves the old cache. Nothing is unpickled
 (``allow_pickle=False``) and every file is validated against the real dataset before training starts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import uuid
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from robustscale.errors import DataError
+from robustscale.errors import DataError, shown
 
-__all__ = ["load_synthetic", "save_synthetic"]
+__all__ = ["load_synthetic", "save_synthetic", "cache_key"]
+
+_HEAD_BYTES = 1 << 16  # hashed with the archive's member table to key the decompressed cache
+
+
+class _BadMember(Exception):
+    """A member of the archive is not a readable ``.npy`` array; the message says why, for the one-line error."""
+
+
+def _read_header(fh, member: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(fh)
+        return np.lib.format.read_array_header_2_0(fh)
+    except Exception as err:  # numpy parses the header text (ast, tokenize): a crafted one fails every way
+        raise _BadMember(f"member '{member}' has no valid .npy header ({type(err).__name__}: {shown(err)})") \
+            from None
 
 
 def _npy_member_memmap(path: Path, member: str) -> np.ndarray | None:
-    """Memory-map an uncompressed member of a zip (.npz) in place; None if the member is compressed."""
+    """Memory-map an uncompressed member of a zip (.npz) in place; None if the member is compressed. The header is
+    checked against the member's size in the archive, so a crafted shape cannot map bytes outside it."""
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(member)
         if info.compress_type != zipfile.ZIP_STORED:
@@ -27,31 +51,81 @@ def _npy_member_memmap(path: Path, member: str) -> np.ndarray | None:
     with open(path, "rb") as fh:
         fh.seek(info.header_offset)
         local = fh.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise _BadMember(f"member '{member}' has a damaged zip entry")
         name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-        fh.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        if dtype.hasobject:
-            raise DataError(f"synthetic data '{path}': member '{member}' holds Python objects; save plain arrays")
+        start = info.header_offset + 30 + name_len + extra_len
+        fh.seek(start)
+        shape, fortran, dtype = _read_header(fh, member)
         offset = fh.tell()
+    if dtype.hasobject:
+        raise _BadMember(f"member '{member}' holds Python objects (a pickle); save plain arrays")
+    if any(n < 0 for n in shape) or int(np.prod(shape, dtype=object)) * dtype.itemsize != start + info.file_size - offset:
+        raise _BadMember(f"member '{member}' declares shape {shape} of {dtype}, which does not match its "
+                         f"{info.file_size} bytes")
+    if int(np.prod(shape, dtype=object)) == 0:
+        return np.zeros(shape, dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def cache_key(path: Path) -> str:
+    """A key for the *content* of an archive: its size, every member's CRC-32 and sizes (which zip keeps for the
+    uncompressed data) and a hash of its first 64 KiB. Unlike a modification time, it changes whenever the content
+    does, whichever file replaced which."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as zf:
+        members = [(i.filename, i.CRC, i.file_size, i.compress_size) for i in zf.infolist()]
+    digest.update(json.dumps([path.stat().st_size, members]).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(_HEAD_BYTES))
+    return digest.hexdigest()[:16]
+
+
+def _decompress_to(path: Path, key: str, cache: Path) -> None:
+    """Write member ``key`` of ``path`` to ``cache`` atomically, through a temp name unique to this call (two
+    processes opening the same fresh archive each write their own and the last rename wins, with equal content)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arr = npz[key]
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise _BadMember(f"member '{key}.npy' holds Python objects (a pickle); save plain arrays") from None
+        raise _BadMember(f"member '{key}.npy' is not a readable .npy array ({shown(err)})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, MemoryError, KeyError, NotImplementedError,
+            RuntimeError) as err:
+        raise _BadMember(f"member '{key}.npy' is corrupt ({type(err).__name__}: {shown(err)})") from None
+    tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.tmp.npy")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any shared file
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, cache)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_caches(path: Path, key: str, keep: Path) -> None:
+    """Caches of earlier contents of ``path`` (same stem and member, another content key) take disk for nothing."""
+    prefix = f"{path.stem}.{key}."
+    for entry in path.parent.iterdir():
+        if entry != keep and entry.name.startswith(prefix) and entry.name.endswith(".npy") and entry.is_file():
+            entry.unlink(missing_ok=True)
 
 
 def _member(path: Path, key: str) -> np.ndarray:
     mapped = _npy_member_memmap(path, f"{key}.npy")
     if mapped is not None:
         return mapped
-    cache = path.with_suffix(f".{key}.npy")
-    if not cache.exists() or cache.stat().st_mtime < path.stat().st_mtime:
-        with np.load(path, allow_pickle=False) as npz:
-            arr = npz[key]
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, arr)
-        tmp.replace(cache)
-    return np.load(cache, mmap_mode="r", allow_pickle=False)
+    cache = path.with_name(f"{path.stem}.{key}.{cache_key(path)}.npy")
+    if not cache.exists():
+        _decompress_to(path, key, cache)
+        _remove_stale_caches(path, key, cache)
+    try:
+        return np.load(cache, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise _BadMember(f"its decompressed cache '{cache.name}' is unreadable ({shown(err)}); delete it") from None
 
 
 def load_synthetic(path: str | Path, *, image_size: int, channels: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,17 +141,21 @@ def load_synthetic(path: str | Path, *, image_size: int, channels: int, num_clas
     try:
         with zipfile.ZipFile(path) as zf:
             keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-    except zipfile.BadZipFile:
-        raise DataError(f"synthetic data file '{path}' is not an .npz archive: save it with np.savez") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise DataError(f"synthetic data file '{shown(path)}' is not an .npz archive: save it with np.savez") \
+            from None
     missing = {"image", "label"} - keys
     if missing:
         raise DataError(f"synthetic data file '{path}' lacks key(s) {sorted(missing)} (has {sorted(keys)}): "
                         "save it as np.savez(path, image=uint8 NHWC, label=int)")
     try:
         images, labels = _member(path, "image"), _member(path, "label")
-    except ValueError as err:
-        raise DataError(f"synthetic data file '{path}' cannot be read without pickle ({err}); save plain arrays") \
-            from None
+    except _BadMember as err:
+        raise DataError(f"synthetic data file '{shown(path)}': {err}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError,
+            KeyError) as err:  # a damaged or crafted archive: unsupported compression, encryption, bad offsets
+        raise DataError(f"synthetic data file '{shown(path)}' is corrupt ({type(err).__name__}: {shown(err)}): "
+                        "save it again with np.savez") from None
     if images.dtype != np.uint8:
         raise DataError(f"synthetic data '{path}': 'image' must be uint8 in 0..255, got {images.dtype}")
     expected = (image_size, image_size, channels)

@@ -1,4 +1,6 @@
-"""CIFAR-10, CIFAR-100 and SVHN from a local folder in their distributed formats, through torchvision's classes.
+"""SVHN from a local folder in its distributed format (``.mat`` files, read by scipy: no code in them runs), through
+torchvision's class. CIFAR is read by :mod:`robustscale.data.cifar` instead: torchvision unpickles its batches with a
+plain ``pickle.load``.
 
 ``download=True`` uses torchvision's own download (needs network). Without it, missing files give one line saying
 which files are expected where.
@@ -6,18 +8,13 @@ which files are expected where.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from robustscale.errors import DataError
 
-_EXPECTED = {
-    "cifar10": "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
-    "cifar100": "cifar-100-python/ (train, test, meta)",
-    "svhn": "train_32x32.mat and test_32x32.mat",
-}
+_EXPECTED = {"svhn": "train_32x32.mat and test_32x32.mat"}
 
 
 def _presence_only(cls):
@@ -35,24 +32,18 @@ def _presence_only(cls):
 
 
 def load_torchvision_arrays(name: str, split: str, root: Path | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(images uint8 NHWC, labels int64)`` for CIFAR-10/100 or SVHN."""
+    """Return ``(images uint8 NHWC, labels int64)`` for SVHN."""
     import torchvision
 
     root = Path(root) if root is not None else Path("data")
     train = split == "train"
     try:
-        if name == "cifar10":
-            ds = _presence_only(torchvision.datasets.CIFAR10)(str(root), train=train, download=download)
-            x, y = np.asarray(ds.data), np.asarray(ds.targets)
-        elif name == "cifar100":
-            ds = _presence_only(torchvision.datasets.CIFAR100)(str(root), train=train, download=download)
-            x, y = np.asarray(ds.data), np.asarray(ds.targets)
-        elif name == "svhn":
+        if name == "svhn":
             ds = _presence_only(torchvision.datasets.SVHN)(str(root), split="train" if train else "test", download=download)
             x, y = np.asarray(ds.data).transpose(0, 2, 3, 1), np.asarray(ds.labels)
         else:
             raise DataError(f"unknown dataset '{name}'")
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, OSError) as err:
+    except (EOFError, ValueError, KeyError, TypeError, OSError) as err:
         raise DataError(f"{name} files in '{root}' are corrupt or not in the distributed format ({type(err).__name__}"
                         f": {str(err).splitlines()[0] if str(err) else ''}); expected {_EXPECTED[name]}") from None
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
@@ -61,4 +52,7 @@ def load_torchvision_arrays(name: str, split: str, root: Path | None, download: 
                             f"by hand") from None
         raise DataError(f"{name} not found: expected {_EXPECTED[name]} in '{root}'; set data.root to that folder "
                         "or data.download=true") from None
+    if not np.issubdtype(y.dtype, np.integer) or len(y) != len(x) or (len(y) and (y.min() < 0 or y.max() > 9)):
+        raise DataError(f"{name} files in '{root}' hold labels that are not one integer in 0..9 per image: "
+                        f"re-fetch them ({_EXPECTED[name]})")
     return np.ascontiguousarray(x, dtype=np.uint8), y.astype(np.int64)

@@ -9,18 +9,25 @@ ISO-8601). Written atomically: a reader sees the previous record or the next one
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
+import os
 import platform
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from robustscale.errors import UserError
 from robustscale.store.atomic import write_json
+from robustscale.store.safe_paths import safe_component
 
 __all__ = ["SCHEMA_VERSION", "RECORD", "Status", "run_id", "recipe_id", "new_record", "failed_record", "read_record",
-           "write_record", "record_problems", "versions", "now"]
+           "write_record", "mark_failed_if_running", "record_problems", "versions", "now"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 RECORD = "record.json"
@@ -59,7 +66,9 @@ def run_id(config: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(_identity(config), sort_keys=True).encode()).hexdigest()[:10]
     m, t = config["model"], config["train"]
     steps = config["attack"]["steps"] if t["loss"] != "standard" else 0
-    return f"{config['data']['dataset']}-{m['name']}-{t['loss']}{steps}-s{t['seed']}-{digest}"
+    # the readable part is made safe (the digest keeps ids distinct): a run id names a folder, never a path
+    name = safe_component(f"{config['data']['dataset']}-{m['name']}-{t['loss']}{steps}-s{t['seed']}", limit=100)
+    return f"{name}-{digest}"
 
 
 def recipe_id(config: dict[str, Any]) -> str:
@@ -92,14 +101,62 @@ def read_record(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / RECORD
     try:
         record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return None
     return record if isinstance(record, dict) else None
 
 
 def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    """Write the record atomically. On a full disk (no room for the temp file) the record is rewritten in place
+    when the new text fits in the blocks the old one already holds, so a run that stops on a full disk can still
+    say ``failed`` instead of staying ``running``."""
     record["updated"] = now()
-    return write_json(Path(run_dir) / RECORD, record)
+    path = Path(run_dir) / RECORD
+    try:
+        return write_json(path, record)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not _overwrite_in_place(path, record):
+            raise
+        return path
+
+
+def _overwrite_in_place(path: Path, record: dict[str, Any]) -> bool:
+    """Last resort on a full disk: overwrite the existing file's allocated blocks (no new block is needed), padding
+    with spaces (valid JSON). Not atomic: a reader may see a torn record for a moment, which it skips."""
+    data = (json.dumps(record, default=str) + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        room = max(info.st_size, getattr(info, "st_blocks", 0) * 512)
+        if len(data) > room:
+            return False
+        os.write(fd, data + b" " * max(0, info.st_size - len(data)))
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def mark_failed_if_running(run_dir: str | Path, err: BaseException) -> None:
+    """After an error stopped a run: a record still saying ``running`` says ``failed`` with a one-line reason.
+
+    Best effort (the error being reported may be the very full disk or lost claim that stops this write too): a
+    failure to write is logged, never raised over the original error.
+    """
+    record = read_record(run_dir)
+    if record is None or record.get("status") != Status.running.value:
+        return
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    reason = message if isinstance(err, UserError) else f"{type(err).__name__}: {message}".rstrip(": ")
+    try:
+        write_record(run_dir, failed_record(record.get("config") or {}, reason, record))
+    except Exception as write_err:  # noqa: BLE001 - reporting the first error matters more
+        log.warning("could not mark %s failed (%s)", run_dir, write_err)
 
 
 def record_problems(record: Any) -> list[str]:

@@ -2,11 +2,16 @@
 
 This is the table the scaling-law analysis reads (``robustscale results RUNS_DIR``). Accuracies are fractions;
 ``synthetic``, ``ema`` and ``energy_estimated`` are booleans. Failed runs keep their ``reason``; a run whose record
-says running but whose worker is gone says so in ``reason`` (the next sweep resumes it).
+says running but whose worker is gone says so in ``reason`` (the next sweep resumes it). A record that cannot be read
+or whose fields have the wrong types (a damaged or hand-edited file) is skipped with a warning naming it and the
+field: one bad folder never breaks ``results``, ``fit`` or ``report`` for the rest.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,9 @@ from robustscale.errors import UserError
 from robustscale.store.record import RECORD, Status, read_record, recipe_id
 from robustscale.store.rundir import claim_is_live
 
-__all__ = ["COLUMNS", "EXTRA_COLUMNS", "results_table", "find_run_dirs"]
+__all__ = ["COLUMNS", "EXTRA_COLUMNS", "results_table", "find_run_dirs", "record_row"]
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "run_id", "status", "dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
@@ -55,6 +62,42 @@ def _get(tree: Any, *keys: str) -> Any:
     return tree
 
 
+_STR = ("run_id", "status", "dataset", "model", "activation", "loss", "reason", "updated", "recipe_id")
+_SECTIONS = ("config", "metrics", "accounting")
+
+
+def _type_problem(record: dict[str, Any], row: dict[str, Any]) -> str | None:
+    """The first field of a record with the wrong type for its column (None when every field fits)."""
+    for name in _SECTIONS:
+        if record.get(name) is not None and not isinstance(record[name], dict):
+            return f"'{name}' is a {type(record[name]).__name__}, not an object"
+    for section in ("data", "model", "attack", "train"):
+        value = record.get("config", {}).get(section) if isinstance(record.get("config"), dict) else None
+        if value is not None and not isinstance(value, dict):
+            return f"'config.{section}' is a {type(value).__name__}, not an object"
+    for column, value in row.items():
+        if value is not None and not _fits(column, value):
+            return f"'{column}' is {type(value).__name__} {str(value)[:40]!r}"
+    return None
+
+
+def _fits(column: str, value: Any) -> bool:
+    """Whether a non-null value fits its column: booleans, strings, or finite numbers (integral for counts)."""
+    if column in _BOOL:
+        return isinstance(value, bool)
+    if column in _STR:
+        return isinstance(value, str)
+    if column in (*_INT, *_FLOAT):
+        if isinstance(value, bool) or not isinstance(value, Real):
+            return False
+        if isinstance(value, int):
+            return abs(value) < 2**63  # what the table's Int64 / float64 columns hold
+        value = float(value)
+        return math.isnan(value) or not math.isinf(value) and (column in _FLOAT or value.is_integer()
+                                                               and abs(value) < 2**63)
+    return True
+
+
 def _recipe(config: dict[str, Any]) -> str | None:
     """The run's recipe (its config without the seed), or None for a record whose config is not a resolved one."""
     try:
@@ -63,10 +106,26 @@ def _recipe(config: dict[str, Any]) -> str | None:
         return None
 
 
-def _row(run_dir: Path) -> dict[str, Any]:
+def _row(run_dir: Path) -> dict[str, Any] | None:
+    """The table row of one run folder, or None (with a warning) when its record is unreadable or mistyped."""
     record = read_record(run_dir)
     if record is None:
-        return {"run_id": run_dir.name, "status": "unknown", "reason": f"{RECORD} unreadable", "run_dir": str(run_dir)}
+        log.warning("skipped %s: %s is missing, unreadable or not a JSON object", run_dir, RECORD)
+        return None
+    try:
+        row = record_row(record, run_dir)
+    except (TypeError, AttributeError, ValueError) as err:
+        row, problem = None, f"{type(err).__name__}: {err}"
+    else:
+        problem = _type_problem(record, row)
+    if problem is not None:
+        log.warning("skipped %s: its %s has a field of the wrong type (%s)", run_dir, RECORD, problem)
+        return None
+    return row
+
+
+def record_row(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A record's fields under the table's column names (no type checks: see :func:`_type_problem`)."""
     cfg = record.get("config") or {}
     loss = _get(cfg, "train", "loss")
     synthetic = _get(cfg, "data", "synthetic", "path") is not None
@@ -101,7 +160,11 @@ def results_table(runs_dir: str | Path) -> pd.DataFrame:
     if not dirs:
         raise UserError(f"no runs under '{runs_dir}' (no {RECORD} found): run `robustscale sweep SPEC --out "
                         f"{runs_dir}` or `robustscale train` first")
-    table = pd.DataFrame([_row(d) for d in dirs], columns=[*COLUMNS, *EXTRA_COLUMNS])
+    rows = [row for row in map(_row, dirs) if row is not None]
+    if not rows:
+        raise UserError(f"no readable runs under '{runs_dir}': all {len(dirs)} {RECORD} files are damaged (see the "
+                        "warnings above)")
+    table = pd.DataFrame(rows, columns=[*COLUMNS, *EXTRA_COLUMNS])
     for column in _BOOL:
         table[column] = table[column].astype("boolean")
     for column in _INT:

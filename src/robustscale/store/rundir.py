@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from robustscale.store.atomic import _fsync_dir
+from robustscale.store.atomic import _fsync_dir, shared_mode
 from robustscale.store.record import now
 
 __all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim", "claim_info", "claim_is_live",
@@ -53,7 +53,7 @@ def create_exclusive(path: str | Path, data: bytes) -> bool:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, shared_mode())  # mkstemp makes 0600: give it what open() would (0644 under umask 022)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -70,7 +70,7 @@ def create_exclusive(path: str | Path, data: bytes) -> bool:
 
 def _create_excl(path: Path, data: bytes) -> bool:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         return False
     with os.fdopen(fd, "wb") as fh:
@@ -166,6 +166,14 @@ class Claim:
         info = claim_info(self.path.parent)
         return info is not None and info.get("token") == self.token
 
+    def holds(self) -> bool:
+        """Whether this worker may still write into the run (checked before every write, see store.fence): once the
+        claim is seen to be someone else's it is lost for good, even if that worker releases it later."""
+        if not self.lost and not self.owned():
+            self.lost = True
+            log.warning("claim %s was taken over by another worker", self.path)
+        return not self.lost
+
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             if not self.owned():
@@ -202,7 +210,7 @@ def _takeover_lock(run_dir: Path) -> Iterator[bool]:
     except ImportError:  # pragma: no cover - not POSIX: rely on the rename check alone
         yield True
         return
-    fd = os.open(run_dir / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    fd = os.open(run_dir / LOCK, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -4,7 +4,10 @@ progress view together.
 ``run_one`` is safe to call on any run folder at any time, from any number of processes or machines: it trains only
 while it holds the run's claim, skips runs already done, resumes interrupted ones from their checkpoint, and turns a
 crash of training into a ``failed`` record with a one-line reason (the traceback goes to ``error.log``). Every start
-of training appends one line to ``attempts.jsonl``, so "trained exactly once" can be checked after the fact.
+of training appends one line to ``attempts.jsonl``, so "trained exactly once" can be checked after the fact. While it
+trains, every write into the run folder is fenced by the claim (:mod:`robustscale.store.fence`): a worker paused past
+the stale time, whose claim another worker took over, stops before its next write (outcome ``lost``). Run folders are
+plain names under ``--out`` and never symbolic links, nor are the logs appended to there.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from typing import Any, Sequence
 
 from robustscale.errors import UserError
 from robustscale.store.atomic import append_line
+from robustscale.store.fence import WriteFenced, fence
 from robustscale.store.record import RECORD, Status, failed_record, new_record, now, read_record, write_record
-from robustscale.store.rundir import DEFAULT_STALE_S, acquire_claim, claim_is_live, write_json_exclusive
+from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, LOCK, acquire_claim, claim_is_live, write_json_exclusive
+from robustscale.store.safe_paths import check_run_folder, run_folder
 
 __all__ = ["run_one", "RunJob", "sweep", "plan_runs", "SweepProgress", "ATTEMPTS", "ERROR_LOG"]
 
@@ -31,6 +36,8 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = "attempts.jsonl"  # one line per start of training in this folder
 ERROR_LOG = "error.log"  # tracebacks of failed attempts
+# what is appended to or opened in place in a run folder (a link there would redirect the write); "eval" is a folder
+RUN_FILES = (RECORD, ATTEMPTS, ERROR_LOG, "metrics.jsonl", CLAIM, LOCK, "eval")
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -67,6 +74,8 @@ def _train(run_dir: Path, config: dict[str, Any], token: str) -> dict[str, Any]:
                                                 "resume": resume, "claim": token}))
     try:
         return train(config_from_dict(config), run_dir, resume=resume, progress=False)
+    except WriteFenced:  # the claim is lost: another worker owns the folder now, write nothing more
+        raise
     except Exception as err:  # a failed run is a result; the sweep goes on
         log.warning("run %s failed: %s", run_dir.name, err)
         return _failure(run_dir, config, err)
@@ -83,9 +92,10 @@ def run_one(run_dir: str | Path, config: dict[str, Any], retry_failed: bool = Fa
         stale_s: a claim whose heartbeat is older than this belongs to a dead worker and is taken over.
 
     Returns:
-        ``{"run_id", "action": trained|skipped|busy, "status", "reason"}``.
+        ``{"run_id", "action": trained|skipped|busy|lost, "status", "reason"}`` (``lost``: paused past the stale
+        time, this worker lost the claim to another and stopped before its next write).
     """
-    run_dir = Path(run_dir)
+    run_dir = check_run_folder(run_dir, RUN_FILES)
     record = read_record(run_dir)
     if _nothing_to_do(record, retry_failed):
         return _outcome(run_dir, "skipped", record)
@@ -94,10 +104,14 @@ def run_one(run_dir: str | Path, config: dict[str, Any], retry_failed: bool = Fa
     if held is None:
         return _outcome(run_dir, "busy", read_record(run_dir))
     try:
-        record = read_record(run_dir)  # it may have finished while we were claiming it
-        if _nothing_to_do(record, retry_failed):
-            return _outcome(run_dir, "skipped", record)
-        return _outcome(run_dir, "trained", _train(run_dir, config, held.token))
+        with fence(run_dir, held.holds, "claim"):
+            record = read_record(run_dir)  # it may have finished while we were claiming it
+            if _nothing_to_do(record, retry_failed):
+                return _outcome(run_dir, "skipped", record)
+            return _outcome(run_dir, "trained", _train(run_dir, config, held.token))
+    except WriteFenced as err:
+        log.warning("run %s: %s", run_dir.name, err)
+        return {**_outcome(run_dir, "lost", read_record(run_dir)), "reason": str(err)}
     finally:  # also on SystemExit from a preemption signal: the requeued job reclaims at once
         held.release()
 
@@ -164,7 +178,7 @@ def _prepare(spec, out: Path) -> list[tuple[Path, dict[str, Any]]]:
     for run in runs:
         config = config_to_dict(run.config)
         config["output"]["dir"] = str(out)  # not part of the run id: where the runs of this sweep live
-        run_dir = out / run.run_id
+        run_dir = run_folder(out, run.run_id, RUN_FILES)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_exclusive(run_dir / RECORD, new_record(config))
         prepared.append((run_dir, config))
@@ -193,8 +207,9 @@ def _summary(out: Path, prepared, outcomes: Sequence[dict[str, Any]]) -> dict[st
         "out": str(out), "runs": len(prepared), "done": by_status["done"], "failed": by_status["failed"],
         "running": by_status["running"], "pending": by_status["pending"],
         "trained": [rid for rid, a in acted.items() if a == "trained"],
-        "skipped": [rid for rid, a in acted.items() if a in ("skipped", "busy")],
+        "skipped": [rid for rid, a in acted.items() if a in ("skipped", "busy", "lost")],
         "busy": [rid for rid, a in acted.items() if a == "busy"],
+        "lost": [rid for rid, a in acted.items() if a == "lost"],
         "submitted": [rid for rid, a in acted.items() if a == "submitted"],
         "reasons": {rid: records[rid].get("reason") for rid in by_status["failed"]},
         "errors": {o["run_id"]: o["reason"] for o in outcomes if o["action"] == "crashed"},

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustscale.errors import UserError
+from robustscale.errors import UserError, shown
 from robustscale.store.atomic import atomic_path
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -76,19 +76,79 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def runtime_env(device: torch.device) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint to continue it bitwise: the torch
+    version, the CPU thread count (reductions split work by thread), the device (and its kernels: the CPU's vector
+    ISA, the GPU model) and the number of ranks (each takes its slice of every batch)."""
+    import torch.distributed as dist
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        kind = f"cuda:{torch.cuda.get_device_name(device)}"
+    else:
+        cpu = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "")()
+        kind = f"{device.type}:{cpu}" if cpu else device.type
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": kind, "world_size": world}
+
+
+def env_differences(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """``["threads 1 -> 2", ...]``: how ``current`` differs from the environment a checkpoint was written in (an old
+    checkpoint without one: nothing can be said, so nothing is reported)."""
+    if not isinstance(saved, dict):
+        return []
+    return [f"{key} {saved.get(key)} -> {value}" for key, value in current.items()
+            if key in saved and saved[key] != value]
+
+
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding inf or NaN (None when all are finite)."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def saved_epoch(path: str | Path) -> int | None:
+    """The epoch a checkpoint holds, read from its metadata only (None when there is none or it is unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            epoch = json.loads((fh.metadata() or {})["state"])["progress"]["epoch"]
+    except Exception:  # no checkpoint, or not one of ours: nothing is kept
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
+class NonFiniteCheckpoint(RuntimeError):
+    """A checkpoint would hold inf or NaN: it is not written (a diverged run keeps its last finite checkpoint)."""
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (nested dicts/lists of tensors, arrays and JSON scalars) to one safetensors file."""
+    """Write ``state`` (nested dicts/lists of tensors, arrays and JSON scalars) to one safetensors file.
+
+    Raises:
+        NonFiniteCheckpoint: a tensor holds inf or NaN (a diverged run): nothing is written.
+    """
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, tensors)
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        raise NonFiniteCheckpoint(f"not writing {Path(path).name}: tensor {bad} holds inf or NaN")
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"state": json.dumps(skeleton), "format": "robustscale-checkpoint-1"})
     return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (tensors + JSON only)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors + JSON only).
+
+    Raises:
+        UserError: one line saying whether the file is missing, unreadable (permissions) or not a checkpoint.
+    """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -96,9 +156,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"no checkpoint at '{path}': nothing to resume (start the run without --resume)")
     try:
+        with open(path, "rb"):  # the OS's own reason first (permissions), not a parser's guess
+            pass
+    except OSError as err:
+        raise UserError(f"checkpoint '{path}' cannot be read ({err.strerror or type(err).__name__}): check its "
+                        "permissions") from None
+    try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
         return _unflatten(json.loads(meta["state"]), tensors)
-    except (OSError, KeyError, ValueError, json.JSONDecodeError, SafetensorError) as err:
-        raise UserError(f"checkpoint '{path}' is unreadable ({err}); delete it to restart the run") from None
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RecursionError, json.JSONDecodeError,
+            SafetensorError) as err:
+        detail = f"{type(err).__name__}: {shown(err)}" if str(err) else type(err).__name__
+        raise UserError(f"checkpoint '{path}' is not a readable robustscale checkpoint ({detail}); delete it to "
+                        "restart the run") from None

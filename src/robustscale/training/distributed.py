@@ -41,6 +41,13 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank, world, local, owns)
 
 
+def is_main_process() -> bool:
+    """Rank 0 (or not distributed): the one process that writes, also before or after the group exists."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def device_for(info: DistInfo) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", info.local_rank)

@@ -9,6 +9,7 @@ augmentation and attack randomness of step ``t`` are functions of ``(seed, t)`` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -21,18 +22,20 @@ import torch
 from torch import nn
 
 from robustscale.config import Config, config_to_dict, config_to_yaml
-from robustscale.errors import UserError
+from robustscale.errors import UserError, shown
 from robustscale.data import DataBundle, MixedBatchSampler, load_train_data, random_crop_flip, step_generator
 from robustscale.models import create_from_config, save_model
-from robustscale.store.atomic import append_line, write_text
-from robustscale.store.record import Status, new_record, read_record, write_record
+from robustscale.store.atomic import append_line, keep_lines, remove_stale_temp_files, write_text
+from robustscale.store.record import Status, mark_failed_if_running, new_record, read_record, write_record
 from robustscale.training import checkpoint as ckpt
 from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for,
-                                                  init_distributed)
+                                                  init_distributed, is_main_process)
 from robustscale.training.ema import ModelEMA
 from robustscale.training.losses import compute_loss
 from robustscale.training.optim import make_optimizer, make_scheduler
 from robustscale.accounting import RunAccounting
+
+log = logging.getLogger(__name__)
 
 LOG_EVERY = 20  # optimiser steps between host syncs (progress bar, divergence check)
 
@@ -185,7 +188,17 @@ class BatchSource:
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one run into ``run_dir`` (created) and return its record (``{}`` on ranks other than 0, which write
-    nothing)."""
+    nothing). A run that stops on an error (a full disk, a corrupt checkpoint, a bad batch) does not stay ``running``:
+    its record says ``failed`` and why, and the error propagates."""
+    try:
+        return _train(cfg, run_dir, resume=resume, progress=progress)
+    except Exception as err:
+        if is_main_process():
+            mark_failed_if_running(run_dir, err)
+        raise
+
+
+def _train(cfg: Config, run_dir: str | Path, *, resume: bool, progress: bool) -> dict[str, Any]:
     dist = init_distributed()
     run_dir = Path(run_dir)
     device = device_for(dist)
@@ -203,10 +216,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: b
 
     record = read_record(run_dir) if resume else None
     if resume and (run_dir / ckpt.CHECKPOINT).is_file():  # killed before its first checkpoint: start over
-        state = _restore(ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT), parts, accounting)
+        state = _restore(run_dir / ckpt.CHECKPOINT, parts, accounting, device)
     record = record or new_record(config_to_dict(cfg))
     if dist.is_main:
-        _prepare_run_dir(run_dir, cfg, record, resume)
+        _prepare_run_dir(run_dir, cfg, record, resume, state.epoch)
 
     source = BatchSource(data, sampler, cfg, device)
     val = (torch.as_tensor(data.val_x).permute(0, 3, 1, 2).float().div(255.0).to(device),
@@ -235,9 +248,7 @@ def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting
                 stats = _train_epoch(cfg, parts, source, state, accounting, bar, val[0].device, steps_per_epoch)
                 summary = _summary(stats)  # a host sync: the epoch's GPU work is done when the clock stops
                 epoch_s = time.perf_counter() - t0
-            if not math.isfinite(summary["loss"]):
-                raise Divergence(f"loss became {summary['loss']} in epoch {state.epoch + 1}: lower train.lr or use "
-                                 "train.grad_clip; the last good checkpoint is kept")
+            _check_finite(summary, parts, state, run_dir)
             state.epoch += 1
             state.wall_s += epoch_s
             row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"], **summary,
@@ -312,11 +323,16 @@ def _validate(cfg, dist, run_dir, parts: StepParts, val, state, accounting) -> d
 # ---------------------------------------------------------------------------------------------- state on disk
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, record: dict[str, Any], resume: bool) -> None:
+def _prepare_run_dir(run_dir: Path, cfg: Config, record: dict[str, Any], resume: bool, epoch: int) -> None:
+    """Config, a clean log and a running record. On resume the log keeps only the epochs the checkpoint holds (a kill
+    between a log line and the checkpoint would otherwise repeat an epoch), and a kill's temp files are removed."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(run_dir)
     write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     if not resume:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    else:
+        keep_lines(run_dir / "metrics.jsonl", lambda row: row.get("epoch", 0) <= epoch)
     record.update(status=Status.running.value, reason=None)
     write_record(run_dir, record)
 
@@ -331,23 +347,56 @@ def _save(run_dir, cfg, s: StepParts, accounting, state: Progress) -> None:
         "scaler": s.scaler.state_dict(),
         "rng": ckpt.rng_state(),
         "accounting": accounting.state_dict(),
+        "env": ckpt.runtime_env(next(s.model.parameters()).device),
         "progress": {"epoch": state.epoch, "step": state.step, "best_metric": state.best_metric,
                      "best_epoch": state.best_epoch, "wall_s": state.wall_s, "eval_s": state.eval_s,
                      "history": state.history},
     })
 
 
-def _restore(saved, s: StepParts, accounting) -> Progress:
-    s.model.load_state_dict(saved["model"])
-    if s.ema is not None and saved.get("ema") is not None:
-        s.ema.load_state_dict(saved["ema"])
-    s.optimizer.load_state_dict(saved["optimizer"])
-    s.scheduler.load_state_dict(saved["scheduler"])
-    if saved.get("scaler"):
-        s.scaler.load_state_dict(saved["scaler"])
-    ckpt.set_rng_state(saved["rng"])
-    accounting.load_state_dict(saved["accounting"])
-    return Progress(**saved["progress"])
+def _restore(path: Path, s: StepParts, accounting, device: torch.device) -> Progress:
+    """Load the checkpoint at ``path`` into the step's parts. A checkpoint that does not fit this run (missing or
+    mistyped entries, other shapes) is a one-line :class:`UserError`; one written under another torch version,
+    thread count, device or world size resumes with a warning: the continuation is then not bitwise exact."""
+    saved = ckpt.load_checkpoint(path)
+    try:
+        s.model.load_state_dict(saved["model"])
+        if s.ema is not None and saved.get("ema") is not None:
+            s.ema.load_state_dict(saved["ema"])
+        s.optimizer.load_state_dict(saved["optimizer"])
+        s.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):
+            s.scaler.load_state_dict(saved["scaler"])
+        ckpt.set_rng_state(saved["rng"])
+        accounting.load_state_dict(saved["accounting"])
+        state = Progress(**saved["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+        raise UserError(f"checkpoint '{path}' does not fit this run ({type(err).__name__}: "
+                        f"{shown(str(err).splitlines()[0] if str(err) else '')}); delete it to restart the run") \
+            from None
+    changed = ckpt.env_differences(saved.get("env"), ckpt.runtime_env(device))
+    if changed:
+        log.warning("resuming %s with %s: the continuation is not bitwise identical to an uninterrupted run (exact "
+                    "resume needs the same torch version, thread count, device and world size)", path.parent,
+                    ", ".join(changed))
+    return state
+
+
+def _check_finite(summary: dict[str, float], s: StepParts, state: Progress, run_dir: Path) -> None:
+    """Divergence is a non-finite loss *or* non-finite weights or buffers (a huge learning rate can keep the loss
+    finite while BatchNorm's running variance overflows): stop before anything of this epoch is saved, and say
+    truthfully which checkpoint is kept."""
+    bad = ckpt.first_nonfinite(s.model.state_dict())
+    if bad is None and s.ema is not None:
+        bad = ckpt.first_nonfinite(s.ema.module.state_dict())
+        bad = bad and f"ema {bad}"
+    if math.isfinite(summary["loss"]) and bad is None:
+        return
+    what = f"loss became {summary['loss']}" if not math.isfinite(summary["loss"]) else f"{bad} became non-finite"
+    kept = ckpt.saved_epoch(run_dir / ckpt.CHECKPOINT)
+    kept = (f"the checkpoint of epoch {kept} (finite) is kept" if kept is not None
+            else "no checkpoint was written before it, so there is nothing to resume")
+    raise Divergence(f"{what} in epoch {state.epoch + 1}: lower train.lr or use train.grad_clip; {kept}")
 
 
 # ---------------------------------------------------------------------------------------------- the end
