@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from robustscale.attacks import frozen_bn, pgd, run_autoattack, subset_indices
 from robustscale.config import load_config
 from robustscale.data import load_data
-from robustscale.models import create_from_config, load_model, save_model
+from robustscale.training.model_files import create_from_config, load_model, save_model
 
 
 def train_stand_in(config: str, out: Path) -> Path:

@@ -25,8 +25,8 @@ import torch
 from robustscale.attacks import pgd_accuracy
 from robustscale.config import load_config
 from robustscale.data import load_data
-from robustscale.models import load_model
 from robustscale.training import train
+from robustscale.training.model_files import load_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"
 
@@ -39,7 +39,7 @@ def run(precision: str, seed: int, root: Path, extra: list[str]) -> dict:
     x, y = load_data(cfg.data.dataset, "test", image_size=cfg.data.image_size)
     res = pgd_accuracy(model.to(device), x, y, eps=cfg.attack.eps, steps=20, seed=seed)
     return {"precision": precision, "seed": seed, "clean_acc": res["clean_acc"], "pgd20_acc": res["robust_acc"],
-            "val_pgd40_acc": record["metrics"]["pgd40_acc"], "train_wall_s": record["wall_s"], "n": res["n"]}
+            "val_pgd40_acc": record.metrics.pgd40_acc, "train_wall_s": record.accounting.wall_s, "n": res["n"]}
 
 
 def summary(rows: list[dict]) -> None:

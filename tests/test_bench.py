@@ -8,7 +8,7 @@ import torch
 from robustscale.accounting import step_flops_for_config
 from robustscale.bench import baseline_config, bench, bench_config, scaling_table, time_train_steps
 from robustscale.cli import main
-from robustscale.models import create_from_config
+from robustscale.training.model_files import create_from_config
 
 TINY = dict(loss="trades", steps=2, batch=16, dataset="digits")  # WRN-10-1 on 8x8: a step takes milliseconds
 

@@ -90,7 +90,7 @@ def test_an_os_error_from_the_environment_is_one_line(capsys, assert_one_line, t
 def test_eval_eps_outside_the_pixel_range_is_one_line(tmp_path, capsys, assert_one_line, eps):
     """Item 12: `eval --eps inf` / `1e308` crashed inside the attack (the step size overflowed)."""
     from robustscale.config import load_config
-    from robustscale.models import create_from_config, save_model
+    from robustscale.training.model_files import create_from_config, save_model
 
     cfg = load_config(None, ["model.name=wrn_10_1"])
     model = save_model(tmp_path / "m.safetensors", create_from_config(cfg), cfg)

@@ -11,6 +11,7 @@ from robustscale.config import (Config, apply_overrides, config_from_dict, confi
                                 parse_override)
 from robustscale.data import dataset_info
 from robustscale.errors import ConfigError, UserError
+from robustscale.training import run_config
 
 FUZZ = settings(max_examples=80, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -167,8 +168,9 @@ def test_parse_override(item, expected):
     ("data=3", "data"),
 ])
 def test_bad_values_raise_one_line_config_error_naming_the_key(override, key, assert_one_line):
+    """Through the loader a run uses (the schema, then the model checks that need timm)."""
     with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
+        run_config.load_config(None, [override])
     assert key in assert_one_line(err.value)
     assert isinstance(err.value, UserError)
 

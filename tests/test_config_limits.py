@@ -6,8 +6,8 @@ Each case crashed the landed code with a traceback (or, for model names, escaped
 
 import pytest
 
-from robustscale.config import load_config
 from robustscale.errors import ConfigError
+from robustscale.training.run_config import load_config  # the schema, then the model checks a run needs
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -2,12 +2,30 @@
 
 Train adversarially robust classifiers over the paper's knobs, evaluate them with PGD and AutoAttack, account for
 every run's FLOPs, energy, cost and CO2, sweep whole grids, and fit the laws that say what more compute buys.
+
+``import robustscale`` is instant (the command line's ``--help`` must not wait for torch): the names below are
+imported on first use (PEP 562). ``load_config`` is the one a run uses (schema and model checks).
 """
 
-__version__ = "0.1.0"
+from importlib import import_module
 
-from robustscale.config import Config, load_config  # noqa: E402
-from robustscale.data import load_data  # noqa: E402
-from robustscale.models import create_model, load_model  # noqa: E402  (registers the WRNs into timm)
+from robustscale._version import __version__
 
 __all__ = ["__version__", "Config", "load_config", "load_data", "create_model", "load_model"]
+
+_LAZY = {  # public name -> the module defining it
+    "Config": "robustscale.config",
+    "load_config": "robustscale.training.run_config",
+    "load_data": "robustscale.data",
+    "create_model": "robustscale.models",  # importing it registers the WideResNets into timm
+    "load_model": "robustscale.training.model_files",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'robustscale' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+

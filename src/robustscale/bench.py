@@ -16,6 +16,7 @@ cuDNN benchmark, run in the same process.
 from __future__ import annotations
 
 import datetime
+import gc
 import math
 import os
 import resource
@@ -24,25 +25,36 @@ import time
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+import timm
 import torch
 
-from robustscale.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
-from robustscale.errors import UserError
+from robustscale._version import __version__
+from robustscale.accounting.flops import step_flops_for_config
+from robustscale.accounting.hardware import get_gpu
+from robustscale.accounting.host import cpu_model, gpu_names
+from robustscale.config import Config, apply_overrides, config_to_dict
+from robustscale.data import DataBundle, MixedBatchSampler, dataset_info, step_generator
+from robustscale.enums import Dataset, Loss, Precision
+from robustscale.errors import ParameterError, UserError
+from robustscale.training.batches import BatchSource
+from robustscale.training.loop import build_step, train_step
+from robustscale.training.precision import dtype
+from robustscale.training.run_config import config_from_dict, load_config
 
 __all__ = ["bench", "compare", "bench_config", "baseline_config", "StepTimer", "time_train_steps",
-           "matmul_peak_tflops", "conv_peak_tflops", "measured_peak_tflops", "peak_tflops", "device_label",
-           "scaling_table"]
+           "measure_throughput", "matmul_peak_tflops", "conv_peak_tflops", "measured_peak_tflops", "peak_tflops",
+           "device_label", "scaling_table"]
 
 BENCH_SEED = 0
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_STEP_FLOPS = 5e10  # budget --measure on a CPU: a batch of about this many FLOPs per step (a few seconds)
 
 
 # ---------------------------------------------------------------------------------------------- configs
 
 
-def bench_config(model: str = "wrn_28_10", *, loss: str = "trades", steps: int = 10, batch: int = 512,
-                 dataset: str = "cifar10", precision: str = "fp32", channels_last: bool = False,
-                 compile: bool = False, overrides: Sequence[str] = ()) -> Config:
+def bench_config(model: str = "wrn_28_10", *, loss: Loss | str = Loss.trades, steps: int = 10, batch: int = 512,
+                 dataset: Dataset | str = Dataset.cifar10, precision: Precision | str = Precision.fp32,
+                 channels_last: bool = False, compile: bool = False, overrides: Sequence[str] = ()) -> Config:
     """The :class:`Config` of a benchmarked step: EMA on (it is part of the step), the dataset's eps and image size.
 
     ``overrides`` are ``section.key=value`` strings applied last (``attack.eps=...``, ``model.kwargs.drop_rate=0.3``).
@@ -75,8 +87,6 @@ class StepTimer:
 
     def __init__(self, cfg: Config, device: torch.device | str, *, total_steps: int = 1000,
                  cudnn_benchmark: bool = False):
-        from robustscale.training.loop import build_step
-
         self.cfg, self.device, self.cudnn_benchmark = cfg, torch.device(device), cudnn_benchmark
         torch.manual_seed(cfg.train.seed)
         self.source = _random_source(cfg, self.device, max(4 * cfg.data.batch_size, 256))
@@ -89,9 +99,6 @@ class StepTimer:
         self.peak_mem_gb = 0.0
 
     def _run(self, n: int) -> None:
-        from robustscale.data import step_generator
-        from robustscale.training.loop import train_step
-
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.cudnn_benchmark
         for _ in range(n):
@@ -130,9 +137,6 @@ class StepTimer:
 
 def _random_source(cfg: Config, device: torch.device, n_images: int):
     """A :class:`BatchSource` over random uint8 images of the dataset's shape, resident on ``device``."""
-    from robustscale.data import DataBundle, MixedBatchSampler, dataset_info
-    from robustscale.training.loop import BatchSource
-
     info = dataset_info(cfg.data.dataset)
     rng = np.random.default_rng(BENCH_SEED)
     size = cfg.data.image_size
@@ -167,6 +171,32 @@ def time_train_steps(cfg: Config, device: torch.device | str, *, iters: int = 10
     for _ in range(repeats):
         timer.window(iters)
     return {**timer.result(iters), "trained_model": timer.parts.model}
+
+
+def measure_throughput(cfg: Config, *, device: str | None = None, batch_size: int | None = None, iters: int = 2,
+                       min_seconds: float = 2.0) -> dict[str, Any]:
+    """Achieved TFLOP/s of ``cfg``'s real training step on this machine: what ``robustscale budget --measure``
+    plans with. :class:`StepTimer` builds the step as ``train()`` does (attack, loss, update, EMA; random images of
+    the dataset's shape, no data loading) and times it after one untimed step, at least ``iters`` steps and
+    ``min_seconds``.
+
+    The batch is the run's (at most 128) on a GPU, and on a CPU as many samples as fit in about ``CPU_STEP_FLOPS``
+    per step. Returns ``tflops`` (per device), ``device``, ``batch_size``, ``seconds`` and ``flops`` per step,
+    ``precision`` and ``steps_timed``.
+    """
+    dev = _resolve_device(device)
+    step = step_flops_for_config(cfg)
+    cap = 128 if dev.type == "cuda" else max(1, int(CPU_STEP_FLOPS // max(step.train, 1)))
+    batch = batch_size or max(1, min(cfg.data.batch_size, cap))
+    sized = config_from_dict(apply_overrides(config_to_dict(cfg), [f"data.batch_size={batch}"]))
+    timer = StepTimer(sized, dev, total_steps=1 + iters, cudnn_benchmark=dev.type == "cuda")
+    timer.warm_up(1)
+    while timer.steps_done - 1 < iters or sum(timer.windows_s) < min_seconds:
+        timer.window(1)
+    seconds = sum(timer.windows_s) / len(timer.windows_s)
+    flops = batch * step.train
+    return {"tflops": flops / seconds / 1e12, "device": device_label(dev), "batch_size": batch, "seconds": seconds,
+            "flops": flops, "precision": cfg.train.precision.value, "steps_timed": len(timer.windows_s)}
 
 
 # ---------------------------------------------------------------------------------------------- peaks, device
@@ -217,41 +247,37 @@ def measured_peak_tflops(device: torch.device | str = "cpu", dtype: torch.dtype 
     return max(matmul_peak_tflops(device, dtype, reps=reps), conv_peak_tflops(device, dtype, reps=reps))
 
 
-def _table_peak(device: torch.device, precision: str) -> Optional[tuple[float, str]]:
+def _table_peak(device: torch.device, precision: Precision) -> Optional[tuple[float, str]]:
     """The datasheet peak of a GPU in :data:`robustscale.accounting.GPUS`, or None (CPU, unknown GPU)."""
-    from robustscale.accounting import get_gpu
-
     if device.type != "cuda":
         return None
     try:
-        spec = get_gpu(torch.cuda.get_device_name(device))
+        spec = get_gpu(device_label(device))
     except UserError:
         return None
     return spec.peak(precision), f"{spec.source} ({precision}; fp32 = TF32 where the GPU has it)"
 
 
-def _measured_source(precision: str) -> str:
-    return (f"measured: best {PRECISION_DTYPES[precision]} 2048^2 matmul or 3x3 160-channel conv seen during the "
+def _measured_source(precision: Precision) -> str:
+    return (f"measured: best {dtype(precision)} 2048^2 matmul or 3x3 160-channel conv seen during the "
             f"bench, {torch.get_num_threads()} threads")
 
 
-def peak_tflops(device: torch.device | str, precision: str) -> tuple[float, str]:
+def peak_tflops(device: torch.device | str, precision: Precision | str) -> tuple[float, str]:
     """``(peak TFLOP/s, where it comes from)`` for ``precision``: the GPU table, else :func:`measured_peak_tflops`."""
-    device = torch.device(device)
+    device, precision = torch.device(device), Precision(precision)
     table = _table_peak(device, precision)
     if table is not None:
         return table
-    return measured_peak_tflops(device, PRECISION_DTYPES[precision]), _measured_source(precision)
+    return measured_peak_tflops(device, dtype(precision)), _measured_source(precision)
 
 
 def device_label(device: torch.device | str) -> str:
     """``"NVIDIA H100 80GB HBM3"`` or ``"cpu (AMD EPYC, 2 threads)"``."""
-    from robustscale.accounting import hardware_info
-
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({hardware_info()['cpu']}, {torch.get_num_threads()} threads)"
+        return gpu_names([device.index if device.index is not None else torch.cuda.current_device()])[0]
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def _resolve_device(device: Optional[str]) -> torch.device:
@@ -260,11 +286,11 @@ def _resolve_device(device: Optional[str]) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise UserError(f"--device '{device}' is not a torch device: use cpu or cuda (cuda:N)") from None
+        raise ParameterError(f"device '{device}' is not a torch device: use cpu or cuda (cuda:N)", "device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is visible here: use --device cpu")
+        raise ParameterError("device cuda: no CUDA GPU is visible here: use cpu", "device")
     if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"--device '{device}': only cpu and cuda are benchmarked")
+        raise ParameterError(f"device '{device}': only cpu and cuda are benchmarked", "device")
     return dev
 
 
@@ -282,8 +308,9 @@ def compare(cfgs: Mapping[str, Config], *, iters: int = 10, warmup: int = 3, rep
     variants, the others' weights, EMA and optimiser state stay resident while one runs (counted in a GPU's
     ``peak_mem_gb``).
     """
-    if iters < 1 or warmup < 0 or repeats < 1:
-        raise UserError("--iters and --repeats must be >= 1 and --warmup >= 0")
+    for name, value, least in (("iters", iters, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if value < least:
+            raise ParameterError(f"{name} must be at least {least}, got {value}", name)
     dev = _resolve_device(device)
     if isinstance(cudnn_benchmark, bool):
         cudnn_benchmark = {name: cudnn_benchmark for name in cfgs}
@@ -291,24 +318,22 @@ def compare(cfgs: Mapping[str, Config], *, iters: int = 10, warmup: int = 3, rep
               for name, cfg in cfgs.items()}
     for timer in timers.values():
         timer.warm_up(warmup)
-    precisions = {cfg.train.precision.value for cfg in cfgs.values()}
+    precisions = {cfg.train.precision for cfg in cfgs.values()}
     measured = {p: 0.0 for p in precisions if _table_peak(dev, p) is None}
     for _ in range(repeats):
         for timer in timers.values():
             timer.window(iters)
         for p in measured:
-            measured[p] = max(measured[p], measured_peak_tflops(dev, PRECISION_DTYPES[p], reps=3))
+            measured[p] = max(measured[p], measured_peak_tflops(dev, dtype(p), reps=3))
     return {name: _figures(timer, iters, dev, measured) for name, timer in timers.items()}
 
 
-def _figures(timer: StepTimer, iters: int, dev: torch.device, measured: Mapping[str, float]) -> dict[str, Any]:
-    from robustscale.accounting import step_flops_for_config
-
+def _figures(timer: StepTimer, iters: int, dev: torch.device, measured: Mapping[Precision, float]) -> dict[str, Any]:
     cfg, res = timer.cfg, timer.result(iters)
     if not math.isfinite(res["loss"]):
-        raise UserError(f"the benchmarked step's loss is {res['loss']} ({cfg.train.precision.value}): lower "
+        raise UserError(f"the benchmarked step's loss is {res['loss']} ({cfg.train.precision}): lower "
                         "train.lr or benchmark in fp32")
-    precision = cfg.train.precision.value
+    precision = cfg.train.precision
     peak, source = _table_peak(dev, precision) or (measured[precision], _measured_source(precision))
     flops_per_step = step_flops_for_config(cfg).train * cfg.data.batch_size
     tflops = flops_per_step / res["step_s"] / 1e12
@@ -337,7 +362,7 @@ def bench(cfg: Config, *, iters: int = 10, warmup: int = 3, repeats: int = 1, ba
     """
     if threads is not None:
         if threads < 1:
-            raise UserError("--threads must be >= 1")
+            raise ParameterError(f"threads must be at least 1, got {threads}", "threads")
         torch.set_num_threads(threads)
     cfgs = {"": cfg, "baseline_": baseline_config(cfg)} if baseline else {"": cfg}
     res = compare(cfgs, iters=iters, warmup=warmup, repeats=repeats, device=device,
@@ -353,17 +378,13 @@ def bench(cfg: Config, *, iters: int = 10, warmup: int = 3, repeats: int = 1, ba
 
 
 def _setup(cfg: Config, dev: torch.device, cudnn_benchmark: bool, timing: dict) -> dict:
-    import timm
-
-    import robustscale
-
     return {"model": cfg.model.name, "loss": cfg.train.loss.value, "steps": cfg.attack.steps,
             "batch": cfg.data.batch_size, "dataset": cfg.data.dataset.value, "image_size": cfg.data.image_size,
             "precision": cfg.train.precision.value, "channels_last": cfg.train.channels_last,
             "compile": cfg.train.compile, "cudnn_benchmark": cudnn_benchmark and dev.type == "cuda",
             "ema": cfg.train.ema, **timing, "device": device_label(dev), "threads": torch.get_num_threads(),
             "load_avg_1m": os.getloadavg()[0],  # other processes' load: CPU figures on a shared machine move with it
-            "versions": {"torch": torch.__version__, "timm": timm.__version__, "robustscale": robustscale.__version__,
+            "versions": {"torch": torch.__version__, "timm": timm.__version__, "robustscale": __version__,
                          "cuda": torch.version.cuda if dev.type == "cuda" else None},
             "date": datetime.date.today().isoformat()}
 
@@ -371,8 +392,9 @@ def _setup(cfg: Config, dev: torch.device, cudnn_benchmark: bool, timing: dict) 
 # ---------------------------------------------------------------------------------------------- scaling table
 
 
-def scaling_table(models: Iterable[str], attack_steps: Iterable[int], *, loss: str = "trades", batch: int = 512,
-                  dataset: str = "cifar10", precision: str = "bf16", channels_last: bool = True,
+def scaling_table(models: Iterable[str], attack_steps: Iterable[int], *, loss: Loss | str = Loss.trades,
+                  batch: int = 512, dataset: Dataset | str = Dataset.cifar10,
+                  precision: Precision | str = Precision.bf16, channels_last: bool = True,
                   compile: bool = False, iters: int = 5, warmup: int = 2, repeats: int = 1, interleave: bool = False,
                   device: Optional[str] = None, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Step time and achieved TFLOP/s over models x attack steps: does cost grow as FLOPs grow?
@@ -411,8 +433,6 @@ def scaling_table(models: Iterable[str], attack_steps: Iterable[int], *, loss: s
 def _fitting_bench(name: str, steps: int, batch: int, *, iters: int, warmup: int, repeats: int,
                    device: Optional[str], **options) -> tuple[dict[str, Any], int]:
     """:func:`bench` at ``batch``, halved after each CUDA out-of-memory error; returns the figures and the batch."""
-    import gc
-
     while True:
         cfg = bench_config(name, steps=steps, batch=batch, **options)
         try:

@@ -1,9 +1,13 @@
 """The ``robustscale`` command line: a thin typer app over the library.
 
 Each area of the paper registers its commands from ``robustscale/_cli/<area>.py`` (a ``register(app)`` function),
-so this file stays a table of contents. User errors (:class:`robustscale.errors.UserError`), click's usage errors
-(unknown option or command, missing argument, bad value) and errors of the environment (``OSError``: a full disk,
-an unreadable file) print one line and exit with status 2; anything else is a bug and keeps its traceback.
+so this file stays a table of contents. The command modules import the library inside each command, so
+``robustscale --help`` (and ``robustscale <command> --help``) loads no torch, timm, pandas, scikit-learn or matplotlib.
+
+User errors (:class:`robustscale.errors.UserError`), click's usage errors (unknown option or command, missing
+argument, bad value) and errors of the environment (``OSError``: a full disk, an unreadable file) print one line and
+exit with status 2; anything else is a bug and keeps its traceback. A library error names the function's parameter
+(``gpus must be at least 1``); the line printed here names the flag instead (``--gpus must be at least 1``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import sys
 
 import typer
 
-import robustscale
+import robustscale._cli as areas
+from robustscale._version import __version__
 from robustscale.errors import UserError, one_line, shown
 
 app = typer.Typer(
@@ -28,7 +33,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"robustscale {robustscale.__version__}")
+        typer.echo(f"robustscale {__version__}")
         raise typer.Exit()
 
 
@@ -40,8 +45,6 @@ def _root(
 
 
 def _register_all() -> None:
-    import robustscale._cli as areas
-
     for info in sorted(pkgutil.iter_modules(areas.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"robustscale._cli.{info.name}").register(app)
@@ -76,6 +79,16 @@ def _usage_error(err: Exception) -> int:
     return 2
 
 
+# library parameters whose flag is not "--" + the name with dashes
+FLAGS = {"mapping": "--map", "target_loss": "--target", "attack_steps": "--steps", "measured_tflops": "--measure",
+         "synthetic": "--synthetic/--no-synthetic", "ema": "--ema/--no-ema"}
+
+
+def flag(param: str) -> str:
+    """The command-line flag of a library parameter."""
+    return FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors (ours and click's usage errors) into one line on stderr and
     exit status 2."""
@@ -83,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         # standalone_mode=False: click returns typer.Exit's code and raises usage errors instead of printing them
         code = app(args=argv, standalone_mode=False, prog_name="robustscale")
     except UserError as err:
-        typer.echo(f"error: {one_line(err)}", err=True)
+        typer.echo(f"error: {one_line(err.reworded({p: flag(p) for p in err.params}))}", err=True)
         return 2
     except typer.Exit as ex:
         return ex.exit_code

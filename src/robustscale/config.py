@@ -1,15 +1,19 @@
 """One typed config tree: YAML in, ``section.key=value`` overrides on the command line, validated once at the edge.
 
-Strings from YAML and the CLI become enums and numbers here; the rest of the package never re-parses them. Every
-mistake (unknown key, wrong type, out-of-range value) raises :class:`ConfigError` with one line naming the key and
-what is allowed. The resolved config (defaults filled in, dataset defaults applied) is saved with every run.
+Strings from YAML and the CLI become enums (:mod:`robustscale.enums`) and numbers here; the rest of the package
+never re-parses them. Every mistake (unknown key, wrong type, out-of-range value) raises :class:`ConfigError` with one
+line naming the key and what is allowed. The resolved config (defaults filled in, dataset defaults applied) is saved
+with every run.
+
+This module is the schema only (pydantic and YAML; no torch, no model registry), at the bottom of the layers. The
+checks that need timm (the model name exists and builds at the dataset's image size) run in
+:mod:`robustscale.training.run_config`, whose ``load_config`` / ``config_from_dict`` are what a run uses.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional
@@ -18,74 +22,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 from robustscale.config_checks import MAX_BATCH, MAX_SEED, check_limits, check_model_kwargs
+from robustscale.datasets import dataset_info
+from robustscale.enums import (Activation, AutoAttackVersion, BNMode, Dataset, Loss, Norm, PGDLoss, Precision,
+                               Schedule, TradesStart, ValSource)
 from robustscale.errors import ConfigError, one_line, shown
 from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_file
 
-__all__ = ["Config", "load_config", "apply_overrides", "parse_override", "config_to_yaml", "config_from_dict"]
-
-
-class Dataset(str, Enum):
-    digits = "digits"
-    cifar10 = "cifar10"
-    cifar100 = "cifar100"
-    svhn = "svhn"
-
-
-class Activation(str, Enum):
-    relu = "relu"
-    gelu = "gelu"
-    silu = "silu"
-
-
-class Norm(str, Enum):
-    linf = "linf"
-    l2 = "l2"
-
-
-class Loss(str, Enum):
-    standard = "standard"  # no attack: the baseline every robustness paper compares against
-    at = "at"  # Madry et al.: cross-entropy on PGD examples
-    trades = "trades"  # Zhang et al.: CE(clean) + beta * KL(f(x) || f(x_adv))
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"  # per optimiser step: linear warm-up, then cosine from train.lr to train.min_lr
-    piecewise = "piecewise"  # x0.1 at train.milestones (default: at 50% and 75% of training; Madry / Rice et al.)
-    constant = "constant"
-    timm_cosine = "timm_cosine"  # timm's CosineLRScheduler as the paper's code ran it (training/optim.py)
-
-
-class BNMode(str, Enum):
-    train = "train"  # batch statistics, running statistics frozen (Rade; Gowal et al.; the paper's TRADES)
-    eval = "eval"  # running statistics (Zhang et al.'s TRADES code; the paper's PGD-AT, src/attacks.py)
-
-
-class TradesStart(str, Enum):
-    normal = "normal"  # 0.001 * N(0, I): Zhang et al.'s trades.py
-    uniform = "uniform"  # uniform in the eps-ball, as for PGD-AT: the paper's code (src/attacks.py, init_linf)
-
-
-class ValSource(str, Enum):
-    train = "train"  # data.val_size points held out from the training set (never seen in training or testing)
-    test = "test"  # the first data.val_size test points, as the paper's code (timm's split "validation" = test)
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class AutoAttackVersion(str, Enum):
-    standard = "standard"
-    plus = "plus"
-    rand = "rand"
-    none = "none"
-
-
-class PGDLoss(str, Enum):
-    ce = "ce"
-    margin = "margin"
+# the enums are re-exported: ``robustscale.config.Loss`` is ``robustscale.enums.Loss``
+__all__ = ["Config", "load_config", "apply_overrides", "parse_override", "config_to_yaml", "config_from_dict",
+           "config_to_dict", "read_yaml", "parse_number", "Dataset", "Activation", "Norm", "Loss", "Schedule",
+           "BNMode", "TradesStart", "ValSource", "Precision", "AutoAttackVersion", "PGDLoss"]
 
 
 def parse_number(value: Any) -> Any:
@@ -219,8 +165,6 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _dataset_defaults(self) -> "Config":
-        from robustscale.data.registry import dataset_info
-
         info = dataset_info(self.data.dataset)
         if self.attack.eps is None:
             self.attack.eps = info.default_eps
@@ -229,14 +173,9 @@ class Config(_Section):
         elif self.data.dataset is Dataset.digits and self.data.image_size not in (8, 16):
             raise ValueError(f"data.image_size: digits are 8px (native) or 16 (upsampled), got {self.data.image_size}")
         elif self.data.dataset is not Dataset.digits and self.data.image_size != info.image_size:
-            raise ValueError(f"data.image_size: {self.data.dataset.value} images are {info.image_size}px; "
+            raise ValueError(f"data.image_size: {self.data.dataset} images are {info.image_size}px; "
                              "only digits can be resized (8 or 16)")
         check_limits(self, info)
-        from robustscale.models import check_model_builds, check_model_name
-
-        check_model_name(self.model.name)
-        check_model_builds(self.model.name, self.model.kwargs, getattr(self.model.act_layer, "value", None),
-                           in_chans=info.channels, image_size=self.data.image_size, num_classes=info.num_classes)
         if self.attack.step_size is None and self.attack.steps > 0:
             self.attack.step_size = self.attack.step_size_factor * self.attack.eps / self.attack.steps
         if self.attack.step_size == 0 and self.attack.eps > 0:
@@ -353,7 +292,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply ``section.key=value`` overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``section.key=value`` overrides.
+
+    The schema's checks only: a run loads through :func:`robustscale.training.run_config.load_config`, which also
+    checks that the model builds."""
     raw = read_yaml(path) if path is not None else {}
     return config_from_dict(apply_overrides(raw, overrides or []))
 
@@ -364,4 +306,5 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (what ``robustscale config`` prints and a run saves as ``config.yaml``)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from robustscale.enums import Norm
+
 __all__ = ["MAX_BATCH", "MAX_SEED", "RESERVED_MODEL_KWARGS", "check_model_kwargs", "check_limits"]
 
 MAX_BATCH = 1 << 16  # images per (global or evaluation) batch; the paper's is 512, large-batch AT uses a few thousand
@@ -48,8 +50,8 @@ def check_limits(cfg, info) -> None:
     """Cross-field limits of a :class:`robustscale.config.Config` for dataset ``info`` (before defaults that depend
     on them, such as the step size, are filled in). Raises ``ValueError`` naming the key (pydantic reports it)."""
     d = info.channels * cfg.data.image_size ** 2
-    diameter = 1.0 if cfg.attack.norm.value == "linf" else math.sqrt(d)  # of the image cube [0, 1]^d
-    norm = cfg.attack.norm.value
+    norm = cfg.attack.norm
+    diameter = 1.0 if norm is Norm.linf else math.sqrt(d)  # of the image cube [0, 1]^d
     if cfg.attack.eps > diameter:
         raise _fail("attack.eps", f"{cfg.attack.eps:g} is larger than the whole [0, 1] pixel range ({diameter:g} in "
                                   f"{norm} for these images); eps is in pixel units, e.g. 8/255")

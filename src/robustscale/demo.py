@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robustscale.errors import UserError
+import yaml
+from rich.console import Console
+
+from robustscale.analysis import build_report
+from robustscale.data.generate import synthesize
+from robustscale.errors import ParameterError, UserError
+from robustscale.store.atomic import write_text
+from robustscale.store.results import results_table
+from robustscale.sweep import sweep
+from robustscale.sweep.executors import available_cores
 
 BUDGETS = {"small": "demo.yaml", "medium": "demo-medium.yaml"}
 SPEC_SYNTHETIC = "runs/demo/synthetic.npz"  # the placeholder the demo specs use for the synthetic set
@@ -21,7 +30,7 @@ SYNTHETIC_N = 20000
 def spec_path(budget: str) -> Path:
     """The shipped demo spec for ``budget`` (configs/ lives in the checkout: install with ``pip install -e .``)."""
     if budget not in BUDGETS:
-        raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, got '{budget}'")
+        raise ParameterError(f"budget must be one of {', '.join(BUDGETS)}, got '{budget}'", "budget")
     path = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / BUDGETS[budget]
     if not path.is_file():
         raise UserError(f"demo spec '{path}' not found: run the demo from a robustscale checkout installed with "
@@ -31,21 +40,15 @@ def spec_path(budget: str) -> Path:
 
 def _resolved_spec(src: Path, out: Path) -> Path:
     """The demo spec with its base made absolute and the synthetic placeholder pointing into ``out``."""
-    import yaml
-
     spec = yaml.safe_load(src.read_text())
     spec["base"] = str((src.parent / spec["base"]).resolve())
     spec["out"] = str(out / "runs")
     text = yaml.safe_dump(spec, sort_keys=False).replace(SPEC_SYNTHETIC, str(out / "synthetic.npz"))
-    from robustscale.store.atomic import write_text
-
     return write_text(out / "spec.yaml", f"# resolved from {src}\n{text}")
 
 
 def _say(progress: bool, message: str) -> None:
     if progress:
-        from rich.console import Console
-
         Console(stderr=True, soft_wrap=True).print(f"[bold cyan]demo[/] {message}")
 
 
@@ -62,13 +65,6 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     ``spec`` replaces the shipped spec of ``budget`` and ``metric`` the analysed accuracy (tests run a handful of
     tiny runs through the same path without AutoAttack, which has tests of its own).
     """
-    from robustscale.analysis import build_report
-    from robustscale.data.generate import synthesize
-    from robustscale.store.atomic import write_text
-    from robustscale.store.results import results_table
-    from robustscale.sweep import sweep
-    from robustscale.sweep.executors import available_cores
-
     t0 = time.perf_counter()
     spec = Path(spec) if spec is not None else spec_path(budget)
     out = Path(out if out is not None else default_out(budget)).resolve()

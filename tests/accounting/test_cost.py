@@ -1,19 +1,20 @@
 """Cost and CO2 arithmetic, region presets, the record's accounting block, and the budget before training."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 
 from robustscale.accounting import (REGIONS, CostModel, EnergyReading, RunAccounting, RunFlops, accounting_block,
-                                    hardware_info, step_flops)
+                                    hardware, step_flops)
 from robustscale.accounting.budget import plan
 from robustscale.cli import main
 from robustscale.config import AccountingConfig, load_config
-from robustscale.errors import ConfigError
+from robustscale.errors import ConfigError, ParameterError
 
 RECORD_KEYS = {"train_flops", "attack_flops", "update_flops", "eval_flops", "flops_per_sample",
                "paper_convention_flops", "samples_seen", "gpu_hours", "wall_s", "energy_kwh", "energy_kwh_gpu",
-               "energy_kwh_cpu", "energy_estimated", "mean_power_w", "pue", "cost_usd", "co2_kg", "hardware"}
+               "energy_kwh_cpu", "energy_estimated", "mean_power_w", "pue", "cost_usd", "co2_kg"}
 
 
 def test_paper_defaults_arithmetic():
@@ -42,15 +43,15 @@ def test_accounting_block_has_every_record_key():
     run.add_pgd_eval(200, 40)
     reading = EnergyReading(gpu_kwh=0.3, cpu_kwh=0.1, seconds=1800.0, cpu_estimated=True,
                             gpu_source="nvml-counter", cpu_source="process-estimate", gpu_names=["NVIDIA H100"])
-    block = accounting_block(run, reading, AccountingConfig(gpu_hour_usd=2.0), wall_s=1800.0,
-                             hardware=hardware_info(), gpu_count=2)
-    assert RECORD_KEYS <= block.keys()
+    block = asdict(accounting_block(run, reading, AccountingConfig(gpu_hour_usd=2.0), wall_s=1800.0, gpu_count=2))
+    assert RECORD_KEYS <= block.keys() and "hardware" not in block  # the record states the hardware once, on top
     assert block["train_flops"] == 64 * run.step.train == block["attack_flops"] + block["update_flops"]
     assert block["energy_kwh"] == pytest.approx(0.4 * 1.58)
     assert block["energy_estimated"] and block["energy_cpu_estimated"] and not block["energy_gpu_estimated"]
     assert block["gpu_hours"] == pytest.approx(1.0) and block["cloud_cost_usd"] == pytest.approx(2.0)
     assert block["mean_power_w"] == pytest.approx(800.0)
-    assert block["hardware"]["gpu_count"] == 2 and block["hardware"]["cpu"]
+    machine = hardware(reading.gpu_names, 2)
+    assert machine.gpu_count == 2 and machine.gpus == ["NVIDIA H100"] and machine.cpu
     json.dumps(block)  # goes into record.json as is
 
 
@@ -70,12 +71,12 @@ def test_run_accounting_through_a_resumed_run():
         for _ in range(2):
             resumed.add_train(64)
         resumed.add_eval(200, 40, n_attacked=150)
-    block = resumed.block(wall_s=2.0)
+    block = asdict(resumed.block(wall_s=2.0))
     assert RECORD_KEYS <= block.keys()
     assert block["samples_seen"] == 5 * 64
     assert block["train_flops"] == 5 * 64 * block["flops_per_sample"]
     assert block["energy_estimated"] is True  # nothing measurable here: said so
-    assert block["energy_kwh_gpu"] == 0 and block["hardware"]["gpu_count"] == 0
+    assert block["energy_kwh_gpu"] == 0 and resumed.hardware().gpu_count == 0
 
 
 def test_budget_counts_as_training_does_without_loading_data(monkeypatch):
@@ -96,6 +97,28 @@ def test_budget_counts_as_training_does_without_loading_data(monkeypatch):
         assert key in out["assumptions"]
     capped = plan(load_config("configs/digits.yaml", ["train.max_steps=7"]))
     assert capped["optimizer_steps"] == 7 and capped["pgd_evaluations"] == 1
+
+
+def test_the_library_names_its_parameters_the_cli_its_flags(capsys, assert_one_line):
+    cfg = load_config("configs/digits.yaml")
+    with pytest.raises(ParameterError, match="^utilization must be in") as err:
+        plan(cfg, utilization=2.0)
+    assert err.value.params == ("utilization",) and isinstance(err.value, ValueError)
+    assert main(["budget", "configs/digits.yaml", "--utilization", "2"]) == 2
+    assert assert_one_line(capsys.readouterr().err).startswith("error: --utilization must be in")
+    assert main(["budget", "configs/digits.yaml", "--gpus", "0"]) == 2  # typer's own range check
+    assert "--gpus" in assert_one_line(capsys.readouterr().err)
+
+
+def test_budget_measure_times_the_real_training_step(capsys):
+    """`budget --measure` times train_step through the benchmark (a second, hand-written step was timed before)."""
+    assert main(["budget", "configs/digits.yaml", "train.epochs=1", "--measure", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    measured = out["measured"]
+    assert measured["device"].startswith("cpu") and measured["steps_timed"] >= 2 and measured["tflops"] > 0
+    assert measured["flops"] == measured["batch_size"] * out["flops_per_sample"]["train"]
+    assert out["tflops_per_gpu"] == measured["tflops"] and out["gpu"] is None and out["energy_kwh"] is None
+    assert "the real training step" in out["assumptions"]["wall_hours"]
 
 
 def test_budget_cli_prints_every_number_with_its_assumption(capsys):

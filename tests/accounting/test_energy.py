@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from robustscale.accounting.energy import (EnergyMeter, EnergyReading, EstimateBackend, J_PER_KWH, merge_ranks,
-                                           reduce_across_ranks)
+from robustscale.accounting.backends import J_PER_KWH, EstimateBackend, default_backends
+from robustscale.accounting.energy import EnergyMeter, EnergyReading, merge_ranks, reduce_across_ranks
 
 
 class NotSupported(Exception):
@@ -40,7 +40,7 @@ def fake_nvml(names=("NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"), counter=
 def test_nvml_energy_counter_every_gpu(monkeypatch, tmp_path):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     nvml = fake_nvml()
-    with EnergyMeter([0, 1], sample_interval_s=0.02, nvml=nvml, rapl_root=tmp_path) as meter:
+    with EnergyMeter(sample_interval_s=0.02, backends=default_backends([0, 1], nvml=nvml, rapl_root=tmp_path)) as meter:
         time.sleep(0.1)
         nvml.energy_mj = [e + 360_000_000 for e in nvml.energy_mj]  # 360 kJ = 0.1 kWh on each GPU
     r = meter.reading
@@ -55,7 +55,7 @@ def test_nvml_energy_counter_every_gpu(monkeypatch, tmp_path):
 def test_cuda_visible_devices_maps_to_nvml_devices(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-uuid-1")
     nvml = fake_nvml(names=("A100-0", "NVIDIA A100-SXM4-80GB"))
-    with EnergyMeter([0], sample_interval_s=0.05, nvml=nvml, cpu=False) as meter:
+    with EnergyMeter(sample_interval_s=0.05, backends=default_backends([0], cpu=False, nvml=nvml)) as meter:
         nvml.energy_mj[1] += 3_600_000  # only physical GPU 1 is this process's cuda:0
     assert meter.reading.gpu_names == ["NVIDIA A100-SXM4-80GB"]
     assert meter.reading.gpu_kwh == pytest.approx(0.001)
@@ -63,7 +63,7 @@ def test_cuda_visible_devices_maps_to_nvml_devices(monkeypatch, tmp_path):
 
 def test_nvml_power_sampling_where_the_counter_is_unsupported(tmp_path):
     nvml = fake_nvml(counter=False, power_mw=300_000)
-    with EnergyMeter([0, 1], sample_interval_s=0.02, nvml=nvml, cpu=False) as meter:
+    with EnergyMeter(sample_interval_s=0.02, backends=default_backends([0, 1], cpu=False, nvml=nvml)) as meter:
         time.sleep(0.3)
     r = meter.reading
     assert r.gpu_source == "nvml-sampled" and not r.estimated
@@ -74,7 +74,7 @@ def test_nvml_power_sampling_where_the_counter_is_unsupported(tmp_path):
 
 def test_nvml_failing_mid_run_keeps_what_it_measured(tmp_path, caplog):
     nvml = fake_nvml()
-    meter = EnergyMeter([0], sample_interval_s=0.01, nvml=nvml, cpu=False).start()
+    meter = EnergyMeter(sample_interval_s=0.01, backends=default_backends([0], cpu=False, nvml=nvml)).start()
     nvml.energy_mj[0] += 7_200_000  # 2 Wh measured, then the counter breaks
     time.sleep(0.05)
     nvml.fail = True
@@ -84,14 +84,26 @@ def test_nvml_failing_mid_run_keeps_what_it_measured(tmp_path, caplog):
     assert "NVML energy counter failed" in caplog.text
 
 
-def test_nvml_absent_falls_back_to_a_flagged_tdp_estimate(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
-    with EnergyMeter([0], sample_interval_s=0.05, rapl_root=tmp_path) as meter:
+def test_nvml_absent_falls_back_to_a_flagged_tdp_estimate(tmp_path):
+    def no_driver():
+        raise NotSupported("NVML Shared Library Not Found")  # what pynvml says on a machine without the driver
+
+    nvml = types.SimpleNamespace(nvmlInit=no_driver)
+    with EnergyMeter(sample_interval_s=0.05, backends=default_backends([0], nvml=nvml, rapl_root=tmp_path)) as meter:
         time.sleep(0.05)
     r = meter.reading
     assert r.gpu_estimated and r.estimated and r.gpu_source == "tdp-estimate"
     assert r.gpu_kwh > 0
     assert any("NVMLBackend unavailable" in w for w in r.warnings)
+    assert any("estimated at 80% of TDP" in w for w in r.warnings)
+
+
+def test_the_meter_chooses_this_machines_backends_by_default():
+    """No hook given: the default backends for what is here (no GPU on a CPU machine; the CPU metered or estimated)."""
+    with EnergyMeter([], sample_interval_s=0.05) as meter:
+        sum(i * i for i in range(100_000))
+    r = meter.reading
+    assert r.gpu_source == "none" and r.cpu_source in ("rapl", "process-estimate") and r.cpu_kwh > 0
 
 
 def _zone(root, name, label, energy, max_uj=10**9):
@@ -108,7 +120,7 @@ def test_rapl_package_and_dram_with_wraparound(tmp_path):
     _zone(tmp_path, "intel-rapl:0:0", "core", 5)  # inside the package: not added again
     dram = _zone(tmp_path, "intel-rapl:0:1", "dram", 0)
     _zone(tmp_path, "intel-rapl:1", "psys", 0)  # the whole platform: would double count
-    with EnergyMeter([], sample_interval_s=10, rapl_root=tmp_path) as meter:
+    with EnergyMeter(sample_interval_s=10, backends=default_backends([], rapl_root=tmp_path)) as meter:
         (pkg / "energy_uj").write_text("2000000\n")  # wrapped: 1 J to the top, then 2 J
         (dram / "energy_uj").write_text("500000\n")
         (tmp_path / "intel-rapl:0:0" / "energy_uj").write_text("99999999\n")
@@ -124,7 +136,7 @@ def test_rapl_unreadable_or_absent_means_estimated(tmp_path):
     (zone / "name").write_text("package-0\n")
     (zone / "energy_uj").mkdir()  # reading it fails, as a root-only file does for users
     for root in (tmp_path, tmp_path / "missing"):
-        with EnergyMeter([], sample_interval_s=0.05, rapl_root=root) as meter:
+        with EnergyMeter(sample_interval_s=0.05, backends=default_backends([], rapl_root=root)) as meter:
             sum(i * i for i in range(300_000))  # some CPU time
         r = meter.reading
         assert r.cpu_estimated and r.estimated and r.cpu_source == "process-estimate"
@@ -133,10 +145,10 @@ def test_rapl_unreadable_or_absent_means_estimated(tmp_path):
 
 def test_ddp_ranks_other_than_local_zero_skip_a_readable_package(tmp_path):
     _zone(tmp_path, "intel-rapl:0", "package-0", 0)
-    with EnergyMeter([], rapl_root=tmp_path, count_cpu_package=False) as meter:
+    with EnergyMeter(backends=default_backends([], count_cpu_package=False, rapl_root=tmp_path)) as meter:
         pass
     assert meter.reading.cpu_source == "none" and meter.reading.cpu_kwh == 0
-    with EnergyMeter([], rapl_root=tmp_path / "missing", count_cpu_package=False) as meter:
+    with EnergyMeter(backends=default_backends([], count_cpu_package=False, rapl_root=tmp_path / "missing")) as meter:
         pass  # unreadable everywhere: each rank estimates its own process
     assert meter.reading.cpu_source == "process-estimate"
 
@@ -170,7 +182,7 @@ def test_a_broken_backend_never_raises_into_training(caplog):
 
 
 def test_decorator_segments_add_up(tmp_path):
-    meter = EnergyMeter([], sample_interval_s=0.05, rapl_root=tmp_path)
+    meter = EnergyMeter(sample_interval_s=0.05, backends=default_backends([], rapl_root=tmp_path))
 
     @meter
     def work():

@@ -208,7 +208,7 @@ def test_plan_cli_prints_the_contract(capsys, nd_csv):
     (["plan", "{csv}"], "needs a budget"),
     (["plan", "{csv}", "--flops", "-5"], "positive"),
     (["plan", "{csv}", "--flops", "1e18", "--target", "5", "--target-acc", "0.5"], "not both"),
-    (["fit", "{csv}", "--law", "chinchilla"], "--law 'chinchilla'"),
+    (["fit", "{csv}", "--law", "chinchilla"], "'chinchilla' is not one of 'flops', 'nd'"),
     (["plan", "{csv}", "--flops", "1e18", "--metric", "nope"], "no 'nope' column"),
 ])
 def test_plan_and_fit_refuse_bad_input_in_one_line(capsys, nd_csv, argv, message):

@@ -87,5 +87,5 @@ def test_feature_selection_rules():
     assert same_partition(t["a"], t["b"]) and not same_partition(t["a"], t["c"])
     assert not same_partition(t["a"], t["d"])  # d refines a: not the same grouping
     assert select_features(t, ["a", "b", "c"]) == (["a", "c"], {"b": "partitions the runs exactly like a"})
-    with pytest.raises(UserError, match="--features names 'zz'"):
+    with pytest.raises(UserError, match="features names 'zz'"):
         select_features(t, ["a", "zz"])

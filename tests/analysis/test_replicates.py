@@ -13,17 +13,18 @@ from robustscale.analysis import ScalingLaw
 from robustscale.analysis.replicates import by_recipe, recipe_codes, resample_recipes, resample_within_recipes
 from robustscale.cli import main
 from robustscale.config import config_to_dict, load_config
-from robustscale.store.record import new_record, run_id, write_record
+from robustscale.store.record import Accounting, Metrics, RunRecord, Status, run_id, write_record
 
 AA = {("at", 0): 0.50, ("at", 1): 0.53, ("at", 2): 0.56, ("trades", 0): 0.60, ("trades", 1): 0.61, ("trades", 2): 0.65}
 
 
 def _run(runs, digits_yaml, loss, seed):
     config = config_to_dict(load_config(digits_yaml, [f"train.loss={loss}", f"train.seed={seed}"]))
-    record = new_record(config)
-    record.update(status="done", params=77850, samples_seen=14370,
-                  metrics={"clean_acc": 0.9, "pgd40_acc": AA[loss, seed] + 0.05, "autoattack_acc": AA[loss, seed]},
-                  accounting={"train_flops": 1e12 * (1 + seed)})
+    record = RunRecord.new(config, Status.done)
+    record.params = 77850
+    record.metrics = Metrics(clean_acc=0.9, pgd40_acc=AA[loss, seed] + 0.05, autoattack_acc=AA[loss, seed])
+    record.accounting = Accounting(train_flops=int(1e12 * (1 + seed)), samples_seen=14370)
+    (runs / run_id(config)).mkdir(parents=True)
     write_record(runs / run_id(config), record)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +164,19 @@ def test_extrapolation_names_its_assumptions_and_the_ceiling(capsys, table_csv):
     assert saturating["train_flops"] is None and saturating["gpu_years"]["value"] is None  # inf prints as null
 
 
+def test_extrapolation_takes_the_users_cost_model(capsys, table_csv, tmp_path):
+    """The TDP estimate used a hard-coded PUE of 1.58 whatever the user's accounting said."""
+    args = ["extrapolate", str(table_csv), "--target", "0.5", "--gpu", "a100", "--bootstrap", "0"]
+    own = run_json(capsys, *args, "--pue", "1.1")
+    power = own["power_law"]
+    assert own["assumptions"]["pue"] == 1.1 and "PUE 1.1" in own["assumptions"]["tdp_energy_kwh"]
+    assert power["tdp_energy_kwh"]["value"] == pytest.approx(power["gpu_hours"]["value"] * 0.4 * 1.1)
+    config = tmp_path / "dc.yaml"
+    config.write_text("accounting: {pue: 1.25}\n")
+    assert run_json(capsys, *args, "--config", str(config))["assumptions"]["pue"] == 1.25
+    assert run_json(capsys, *args)["assumptions"]["pue"] == 1.58  # the paper's, by default
+
+
 def test_extrapolation_rejects_a_target_in_the_wrong_unit_and_an_unknown_gpu(capsys, table_csv):
     assert "--target 0.6" in run_error(capsys, "extrapolate", str(table_csv), "--target", "60")
     assert "unknown GPU" in run_error(capsys, "extrapolate", str(table_csv), "--target", "0.5", "--gpu", "abacus")
@@ -209,11 +220,15 @@ def test_predict_rejects_unseen_categories_and_incomplete_recipes(capsys, table_
     assert "pass --steps" in run_error(capsys, *base, "--activation", "relu")
 
 
-def test_model_name_falls_back_to_the_table_when_models_cannot_be_imported(monkeypatch):
+def test_model_name_falls_back_to_the_table_when_the_model_cannot_be_counted(monkeypatch):
     table = synthetic_table(40)
-    monkeypatch.setitem(sys.modules, "robustscale.models", None)  # import fails
+
+    def cannot(*args, **kwargs):
+        raise RuntimeError("no such model here")
+
+    monkeypatch.setattr("robustscale.analysis.predictor.count_params", cannot)
     assert params_for_model("wrn_70_16", table) == WRN_PARAMS["wrn_70_16"]
-    with pytest.raises(Exception, match="pass --params"):
+    with pytest.raises(Exception, match="pass params"):
         params_for_model("resnet_nope", table)
 
 
@@ -252,9 +267,8 @@ def test_report_shows_fits_with_intervals_predictor_and_extrapolations(report):
 def test_report_from_a_runs_directory_and_a_small_sweep(monkeypatch, tmp_path, capsys):
     """A digits-sized sweep (8 runs, no CO2, no synthetic data) still yields the full report, with placeholders."""
     small = synthetic_table(8, seed=3).drop(columns=["co2_kg"]).assign(dataset="digits", synthetic=False)
-    fake = types.ModuleType("robustscale.store.results")
-    fake.results_table = lambda folder: small.assign(run_id=[f"{Path(folder).name}-{i}" for i in range(8)])
-    monkeypatch.setitem(sys.modules, "robustscale.store.results", fake)
+    monkeypatch.setattr("robustscale.analysis._table.results_table",
+                        lambda folder: small.assign(run_id=[f"{Path(folder).name}-{i}" for i in range(8)]))
     (tmp_path / "runs").mkdir()
     result = run_json(capsys, "report", str(tmp_path / "runs"), "-o", str(tmp_path / "r.html"), "--bootstrap", "20")
     assert set(result["figures"]) == {"fig1a", "fig1b", "fig1c", "fig2", "fig3a", "fig3b", "fig3c"}

@@ -11,7 +11,7 @@ from robustscale.cli import main
 from robustscale.config import load_config
 from robustscale.data import dataset_info, load_data
 from robustscale.evaluate import evaluate_model
-from robustscale.models import create_from_config, save_model
+from robustscale.training.model_files import create_from_config, save_model
 
 EPS = dataset_info("digits").default_eps  # the radius where a normally trained model falls below 10%
 

@@ -17,7 +17,7 @@ from robustscale.cli import main
 from robustscale.config import load_config
 from robustscale.data import load_arrays
 from robustscale.errors import DataError
-from robustscale.models import create_from_config, save_model
+from robustscale.training.model_files import create_from_config, save_model
 
 
 class _Py2Pickler(pickle._Pickler):

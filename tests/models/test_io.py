@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from robustscale.config import load_config
 from robustscale.errors import UserError
-from robustscale.models import create_from_config, load_model, save_model
+from robustscale.training.model_files import create_from_config, load_model, save_model
 
 
 @pytest.fixture

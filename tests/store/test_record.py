@@ -1,10 +1,21 @@
-"""The run record: stable ids, atomic round trips, and a check that tells an intact record from a broken one."""
+"""The run record: stable ids, atomic round trips, each fact stated once, old records migrated on read, and a check
+that tells an intact record from a broken one."""
 
 import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
 
 from robustscale.config import config_to_dict, load_config
-from robustscale.store.record import (SCHEMA_VERSION, Status, failed_record, new_record, read_record, record_problems,
-                                      run_id, write_record)
+from robustscale.store.record import (SCHEMA_VERSION, RecordError, RunRecord, Status, failed_record, new_record,
+                                      read_record, record_problems, run_id, write_record)
+from robustscale.store.results import results_table
+
+# written by the landed code (commit bb9404e, schema 1): `train(load_config("configs/digits.yaml", ["train.epochs=2",
+# "data.val_size=50", "eval.pgd_steps=2", "attack.steps=1", "eval.autoattack_n=20", "eval.batch_size=20"]), ...)`
+SCHEMA1 = Path(__file__).parent / "data" / "record-schema1.json"
 
 
 def _config(digits_yaml, *overrides):
@@ -22,36 +33,89 @@ def test_run_id_is_a_function_of_what_is_trained(digits_yaml):
 
 def test_round_trip_and_schema(tmp_path, digits_yaml):
     record = new_record(_config(digits_yaml))
-    assert record["schema"] == SCHEMA_VERSION and record["status"] == Status.pending.value
-    assert set(record["versions"]) >= {"robustscale", "torch", "timm"}
+    assert record.schema == SCHEMA_VERSION == 2 and record.status is Status.pending
+    assert set(record.versions) >= {"robustscale", "torch", "timm"} and "unknown" not in record.versions.values()
     write_record(tmp_path, record)
     assert read_record(tmp_path) == record
+    assert RunRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
     assert record_problems(read_record(tmp_path)) == []
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temp file left behind
+
+
+def test_each_fact_is_stated_once(digits_yaml):
+    """Schema 1 wrote samples_seen and wall_s at the top and in the accounting, and hardware twice."""
+    text = new_record(_config(digits_yaml)).to_dict()
+    assert not set(text) & set(text["accounting"])
+    assert {"samples_seen", "wall_s"} <= set(text["accounting"]) and "hardware" in text
 
 
 def test_unreadable_or_absent_records_read_as_none(tmp_path):
     assert read_record(tmp_path) is None
     (tmp_path / "record.json").write_text('{"status": "do')  # half a file
     assert read_record(tmp_path) is None
+    (tmp_path / "record.json").write_text('{"status": "finished"}')  # not a record's status
+    assert read_record(tmp_path) is None
+    with pytest.raises(RecordError, match="'metrics' is a list"):
+        RunRecord.from_dict({"run_id": "r", "config": {}, "metrics": [0.5]})
 
 
 def test_failed_record_keeps_what_training_wrote_and_one_line_reason(digits_yaml):
     previous = new_record(_config(digits_yaml), Status.running)
-    previous["epochs_run"] = 3
-    record = failed_record(previous["config"], "DataError: no file\n  at line 2", previous)
-    assert record["status"] == "failed" and record["epochs_run"] == 3
-    assert record["reason"] == "DataError: no file at line 2"
+    previous.epochs_run = 3
+    record = failed_record(previous.config, "DataError: no file\n  at line 2", previous)
+    assert record.status is Status.failed and record.epochs_run == 3
+    assert record.reason == "DataError: no file at line 2"
     assert record_problems(record) == []
 
 
 def test_problems_are_named(digits_yaml):
-    record = new_record(_config(digits_yaml))
+    record = new_record(_config(digits_yaml)).to_dict()
     assert record_problems([]) == ["not a JSON object"]
-    broken = dict(record, status="finished", run_id="x")
+    broken = dict(record, status="finished", run_id="x", wall_s=1.0)
     del broken["metrics"]
     problems = record_problems(json.loads(json.dumps(broken)))
     assert "missing key 'metrics'" in problems
     assert "unknown status 'finished'" in problems
     assert "run_id does not match the config" in problems
+    assert "'wall_s' both at the top level and in accounting" in problems
     assert record_problems(dict(record, status="done")) == ["done without metrics"]
+
+
+def test_a_record_written_by_the_landed_code_still_reads(tmp_path):
+    """Schema 1 migrates on read: samples_seen and wall_s into the accounting, the hardware once, on top."""
+    old = json.loads(SCHEMA1.read_text())
+    assert old["schema"] == 1 and old["samples_seen"] == old["accounting"]["samples_seen"]
+    record = RunRecord.from_dict(old)
+    assert record.schema == 2 and record.status is Status.done and record.run_id == old["run_id"]
+    assert record.accounting.samples_seen == old["samples_seen"] and record.accounting.wall_s == old["wall_s"]
+    assert record.accounting.train_flops == old["accounting"]["train_flops"]
+    assert record.metrics.autoattack_acc == old["metrics"]["autoattack_acc"]
+    assert record.evaluations == old["evaluations"] and record.config == old["config"]
+    assert record.hardware.cpu == old["hardware"]["cpu"]
+    assert record_problems(record) == []
+    assert not set(record.to_dict()) & set(record.to_dict()["accounting"])
+
+
+def test_the_migration_keeps_the_gpus_the_run_used(tmp_path):
+    """Schema 1's two hardware blocks disagreed on a GPU node: the top level counted the GPUs visible (8), the
+    accounting's the GPUs the run used (1), on which gpu_hours was computed. The used ones are kept."""
+    old = json.loads(SCHEMA1.read_text())
+    old["hardware"].update(gpu_count=8, gpus=["NVIDIA H100 80GB HBM3"] * 8, gpu_name="NVIDIA H100 80GB HBM3")
+    old["accounting"]["hardware"].update(gpu_count=1, gpus=["NVIDIA H100 80GB HBM3"], gpu_name="NVIDIA H100 80GB HBM3")
+    hardware = RunRecord.from_dict(old).hardware
+    assert (hardware.gpu_count, hardware.gpus) == (1, ["NVIDIA H100 80GB HBM3"])
+
+
+def test_old_and_new_records_give_the_same_table_row(tmp_path):
+    """The results table reads an old record as it did: every column the same."""
+    old_dir, new_dir = tmp_path / "old" / "run", tmp_path / "new" / "run"
+    old_dir.mkdir(parents=True)
+    new_dir.mkdir(parents=True)
+    shutil.copy(SCHEMA1, old_dir / "record.json")
+    write_record(new_dir, read_record(old_dir))
+    old_row, new_row = (results_table(d.parent).drop(columns=["run_dir", "updated"]) for d in (old_dir, new_dir))
+    pd.testing.assert_frame_equal(old_row, new_row)
+    row = old_row.iloc[0]
+    old = json.loads(SCHEMA1.read_text())
+    assert row["wall_s"] == old["wall_s"] and row["samples_seen"] == old["samples_seen"]
+    assert row["train_flops"] == old["accounting"]["train_flops"]

@@ -8,7 +8,8 @@ import pytest
 from robustscale.cli import main
 from robustscale.config import config_to_dict, load_config
 from robustscale.errors import UserError
-from robustscale.store.record import new_record, run_id, write_record
+from robustscale.store.atomic import write_json
+from robustscale.store.record import RunRecord, run_id
 from robustscale.store.results import COLUMNS, EXTRA_COLUMNS, results_table
 
 ACCOUNTING = {"train_flops": 2.0e12, "paper_convention_flops": 3.0e12, "attack_flops": 1.5e12, "eval_flops": 1.0e10,
@@ -17,10 +18,11 @@ ACCOUNTING = {"train_flops": 2.0e12, "paper_convention_flops": 3.0e12, "attack_f
 
 
 def _write(runs, digits_yaml, status, *overrides, **fields):
+    """A record.json as training writes it, with ``fields`` (schema 2: ``accounting`` holds wall_s and samples_seen)."""
     config = config_to_dict(load_config(digits_yaml, list(overrides)))
-    record = new_record(config)
+    record = RunRecord.new(config).to_dict()
     record.update(status=status, **fields)
-    write_record(runs / run_id(config), record)
+    write_json(runs / run_id(config) / "record.json", record)
     return run_id(config)
 
 
@@ -29,9 +31,9 @@ def runs(tmp_path, digits_yaml):
     runs = tmp_path / "runs"
     ids = {
         "done": _write(runs, digits_yaml, "done", "train.loss=trades", "data.synthetic.path=syn.npz",
-                       "data.synthetic.fraction=0.5", "train.ema=true", params=77850, wall_s=12.5, samples_seen=640,
+                       "data.synthetic.fraction=0.5", "train.ema=true", params=77850,
                        metrics={"clean_acc": 0.9, "pgd40_acc": 0.6, "autoattack_acc": 0.55, "best_epoch": 3},
-                       accounting=ACCOUNTING),
+                       accounting={**ACCOUNTING, "wall_s": 12.5, "samples_seen": 640}),
         "failed": _write(runs, digits_yaml, "failed", "train.seed=1", reason="DataError: synthetic file missing"),
         "running": _write(runs, digits_yaml, "running", "train.seed=2"),
     }

@@ -6,7 +6,7 @@ import pytest
 
 from robustscale.accounting.budget import plan
 from robustscale.cli import main
-from robustscale.sweep import expand, load_spec
+from robustscale.sweep import expand_runs, load_spec
 
 
 def test_dry_run_json_lists_every_run_with_planned_flops(repo_root, tmp_path, capsys, monkeypatch):
@@ -14,9 +14,9 @@ def test_dry_run_json_lists_every_run_with_planned_flops(repo_root, tmp_path, ca
     spec = repo_root / "configs/sweeps/demo.yaml"
     assert main(["sweep", str(spec), "--dry-run", "--json"]) == 0
     planned = json.loads(capsys.readouterr().out)
-    expected = expand(load_spec(spec))
-    assert [r["run_id"] for r in planned["runs"]] == [rid for rid, _ in expected]
-    first_id, first_cfg = expected[0]
+    expected = expand_runs(load_spec(spec))
+    assert [r["run_id"] for r in planned["runs"]] == [run.run_id for run in expected]
+    first_cfg = expected[0].config
     assert planned["runs"][0]["config"]["model"]["name"] == first_cfg.model.name
     assert planned["runs"][0]["planned_flops"] == pytest.approx(plan(first_cfg)["total_flops"])
     assert all(r["planned_flops"] > 0 for r in planned["runs"])

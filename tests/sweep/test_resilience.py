@@ -55,7 +55,8 @@ def attempts(run_dir):
 
 
 def status(run_dir):
-    return (read_record(run_dir) or {}).get("status")
+    record = read_record(run_dir)
+    return record.status.value if record else None
 
 
 def test_killed_sweep_resumes_and_trains_each_run_once(tmp_path, digits_yaml):

@@ -8,7 +8,7 @@ import yaml
 from robustscale.config import config_to_dict
 from robustscale.errors import ConfigError
 from robustscale.store.record import run_id
-from robustscale.sweep import expand, expand_runs, load_spec
+from robustscale.sweep import expand_runs, load_spec
 
 
 def _spec(tmp_path, digits_yaml, **body):
@@ -57,7 +57,7 @@ def test_axes_zip_seeds_overrides_exclude(tmp_path, digits_yaml):
     assert ("wrn_10_1", "trades", 2, False, 0) not in keys
     assert all(r.config.eval.autoattack_n == 7 and abs(r.config.attack.eps - 8 / 255) < 1e-12 for r in runs)
     assert all(r.run_id == run_id(config_to_dict(r.config)) for r in runs)
-    assert [rid for rid, _ in expand(load_spec(spec.path))] == [r.run_id for r in runs]  # stable ids
+    assert [r.run_id for r in expand_runs(load_spec(spec.path))] == [r.run_id for r in runs]  # stable ids
 
 
 def test_base_is_relative_to_the_spec(tmp_path, digits_yaml):
@@ -66,13 +66,14 @@ def test_base_is_relative_to_the_spec(tmp_path, digits_yaml):
     (tmp_path / "sweeps").mkdir()
     path = tmp_path / "sweeps" / "s.yaml"
     path.write_text("base: ../configs/base.yaml\naxes: {train.loss: [at, trades]}\n")
-    assert len(expand(load_spec(path))) == 2
+    assert len(expand_runs(load_spec(path))) == 2
 
 
 def test_zip_as_mapping_of_lists(tmp_path, digits_yaml):
     spec = load_spec(_spec(tmp_path, digits_yaml, axes={"train.loss": ["at"]},
                            zip={"train.epochs": [1, 2, 3], "train.ema": [False, True, True]}))
-    assert [(c.train.epochs, c.train.ema) for _, c in expand(spec)] == [(1, False), (2, True), (3, True)]
+    assert [(r.config.train.epochs, r.config.train.ema) for r in expand_runs(spec)] == [(1, False), (2, True),
+                                                                                        (3, True)]
 
 
 @pytest.mark.parametrize("body, words", [
@@ -88,7 +89,7 @@ def test_zip_as_mapping_of_lists(tmp_path, digits_yaml):
 def test_mistakes_are_one_line_naming_the_spec(tmp_path, digits_yaml, assert_one_line, body, words):
     path = _spec(tmp_path, digits_yaml, **body)
     with pytest.raises(ConfigError) as err:
-        expand(load_spec(path))
+        expand_runs(load_spec(path))
     message = assert_one_line(err.value)
     assert str(path) in message
     for word in words:

@@ -87,8 +87,8 @@ def test_failed_runs_keep_their_reason_and_are_retried_only_on_request(tmp_path,
     assert "missing.npz" in capsys.readouterr().err
     (rid,) = [p.name for p in out.iterdir()]
     record = read_record(out / rid)
-    assert record["status"] == "failed" and "missing.npz" in record["reason"]
-    assert len(record["reason"].splitlines()) == 1 and "Traceback" in (out / rid / ERROR_LOG).read_text()
+    assert record.status == "failed" and "missing.npz" in record.reason
+    assert len(record.reason.splitlines()) == 1 and "Traceback" in (out / rid / ERROR_LOG).read_text()
     assert "missing.npz" in results_table(out).loc[0, "reason"]
 
     assert sweep(spec, out)["trained"] == [] and len(attempts(out / rid)) == 1
@@ -108,18 +108,18 @@ def test_submitit_local_executor_runs_the_sweep_and_requeues_a_preempted_job(tmp
     submitted = sweep(spec, out, executor="slurm", wait=False)
     assert submitted["runs"] == 4 and submitted["done"] == []
     run_dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
-    victim = next(d for d in run_dirs if read_record(d)["config"]["train"]["epochs"] == 3)
+    victim = next(d for d in run_dirs if read_record(d).config["train"]["epochs"] == 3)
     deadline = time.time() + 240
     while not (victim / "checkpoint.safetensors").exists():
         assert time.time() < deadline, "the long run never checkpointed"
         time.sleep(0.1)
     os.kill(attempts(victim)[0]["pid"], LocalJobEnvironment._usr_sig())  # what Slurm sends before preempting
 
-    while any(read_record(d)["status"] != "done" for d in run_dirs):
+    while any(read_record(d).status != "done" for d in run_dirs):
         assert time.time() < deadline, "the jobs did not finish"
         time.sleep(0.5)
     assert [t["resume"] for t in attempts(victim)] == [False, True]  # requeued, resumed from its checkpoint
-    assert read_record(victim)["epochs_run"] == 3
+    assert read_record(victim).epochs_run == 3
     for run_dir in run_dirs:
         assert record_problems(read_record(run_dir)) == []
         assert run_dir == victim or len(attempts(run_dir)) == 1

@@ -40,7 +40,7 @@ def test_two_gloo_processes_match_one(tmp_path, loss):
         ARGS.pop()
     assert two["status"] == "done"
     # same global batch: the same samples and FLOPs, counted once over both ranks
-    assert two["samples_seen"] == one["samples_seen"]
+    assert two["accounting"]["samples_seen"] == one["accounting"]["samples_seen"]
     assert two["accounting"]["train_flops"] == one["accounting"]["train_flops"]
     # BatchNorm statistics are per rank (half batches), so the numbers agree within noise, not bitwise
     assert abs(two["metrics"]["pgd40_acc"] - one["metrics"]["pgd40_acc"]) < 0.15

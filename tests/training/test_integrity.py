@@ -61,11 +61,11 @@ def test_a_kill_between_the_log_line_and_the_checkpoint_does_not_repeat_an_epoch
     Also item 10: the kill's temp file is removed on resume, and an unchanged environment resumes without warning."""
     real_save = loop._save
 
-    def kill_at_epoch_2(run_dir, cfg, parts, accounting, state):
-        if state.epoch == 2:
-            (run_dir / ".checkpoint.safetensors.k1ll3d.tmp.safetensors").write_bytes(b"half a checkpoint")
+    def kill_at_epoch_2(run):
+        if run.progress.epoch == 2:
+            (run.dir / ".checkpoint.safetensors.k1ll3d.tmp.safetensors").write_bytes(b"half a checkpoint")
             raise Killed
-        real_save(run_dir, cfg, parts, accounting, state)
+        real_save(run)
 
     monkeypatch.setattr(loop, "_save", kill_at_epoch_2)
     with pytest.raises(Killed):
@@ -74,7 +74,7 @@ def test_a_kill_between_the_log_line_and_the_checkpoint_does_not_repeat_an_epoch
     monkeypatch.setattr(loop, "_save", real_save)
     with caplog.at_level(logging.WARNING):
         record = train(_cfg("train.epochs=3"), run_copy, resume=True, progress=False)
-    assert record["status"] == "done"
+    assert record.status == "done"
     assert _epochs(run_copy) == [1, 2, 3]
     assert not list(run_copy.glob(".*.tmp*"))
     assert "not bitwise" not in caplog.text
@@ -106,21 +106,21 @@ def test_divergence_with_a_finite_loss_is_caught_and_nothing_non_finite_is_saved
     """Item 9: lr=100 ended `done` with loss ~1e25 and inf BatchNorm running_var in best, last and checkpoint."""
     run_dir = tmp_path / "run"
     record = train(_cfg("train.epochs=3", "train.lr=100"), run_dir, progress=False)
-    assert record["status"] == "failed"
-    assert "non-finite" in record["reason"] or "loss became" in record["reason"]
+    assert record.status == "failed"
+    assert "non-finite" in record.reason or "loss became" in record.reason
     assert _all_finite(run_dir) is None
     kept = ckpt.saved_epoch(run_dir / ckpt.CHECKPOINT)
     if kept is None:
-        assert "nothing to resume" in record["reason"]
+        assert "nothing to resume" in record.reason
     else:
-        assert f"checkpoint of epoch {kept} (finite) is kept" in record["reason"]
+        assert f"checkpoint of epoch {kept} (finite) is kept" in record.reason
 
 
 def test_divergence_in_the_first_epoch_says_no_checkpoint_is_kept(tmp_path):
     """Item 9: with lr=1e6 the message said a good checkpoint was kept when there was none."""
     run_dir = tmp_path / "run"
     record = train(_cfg("train.epochs=2", "train.lr=1e6"), run_dir, progress=False)
-    assert record["status"] == "failed" and "nothing to resume" in record["reason"]
+    assert record.status == "failed" and "nothing to resume" in record.reason
     assert not (run_dir / ckpt.CHECKPOINT).exists() and _all_finite(run_dir) is None
 
 

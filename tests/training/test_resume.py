@@ -55,7 +55,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
     # each step counted once, though epoch 3 ran twice
     assert resumed["accounting"]["train_flops"] == expected["accounting"]["train_flops"]
-    assert resumed["samples_seen"] == expected["samples_seen"]
+    assert resumed["accounting"]["samples_seen"] == expected["accounting"]["samples_seen"]
     assert [json.loads(r)["val_pgd_acc"] for r in _lines(run / "metrics.jsonl")][-1] == \
         [json.loads(r)["val_pgd_acc"] for r in _lines(ref / "metrics.jsonl")][-1]
 
@@ -67,7 +67,7 @@ def test_resume_in_process_is_bitwise(tiny_cfg, tmp_path):
     cfg_first = tiny_cfg("train.ema=true", "train.max_steps=42")  # stops after epoch 2 (21 steps each)
     train(cfg_first, tmp_path / "b", progress=False)
     resumed = train(cfg3, tmp_path / "b", resume=True, progress=False)
-    assert resumed["samples_seen"] == straight["samples_seen"]
+    assert resumed.accounting.samples_seen == straight.accounting.samples_seen
     a, b = load_file(tmp_path / "a" / "best.safetensors"), load_file(tmp_path / "b" / "best.safetensors")
-    assert resumed["metrics"]["best_epoch"] == straight["metrics"]["best_epoch"]
+    assert resumed.metrics.best_epoch == straight.metrics.best_epoch
     assert all(torch.equal(a[k], b[k]) for k in a)

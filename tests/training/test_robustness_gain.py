@@ -7,8 +7,8 @@ import torch
 from robustscale.attacks import pgd_accuracy
 from robustscale.config import load_config
 from robustscale.data import load_data
-from robustscale.models import load_model
 from robustscale.training import train
+from robustscale.training.model_files import load_model
 
 pytestmark = pytest.mark.slow
 

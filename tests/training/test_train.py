@@ -14,14 +14,18 @@ from robustscale.training.optim import lr_factor
 
 
 def test_record_has_the_contract_keys(tiny_cfg, tmp_path):
-    rec = train(tiny_cfg("train.epochs=2"), tmp_path / "run", progress=False)
-    assert rec["status"] == "done" and rec["reason"] is None
+    record = train(tiny_cfg("train.epochs=2"), tmp_path / "run", progress=False)
+    rec = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert rec == record.to_dict()
+    assert rec["status"] == "done" and rec["reason"] is None and rec["schema"] == 2
     for key in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch"):
         assert key in rec["metrics"]
     assert 0.0 <= rec["metrics"]["clean_acc"] <= 1.0 and 0.0 <= rec["metrics"]["pgd40_acc"] <= 1.0
     assert rec["params"] == 77850 and rec["epochs_run"] == 2
-    assert rec["samples_seen"] == 2 * 21 * 64  # ceil(1337 / 64) = 21 full batches per epoch
+    assert rec["accounting"]["samples_seen"] == 2 * 21 * 64  # ceil(1337 / 64) = 21 full batches per epoch
     assert rec["config"]["model"]["name"] == "wrn_10_1"
+    assert not set(rec) & set(rec["accounting"])  # each fact once (schema 1 had samples_seen, wall_s twice)
+    assert rec["hardware"]["gpu_count"] == 0 and rec["hardware"]["cpu"]
     for name in ("config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors", "checkpoint.safetensors"):
         assert (tmp_path / "run" / name).is_file(), name
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -33,8 +37,8 @@ def test_trades_on_a_timm_model(tmp_path):
                                               "train.max_steps=2", "data.val_size=50", "eval.pgd_steps=2",
                                               "eval.autoattack=none", "attack.steps=1"])
     rec = train(cfg, tmp_path / "r18", progress=False)
-    assert rec["status"] == "done"
-    assert rec["params"] > 11_000_000  # a real resnet18, not a WRN
+    assert rec.status == "done"
+    assert rec.params > 11_000_000  # a real resnet18, not a WRN
 
 
 def test_divergence_stops_with_failed_status_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
@@ -51,8 +55,8 @@ def test_divergence_stops_with_failed_status_and_keeps_last_good_checkpoint(tiny
 
     monkeypatch.setattr(loop, "compute_loss", exploding)
     rec = train(tiny_cfg("train.epochs=2"), run, resume=True, progress=False)
-    assert rec["status"] == "failed"
-    assert "loss became nan" in rec["reason"] and "train.lr" in rec["reason"]
+    assert rec.status == "failed"
+    assert "loss became nan" in rec.reason and "train.lr" in rec.reason
     assert (run / "checkpoint.safetensors").read_bytes() == before
     assert json.loads((run / "record.json").read_text())["status"] == "failed"
 

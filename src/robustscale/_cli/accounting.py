@@ -3,37 +3,27 @@ is trained)."""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
-
-class LossChoice(str, Enum):
-    standard = "standard"
-    at = "at"
-    trades = "trades"
-
+from robustscale.enums import Loss
 
 def flops(
     model: str = typer.Argument(..., help="Model name: wrn_28_10, wrn_70_16, any wrn_D_W or timm model.",
                                 show_default=False),
-    image_size: int = typer.Option(32, "--image-size", help="Input height = width in pixels."),
-    num_classes: int = typer.Option(10, "--num-classes"),
-    in_chans: int = typer.Option(3, "--in-chans"),
-    loss: LossChoice = typer.Option(LossChoice.at, "--loss", help="Training loss."),
-    steps: int = typer.Option(10, "--steps", help="Training attack steps (ignored for standard)."),
+    image_size: int = typer.Option(32, "--image-size", min=1, help="Input height = width in pixels."),
+    num_classes: int = typer.Option(10, "--num-classes", min=1),
+    in_chans: int = typer.Option(3, "--in-chans", min=1),
+    loss: Loss = typer.Option(Loss.at, "--loss", help="Training loss."),
+    steps: int = typer.Option(10, "--steps", min=0, help="Training attack steps (ignored for standard)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """FLOPs per sample of one training step, counted with FlopCounterMode on the meta device (2 FLOPs per MAC)."""
     from robustscale.accounting.flops import step_flops
-    from robustscale.errors import UserError
 
-    if steps < 0 or image_size < 1 or num_classes < 1 or in_chans < 1:
-        raise UserError("--steps must be >= 0 and --image-size, --num-classes, --in-chans >= 1")
-    s = step_flops(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss.value,
-                   steps=steps)
+    s = step_flops(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss, steps=steps)
     out = {"model": model, "image_size": image_size, "num_classes": num_classes, "loss": s.loss, "steps": s.steps,
            "params": s.params, "forward_flops": s.forward, "attack_step_flops": s.attack_step,
            "attack_flops_per_sample": s.attack, "update_flops_per_sample": s.update,
@@ -49,33 +39,34 @@ def flops(
     rows = [("params", s.params, ""), ("forward", s.forward, "F"),
             ("attack step", s.attack_step, "forward + input-gradient backward"),
             ("attack", s.attack, _attack_how(s)),
-            ("update", s.update, "2 x (F + full backward)" if s.loss == "trades" else "F + full backward"),
+            ("update", s.update, "2 x (F + full backward)" if s.loss is Loss.trades else "F + full backward"),
             ("train", s.train, "attack + update"), ("paper convention", s.paper_convention, "3 x F x passes"),
             ("PGD-40 eval", s.pgd_eval(40), "F + 40 x attack step + F")]
-    _table(f"{model} {s.loss}{s.steps if s.loss != 'standard' else ''}, {image_size}x{image_size}: per sample",
+    _table(f"{model} {s.loss}{s.steps if s.loss is not Loss.standard else ''}, {image_size}x{image_size}: per sample",
            ["quantity", "FLOPs", "how"], [(k, _num(v), how) for k, v, how in rows])
 
 
 def _attack_how(s) -> str:
-    if s.loss == "standard":
+    if s.loss is Loss.standard:
         return "no attack"
-    return f"{s.steps} x attack step" + (" + clean target forward" if s.loss == "trades" else "")
+    return f"{s.steps} x attack step" + (" + clean target forward" if s.loss is Loss.trades else "")
 
 
 def budget(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/gowal2020_wrn70_16.yaml.", show_default=False),
     overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU from the table: h100, h200, a100, v100, a10g, l4, ..."),
-    gpus: int = typer.Option(1, "--gpus", help="GPUs the run is spread over."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs the run is spread over."),
     utilization: Optional[float] = typer.Option(None, "--utilization", help="Fraction of peak reached (default 0.35)."),
-    measure: bool = typer.Option(False, "--measure", help="Time real training steps here instead of the table."),
+    measure: bool = typer.Option(False, "--measure", help="Time the real training step here instead of the table."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """A run's FLOPs (as training counts them), GPU-hours, kWh, $ and CO2, with every assumption."""
-    from robustscale.accounting.budget import measure_throughput, plan
+    from robustscale.accounting.budget import plan
     from robustscale.accounting.hardware import get_gpu
-    from robustscale.config import load_config
+    from robustscale.bench import measure_throughput
     from robustscale.errors import UserError
+    from robustscale.training.run_config import load_config
 
     cfg = load_config(config, overrides or [])
     spec_name: str | None = get_gpu(gpu).name
@@ -93,8 +84,8 @@ def budget(
                measured_tflops=measured["tflops"] if measured else None)
     if measured:
         out["measured"] = measured
-        out["assumptions"]["wall_hours"] += (f" (measured on {measured['device']}, batch {measured['batch_size']}, "
-                                             "attack + update without optimiser or data loading)")
+        out["assumptions"]["wall_hours"] += (f" (measured on {measured['device']}, batch {measured['batch_size']}: "
+                                             "the real training step, attack, update and EMA, without data loading)")
     if as_json:
         from robustscale._cli._common import print_json
 

@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 import typer
 
 from robustscale._cli._common import print_json
+from robustscale.enums import CostRuns, Law
 
 TABLE_HELP = "Results table (csv/parquet/json) or a runs directory."
 MAP_HELP = "CANONICAL=COLUMN: read another framework's column under robustscale's name (repeatable)."
@@ -64,26 +65,23 @@ def fit(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap."),
     metric: Optional[str] = typer.Option(None, "--metric", help=METRIC_HELP + " Default: autoattack_acc; with "
                                          "--law nd, adv_loss when the table has it, else robust error."),
-    cost_runs: str = typer.Option("envelope", "--cost-runs", help="Runs the cost/energy/CO2 laws are fitted on: "
-                                  "envelope (the accuracy envelope's, as the paper's Fig. 3b/c) or all."),
+    cost_runs: CostRuns = typer.Option(CostRuns.envelope, "--cost-runs", help="Runs the cost/energy/CO2 laws are "
+                                       "fitted on: envelope (the accuracy envelope's, as the paper's Fig. 3b/c) or "
+                                       "all."),
     cost_envelope: bool = typer.Option(False, "--cost-envelope", hidden=True, help="Deprecated: the default now."),
-    law: str = typer.Option("flops", "--law", help="flops: accuracy, cost, energy, CO2 vs FLOPs (the paper's laws); "
-                            "nd: loss = E + A/N^alpha + B/D^beta in params N and samples seen D."),
+    law: Law = typer.Option(Law.flops, "--law", help="flops: accuracy, cost, energy, CO2 vs FLOPs (the paper's "
+                            "laws); nd: loss = E + A/N^alpha + B/D^beta in params N and samples seen D."),
     resample_seeds: bool = RESAMPLE_SEEDS,
     as_json: bool = AS_JSON,
 ) -> None:
     """Fit the scaling laws: accuracy envelope vs FLOPs (with intervals), a saturating alternative, cost laws;
     with --law nd, the loss as a law of model size and data (compute-optimal split)."""
-    from robustscale.errors import UserError
-
-    if law == "nd":
+    if law is Law.nd:
         return _fit_nd(table, mapping, metric, bootstrap, seed, resample_seeds, as_json)
-    if law != "flops":
-        raise UserError(f"--law '{law}': choose flops (the paper's laws vs FLOPs) or nd (loss vs params and data)")
     from robustscale.analysis import fit_all
 
     result = fit_all(_table(table, mapping), metric=metric or "autoattack_acc", bins=bins, min_acc=min_acc,
-                     bootstrap=bootstrap, seed=seed, cost_runs="envelope" if cost_envelope else cost_runs,
+                     bootstrap=bootstrap, seed=seed, cost_runs=CostRuns.envelope if cost_envelope else cost_runs,
                      resample_seeds=resample_seeds)
     if as_json:
         return print_json(result)
@@ -123,6 +121,11 @@ def extrapolate(
     target: float = typer.Option(..., "--target", help="Robust accuracy wanted, in the table's unit."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU for GPU-years and the TDP energy estimate."),
     utilization: Optional[float] = typer.Option(None, "--utilization", help="Assumed model-FLOPs utilisation."),
+    pue: Optional[float] = typer.Option(None, "--pue", min=1.0, help="Power usage effectiveness of the TDP energy "
+                                        "estimate (default: the paper's 1.58)."),
+    region: Optional[str] = typer.Option(None, "--region", help="Price and carbon preset (as accounting.region)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Take PUE, price and carbon from this config's "
+                                          "accounting section (--pue and --region override it)."),
     mapping: Optional[List[str]] = MAPPING,
     bins: int = BINS,
     min_acc: Optional[float] = MIN_ACC,
@@ -135,7 +138,8 @@ def extrapolate(
     from robustscale.analysis import extrapolate as run_extrapolation
 
     result = run_extrapolation(_table(table, mapping), target, gpu=gpu, metric=metric, min_acc=min_acc, bins=bins,
-                               bootstrap=bootstrap, seed=seed, utilization=utilization)
+                               bootstrap=bootstrap, seed=seed, utilization=utilization,
+                               cost=_cost_model(config, pue, region))
     if as_json:
         return print_json(result)
     a = result["assumptions"]
@@ -147,6 +151,16 @@ def extrapolate(
         typer.echo(f"{key}: {_fmt(law['train_flops'])} FLOPs [{_fmt(lo)}, {_fmt(hi)}], "
                    f"{_fmt(law['gpu_years']['value'])} GPU-years, {_fmt(_value(law['energy_kwh']))} kWh (law), "
                    f"${_fmt(_value(law['cost_usd']))}, {_fmt(_value(law['co2_kg']))} kg CO2 -- {law['note']}")
+
+
+def _cost_model(config: Optional[Path], pue: Optional[float], region: Optional[str]) -> Any:
+    """The user's cost model: a config's accounting section (``--config``), with ``--pue`` / ``--region`` on top."""
+    from robustscale.accounting.cost import CostModel
+    from robustscale.config import AccountingConfig, load_config
+
+    section = load_config(config).accounting if config is not None else AccountingConfig()
+    changes = {k: v for k, v in (("pue", pue), ("region", region)) if v is not None}
+    return CostModel.from_config(section.model_copy(update=changes))
 
 
 def plan(

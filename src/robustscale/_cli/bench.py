@@ -6,15 +6,15 @@ from typing import List, Optional
 
 import typer
 
-from robustscale.config import Dataset, Loss, Precision  # the config's own enums: one set of choices
+from robustscale.enums import Dataset, Loss, Precision  # the config's own choices: one set everywhere
 
 
 def bench(
     overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides (e.g. attack.eps=0.1)."),
     model: str = typer.Option("wrn_28_10", "--model", help="wrn_D_W or any timm model."),
     loss: Loss = typer.Option(Loss.trades, "--loss"),
-    steps: int = typer.Option(10, "--steps", help="Attack steps per training step."),
-    batch: int = typer.Option(512, "--batch", help="Images per training step."),
+    steps: int = typer.Option(10, "--steps", min=0, help="Attack steps per training step."),
+    batch: int = typer.Option(512, "--batch", min=1, help="Images per training step."),
     dataset: Dataset = typer.Option(Dataset.cifar10, "--dataset",
                                           help="Image shape and classes (random images: no files are read)."),
     precision: Precision = typer.Option(Precision.fp32, "--precision",
@@ -23,10 +23,10 @@ def bench(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (minutes of warm-up)."),
     cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark",
                                          help="cuDNN autotuning (CUDA only)."),
-    iters: int = typer.Option(10, "--iters", help="Timed steps per window."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed steps first."),
-    repeats: int = typer.Option(1, "--repeats", help="Timed windows; the median is reported."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    iters: int = typer.Option(10, "--iters", min=1, help="Timed steps per window."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed steps first."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Timed windows; the median is reported."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda[:N] (default: the GPU if any)."),
     baseline: bool = typer.Option(False, "--baseline", help="Also time fp32, NCHW, eager in this process."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -39,13 +39,8 @@ def bench(
     """
     from robustscale.bench import bench as run_bench, bench_config
 
-    if batch < 1 or steps < 0:
-        from robustscale.errors import UserError
-
-        raise UserError("--batch must be >= 1 and --steps >= 0")
-    cfg = bench_config(model, loss=loss.value, steps=steps, batch=batch, dataset=dataset.value,
-                       precision=precision.value, channels_last=channels_last, compile=compile,
-                       overrides=overrides or [])
+    cfg = bench_config(model, loss=loss, steps=steps, batch=batch, dataset=dataset, precision=precision,
+                       channels_last=channels_last, compile=compile, overrides=overrides or [])
     out = run_bench(cfg, iters=iters, warmup=warmup, repeats=repeats, baseline=baseline,
                     cudnn_benchmark=cudnn_benchmark, device=device, threads=threads)
     if as_json:

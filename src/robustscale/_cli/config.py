@@ -14,7 +14,8 @@ def config(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of YAML."),
 ) -> None:
     """Print the resolved config (defaults and dataset defaults filled in) as YAML."""
-    from robustscale.config import config_to_dict, config_to_yaml, load_config
+    from robustscale.config import config_to_dict, config_to_yaml
+    from robustscale.training.run_config import load_config
 
     cfg = load_config(path, overrides or [])
     if as_json:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from robustscale.enums import Attack, Norm, PGDLoss
 from robustscale.errors import UserError, shown
 
 
@@ -49,15 +50,16 @@ def _print_table(res: dict[str, Any]) -> None:
 def eval_cmd(
     path: Path = typer.Argument(..., help="Run folder (its best weights) or a .safetensors checkpoint.",
                                 show_default=False),
-    attack: str = typer.Option("autoattack", "--attack", help="autoattack or pgd."),
-    steps: int = typer.Option(20, "--steps", help="PGD steps (--attack pgd)."),
+    attack: Attack = typer.Option(Attack.autoattack, "--attack", help="autoattack or pgd."),
+    steps: int = typer.Option(20, "--steps", min=0, help="PGD steps (--attack pgd)."),
     eps: Optional[str] = typer.Option(None, "--eps", help="Radius in pixel units, e.g. 8/255 (default: the run's)."),
-    norm: Optional[str] = typer.Option(None, "--norm", help="linf or l2 (default: the run's)."),
-    n: Optional[int] = typer.Option(None, "--n", help="Evaluate a seeded subset of N test points (default: all)."),
+    norm: Optional[Norm] = typer.Option(None, "--norm", help="linf or l2 (default: the run's)."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Evaluate a seeded subset of N test points (default: "
+                                    "all)."),
     version: str = typer.Option("standard", "--version", help="AutoAttack version: standard, plus or rand."),
     attacks: Optional[str] = typer.Option(None, "--attacks", help="Custom AutoAttack list, e.g. apgd-ce,square."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="PGD loss: ce or margin (default: the run's)."),
-    batch_size: int = typer.Option(500, "--batch-size", help="Points per attack batch."),
+    loss: Optional[PGDLoss] = typer.Option(None, "--loss", help="PGD loss: ce or margin (default: the run's)."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Points per attack batch."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seeds the subset and the attacks."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the test set (default: data). "
                                              "A model file's own data.root is never used."),

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from robustscale.enums import TableFormat
 from robustscale.errors import UserError
 
 SOURCES = ("paper",)
@@ -28,12 +29,12 @@ def import_table(
     from robustscale.store.paper_table import read_paper_table
 
     frame = read_paper_table(table)
-    fmt = _format_from_suffix(output) if output is not None else "csv"
+    fmt = _format_from_suffix(output) if output is not None else TableFormat.csv
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
+    if fmt is TableFormat.parquet:
         frame.to_parquet(output, index=False)
-    elif fmt == "json":
+    elif fmt is TableFormat.json:
         _emit(frame.to_json(orient="records", indent=2) + "\n", output)
     else:
         _emit(frame.to_csv(index=False), output)

@@ -9,9 +9,9 @@ from typing import Optional
 
 import typer
 
+from robustscale.enums import ExecutorKind, TableFormat
 from robustscale.errors import UserError
 
-FORMATS = ("table", "csv", "parquet", "json")
 # the columns `results --format table` shows (csv/parquet/json carry every column)
 _SHOWN = ("run_id", "status", "model", "activation", "loss", "attack_steps", "epochs", "ema", "synthetic", "clean_acc",
           "pgd40_acc", "autoattack_acc", "train_flops", "energy_kwh", "reason")
@@ -20,8 +20,9 @@ _SHOWN = ("run_id", "status", "model", "activation", "loss", "attack_steps", "ep
 def sweep(
     spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. configs/sweeps/demo.yaml.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder of the run folders (default: the spec's out)."),
-    executor: str = typer.Option("local", "--executor", help="local or slurm (submitit)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Local parallel workers (one per GPU / CPU share)."),
+    executor: ExecutorKind = typer.Option(ExecutorKind.local, "--executor", help="local or slurm (submitit)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Local parallel workers (one per GPU / CPU share)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their planned FLOPs; train nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the plan, or the summary) instead of text."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed runs again (from their checkpoint)."),
@@ -82,8 +83,8 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 def results(
     runs_dir: Path = typer.Argument(..., help="A sweep's --out folder (or any folder of run folders).",
                                     show_default=False),
-    fmt: Optional[str] = typer.Option(None, "--format", help="table, csv, parquet or json (default: from -o, else "
-                                      "table)."),
+    fmt: Optional[TableFormat] = typer.Option(None, "--format", help="table, csv, parquet or json (default: from "
+                                              "-o, else table)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     by_recipe: bool = typer.Option(False, "--by-recipe", help="One row per recipe (runs differing only in seed): "
                                    "mean, std, n and a 95% t-interval of every metric."),
@@ -92,32 +93,31 @@ def results(
     from robustscale.store.results import results_table
 
     fmt = fmt or _format_from_suffix(output)
-    if fmt not in FORMATS:
-        raise UserError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
-    if fmt == "parquet" and output is None:
+    if fmt is TableFormat.parquet and output is None:
         raise UserError("--format parquet is binary: add -o FILE.parquet")
     table = results_table(runs_dir)
     if by_recipe:
         from robustscale.analysis.replicates import by_recipe as summarise
 
         table = summarise(table)
-        if fmt == "table":
+        if fmt is TableFormat.table:
             return _emit(_render_recipes(table), output)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
+    if fmt is TableFormat.parquet:
         table.to_parquet(output, index=False)
-    elif fmt == "csv":
+    elif fmt is TableFormat.csv:
         _emit(table.to_csv(index=False), output)
-    elif fmt == "json":
+    elif fmt is TableFormat.json:
         _emit(table.to_json(orient="records", indent=2) + "\n", output)
     else:
         _emit(_render(table), output)
 
 
-def _format_from_suffix(output: Optional[Path]) -> str:
+def _format_from_suffix(output: Optional[Path]) -> TableFormat:
     suffix = output.suffix.lower().lstrip(".") if output is not None else ""
-    return {"csv": "csv", "parquet": "parquet", "pq": "parquet", "json": "json"}.get(suffix, "table")
+    return {"csv": TableFormat.csv, "parquet": TableFormat.parquet, "pq": TableFormat.parquet,
+            "json": TableFormat.json}.get(suffix, TableFormat.table)
 
 
 def _emit(text: str, output: Optional[Path]) -> None:

@@ -7,6 +7,29 @@ from typing import List, Optional
 
 import typer
 
+from robustscale.errors import UserError
+
+
+def resolve_run(config_or_run: Path, overrides: Optional[List[str]], out: Optional[Path], resume: bool):
+    """``(cfg, run_dir, resume)`` from the command's arguments: a config file (a new run, or ``--resume`` of
+    ``--out``), or a run folder (``robustscale train --resume RUN_DIR``), whose saved config is used."""
+    from robustscale.config import config_to_dict
+    from robustscale.store.record import run_id
+    from robustscale.training.run_config import load_config
+
+    path = Path(config_or_run)
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise UserError(f"'{path}' is a folder but not a run folder (no config.yaml): pass a YAML config or a run")
+        if overrides:
+            raise UserError("overrides cannot change a run being resumed: start a new run with the changed config")
+        return load_config(path / "config.yaml"), path, True
+    cfg = load_config(path, overrides or [])
+    run_dir = Path(out) if out is not None else cfg.output.dir / run_id(config_to_dict(cfg))
+    if resume and not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume: '{run_dir}' holds no run to resume; drop --resume to start it")
+    return cfg, run_dir, resume
+
 
 def train(
     config: Path = typer.Argument(..., help="YAML config, or a run folder to resume.", show_default=False),
@@ -20,29 +43,35 @@ def train(
 
     Multi-GPU: torchrun --nproc_per_node=N -m robustscale train CONFIG ...
     """
-    from robustscale.training import resolve_run, train as run_training
+    from robustscale.enums import Status
+    from robustscale.training.loop import train as run_training
 
     cfg, run_dir, resume = resolve_run(config, overrides, out, resume)
     record = run_training(cfg, run_dir, resume=resume, progress=not quiet)
-    if not record:  # DDP ranks other than 0
+    if record is None:  # DDP ranks other than 0
         return
     if as_json:
         from robustscale._cli._common import print_json
 
-        print_json(record)
+        print_json(record.to_dict())
     else:
-        m = record.get("metrics", {})
-        typer.echo(f"{record['status']}: {run_dir}")
-        for key in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch"):
-            if m.get(key) is not None:
-                typer.echo(f"  {key:15s} {m[key]:.4f}" if isinstance(m[key], float) else f"  {key:15s} {m[key]}")
-        acc = record.get("accounting", {})
-        if acc:
-            typer.echo(f"  train_flops     {acc.get('train_flops', 0):.3e}")
-            typer.echo(f"  energy_kwh      {acc.get('energy_kwh', 0):.3e} ({'estimated' if acc.get('energy_estimated') else 'measured'})")
-    if record["status"] == "failed":
-        typer.echo(f"failed: {record.get('reason')}", err=True)
+        _print_record(record, run_dir)
+    if record.status is Status.failed:
+        typer.echo(f"failed: {record.reason}", err=True)
         raise typer.Exit(1)
+
+
+def _print_record(record, run_dir: Path) -> None:
+    typer.echo(f"{record.status}: {run_dir}")
+    for key in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch"):
+        value = getattr(record.metrics, key)
+        if value is not None:
+            typer.echo(f"  {key:15s} {value:.4f}" if isinstance(value, float) else f"  {key:15s} {value}")
+    acc = record.accounting
+    if acc.train_flops is not None:
+        typer.echo(f"  train_flops     {acc.train_flops:.3e}")
+    if acc.energy_kwh is not None:
+        typer.echo(f"  energy_kwh      {acc.energy_kwh:.3e} ({'estimated' if acc.energy_estimated else 'measured'})")
 
 
 def register(app: typer.Typer) -> None:

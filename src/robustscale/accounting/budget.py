@@ -9,30 +9,30 @@ upper bound); AutoAttack is not counted. Nothing here loads a dataset or allocat
 device and cached, so a sweep can call :func:`plan` for every grid point.
 
 Time comes from the GPU table (peak TFLOP/s for the run's precision x an assumed utilisation) or from a throughput
-measured on this machine (:func:`measure_throughput`); energy assumes each GPU draws its TDP for the whole run (the
-host is not counted); cost and CO2 use the config's ``accounting`` section. Every assumption is returned next to the
-number it produced.
+measured on this machine (``robustscale budget --measure``: :func:`robustscale.bench.measure_throughput` times the
+real training step); energy assumes each GPU draws its TDP for the whole run (the host is not counted:
+:func:`~robustscale.accounting.hardware.gpu_energy_kwh`); cost and CO2 use the config's ``accounting`` section. Every
+assumption is returned next to the number it produced.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
 from typing import Any
 
 from robustscale.accounting.cost import CostModel
-from robustscale.accounting.flops import StepFlops, run_step_compute, step_flops_for_config
-from robustscale.accounting.hardware import DEFAULT_UTILIZATION, get_gpu
-from robustscale.errors import ConfigError, UserError
+from robustscale.accounting.flops import StepFlops, step_flops_for_config
+from robustscale.accounting.hardware import DEFAULT_UTILIZATION, GPUSpec, get_gpu, gpu_energy_kwh
+from robustscale.config import Config
+from robustscale.datasets import dataset_info
+from robustscale.enums import ValSource
+from robustscale.errors import ConfigError, ParameterError
 
-__all__ = ["plan", "measure_throughput", "run_flops_plan"]
+__all__ = ["plan", "run_flops_plan"]
 
 
-def run_flops_plan(cfg, step: StepFlops | None = None) -> dict[str, Any]:
+def run_flops_plan(cfg: Config, step: StepFlops | None = None) -> dict[str, Any]:
     """Optimiser steps, samples and FLOPs of a run as the training loop will count them."""
-    from robustscale.data.registry import dataset_info
-
     step = step or step_flops_for_config(cfg)
     info = dataset_info(cfg.data.dataset)
     n_real = info.train_size - (cfg.data.val_size if _val_from_train(cfg) else 0)
@@ -56,11 +56,11 @@ def run_flops_plan(cfg, step: StepFlops | None = None) -> dict[str, Any]:
             "paper_convention_flops": samples * step.paper_convention}
 
 
-def _val_from_train(cfg) -> bool:
-    return getattr(cfg.data.val_source, "value", cfg.data.val_source) == "train"
+def _val_from_train(cfg: Config) -> bool:
+    return cfg.data.val_source is ValSource.train
 
 
-def plan(cfg, *, gpu: str | None = "h100", gpus: int = 1, utilization: float | None = None,
+def plan(cfg: Config, *, gpu: str | None = "h100", gpus: int = 1, utilization: float | None = None,
          measured_tflops: float | None = None) -> dict[str, Any]:
     """A run's FLOPs, time, energy, cost and CO2 before training, with the assumption behind each number.
 
@@ -70,12 +70,13 @@ def plan(cfg, *, gpu: str | None = "h100", gpus: int = 1, utilization: float | N
             ``measured_tflops`` plans for the measured device without a TDP (no energy figures).
         gpus: GPUs the run is spread over (time divides, GPU-hours do not).
         utilization: model-FLOPs utilisation of the peak (default ``DEFAULT_UTILIZATION``).
-        measured_tflops: achieved TFLOP/s per GPU (from :func:`measure_throughput`); replaces peak x utilisation.
+        measured_tflops: achieved TFLOP/s per GPU (:func:`robustscale.bench.measure_throughput`); replaces peak x
+            utilisation.
     """
     if gpus < 1:
-        raise UserError(f"--gpus must be at least 1, got {gpus}")
+        raise ParameterError(f"gpus must be at least 1, got {gpus}", "gpus")
     if utilization is not None and not 0 < utilization <= 1:
-        raise UserError(f"--utilization must be in (0, 1], got {utilization}")
+        raise ParameterError(f"utilization must be in (0, 1], got {utilization}", "utilization")
     step = step_flops_for_config(cfg)
     out: dict[str, Any] = {
         "run": {"model": cfg.model.name, "dataset": cfg.data.dataset.value, "loss": cfg.train.loss.value,
@@ -84,7 +85,7 @@ def plan(cfg, *, gpu: str | None = "h100", gpus: int = 1, utilization: float | N
         "params": step.params, "flops_per_sample": step.as_dict(), **run_flops_plan(cfg, step)}
     out["assumptions"] = assumptions = _flops_assumptions(cfg, out)
     spec = get_gpu(gpu) if gpu is not None else None
-    precision = cfg.train.precision.value
+    precision = cfg.train.precision
     if measured_tflops is not None:
         per_gpu = measured_tflops
         assumptions["wall_hours"] = f"measured throughput {measured_tflops:.4g} TFLOP/s per device x {gpus}"
@@ -94,7 +95,8 @@ def plan(cfg, *, gpu: str | None = "h100", gpus: int = 1, utilization: float | N
         assumptions["wall_hours"] = (f"{gpus} x {spec.name} at {spec.peak(precision):g} TFLOP/s peak ({precision}; "
                                      f"{spec.source}) x utilisation {util:g} = {per_gpu:.4g} TFLOP/s per GPU")
     else:
-        raise UserError("budget needs a GPU from the table (--gpu h100) or a measured throughput (--measure)")
+        raise ParameterError("a budget needs a gpu from the table (e.g. h100) or measured_tflops", "gpu",
+                             "measured_tflops")
     out.update(gpu=spec.name if spec else None, gpus=gpus, tflops_per_gpu=per_gpu)
     out["wall_hours"] = out["total_flops"] / (per_gpu * 1e12 * gpus) / 3600.0
     out["gpu_hours"] = out["wall_hours"] * gpus
@@ -103,9 +105,7 @@ def plan(cfg, *, gpu: str | None = "h100", gpus: int = 1, utilization: float | N
     return out
 
 
-def _flops_assumptions(cfg, out: dict[str, Any]) -> dict[str, str]:
-    from robustscale.data.registry import dataset_info
-
+def _flops_assumptions(cfg: Config, out: dict[str, Any]) -> dict[str, str]:
     info = dataset_info(cfg.data.dataset)
     cap = f", capped by train.max_steps={cfg.train.max_steps}" if cfg.train.max_steps is not None else ""
     return {
@@ -120,13 +120,13 @@ def _flops_assumptions(cfg, out: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _energy(out: dict[str, Any], cfg, spec, assumptions: dict[str, str]) -> None:
+def _energy(out: dict[str, Any], cfg: Config, spec: GPUSpec | None, assumptions: dict[str, str]) -> None:
     cost_model = CostModel.from_config(cfg.accounting)
     if spec is None:
         out.update(energy_kwh_it=None, energy_kwh=None, cost_usd=None, co2_kg=None, cloud_cost_usd=None)
         assumptions["energy_kwh"] = "no GPU named: no TDP to convert hours into energy"
         return
-    it = out["gpu_hours"] * spec.tdp_w / 1000.0
+    it = gpu_energy_kwh(out["gpu_hours"], spec.tdp_w)
     cost = cost_model.cost(it, out["gpu_hours"])
     out.update(energy_kwh_it=it, energy_kwh=cost.energy_kwh, cost_usd=cost.cost_usd, co2_kg=cost.co2_kg,
                cloud_cost_usd=cost.cloud_cost_usd, pue=cost_model.pue)
@@ -137,58 +137,3 @@ def _energy(out: dict[str, Any], cfg, spec, assumptions: dict[str, str]) -> None
     assumptions["co2_kg"] = f"energy_kwh x {cost_model.carbon_g_per_kwh:g} gCO2e/kWh ({where}{cost_model.source})"
     if cost_model.gpu_hour_usd is not None:
         assumptions["cloud_cost_usd"] = f"GPU-hours x ${cost_model.gpu_hour_usd:g}/GPU-hour (accounting.gpu_hour_usd)"
-
-
-CPU_STEP_FLOPS = 5e10  # on a CPU, measure with a batch of about this many FLOPs per step (a few seconds)
-
-
-def measure_throughput(cfg, *, device: str | None = None, batch_size: int | None = None, iters: int = 2,
-                       min_seconds: float = 2.0) -> dict[str, Any]:
-    """Time the run's training-step compute (attack + update, random data of the dataset's shape) on this machine.
-
-    Returns ``tflops`` (achieved, per device), ``device``, ``batch_size``, ``seconds`` per step and ``flops`` per
-    step. One untimed step warms up first; then at least ``iters`` steps and ``min_seconds`` are timed. The
-    optimiser and data loading are left out, so this is an upper bound on throughput. The default batch is the
-    run's (at most 128) on a GPU, and on a CPU as many samples as fit in about ``CPU_STEP_FLOPS`` per step.
-    """
-    import torch
-
-    from robustscale.data.registry import dataset_info
-    from robustscale.models import create_from_config
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    info = dataset_info(cfg.data.dataset)
-    step = step_flops_for_config(cfg)
-    cap = 128 if dev.type == "cuda" else max(1, int(CPU_STEP_FLOPS // max(step.train, 1)))
-    batch = batch_size or max(1, min(cfg.data.batch_size, cap))
-    model = create_from_config(cfg).to(dev).train()
-    x = torch.rand(batch, info.channels, cfg.data.image_size, cfg.data.image_size, device=dev)
-    y = torch.randint(0, info.num_classes, (batch,), device=dev)
-    precision = cfg.train.precision.value
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
-                              enabled=precision != "fp32")
-
-    def one() -> None:
-        with autocast:
-            run_step_compute(model, x, y, loss=cfg.train.loss.value, steps=step.steps)
-        model.zero_grad(set_to_none=True)
-
-    one()
-    _sync(dev)
-    done, t0 = 0, time.perf_counter()
-    while done < iters or time.perf_counter() - t0 < min_seconds:
-        one()
-        _sync(dev)
-        done += 1
-    seconds = (time.perf_counter() - t0) / done
-    flops = batch * step.train
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    return {"tflops": flops / seconds / 1e12, "device": name, "batch_size": batch, "seconds": seconds,
-            "flops": flops, "precision": precision, "steps_timed": done}
-
-
-def _sync(dev) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)

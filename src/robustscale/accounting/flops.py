@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import asdict, dataclass
+from enum import Enum
 from functools import lru_cache
 from typing import Any, Iterator, Mapping
 
@@ -53,12 +54,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "run_step_compute", "RunFlops", "LOSSES",
-           "count_model_calls", "ModelCalls"]
+from robustscale.config import Config
+from robustscale.datasets import dataset_info
+from robustscale.enums import Loss, choice
+from robustscale.errors import ParameterError
+from robustscale.models import create_model, parse_wrn_name
 
-LOSSES = ("standard", "at", "trades")
+__all__ = ["StepFlops", "step_flops", "step_flops_for_config", "count_flops", "RunFlops", "count_model_calls",
+           "ModelCalls"]
+
 # forward passes per sample the paper's code ran and charged (3 x forward FLOPs each; module docstring)
-PAPER_PASSES = {"standard": lambda k: 1, "at": lambda k: k + 2, "trades": lambda k: k + 3}
+PAPER_PASSES = {Loss.standard: lambda k: 1, Loss.at: lambda k: k + 2, Loss.trades: lambda k: k + 3}
 COUNT_BATCH = 2  # FLOPs are linear in the batch for these nets (checked in tests); 2 keeps train-mode BN valid
 
 
@@ -73,7 +79,7 @@ class StepFlops:
     train: int  # attack + update
     paper_convention: int  # 3 * forward * passes the paper's code ran: K + 2 (AT), K + 3 (TRADES)
     params: int
-    loss: str = "at"
+    loss: Loss = Loss.at
     steps: int = 10
     stem: int = 0  # forward FLOPs of the first layer (whose input gradient a full backward skips)
 
@@ -82,7 +88,7 @@ class StepFlops:
         return self.forward + steps * self.attack_step + self.forward
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "loss": self.loss.value}
 
 
 def count_flops(fn, *args, **kwargs) -> int:
@@ -114,27 +120,16 @@ def _attack_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: tor
         torch.autograd.grad(_objective(model(x + delta), y, target), delta)
 
 
-def _update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> None:
+def _update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> None:
+    """The compute of a training update of ``loss`` (its forwards and full backward), as the real step runs it."""
     with torch.enable_grad():
         logits = model(x)
         value = F.cross_entropy(logits.float(), y)
-        if loss == "trades":
+        if loss is Loss.trades:
             adv = model(x + 0.0)  # x_adv: same shape, no gradient needed with respect to it
             value = value + F.kl_div(F.log_softmax(adv.float(), 1), F.softmax(logits.float(), 1),
                                      reduction="batchmean")
         value.backward()
-
-
-def run_step_compute(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str, steps: int) -> None:
-    """The compute of one training step of ``loss`` exactly as counted here (attack, then update), without an
-    optimiser: what :func:`robustscale.accounting.budget.measure_throughput` times."""
-    target = None
-    if loss == "trades":
-        with torch.no_grad():
-            target = model(x)
-    for _ in range(steps if loss != "standard" else 0):
-        _attack_step(model, x, y, target)
-    _update(model, x, y, loss)
 
 
 def _forward_and_stem(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
@@ -149,14 +144,14 @@ def _forward_and_stem(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     return counter.get_total_flops(), stem
 
 
-def _count_pieces(model: nn.Module, *, image_size: int, in_chans: int, num_classes: int, loss: str, steps: int,
+def _count_pieces(model: nn.Module, *, image_size: int, in_chans: int, num_classes: int, loss: Loss, steps: int,
                   device: torch.device) -> StepFlops:
     """Run forward, one attack step and the update under the counter; per sample = count / batch."""
     b = COUNT_BATCH
     model.train()  # what a training step uses (batch-statistics BN); the counted ops do not depend on it
     x = torch.rand(b, in_chans, image_size, image_size, device=device)
     y = torch.zeros(b, dtype=torch.long, device=device)
-    target = torch.zeros(b, num_classes, device=device) if loss == "trades" else None
+    target = torch.zeros(b, num_classes, device=device) if loss is Loss.trades else None
 
     forward, stem = (n // b for n in _forward_and_stem(model, x))
     attack_step = count_flops(_attack_step, model, x, y, target) // b
@@ -166,11 +161,11 @@ def _count_pieces(model: nn.Module, *, image_size: int, in_chans: int, num_class
     return _compose(forward, stem, attack_step, update, params, loss, steps)
 
 
-def _compose(forward: int, stem: int, attack_step: int, update: int, params: int, loss: str, steps: int) -> StepFlops:
+def _compose(forward: int, stem: int, attack_step: int, update: int, params: int, loss: Loss, steps: int) -> StepFlops:
     """A step's FLOPs from its counted pieces: the attack is ``steps`` identical steps (plus TRADES' target)."""
-    if loss == "standard":
+    if loss is Loss.standard:
         steps = 0
-    attack = steps * attack_step + (forward if loss == "trades" else 0)
+    attack = steps * attack_step + (forward if loss is Loss.trades else 0)
     passes = PAPER_PASSES[loss](steps)
     return StepFlops(forward=forward, attack_step=attack_step, attack=attack, update=update, train=attack + update,
                      paper_convention=3 * forward * passes, params=params, loss=loss, steps=steps, stem=stem)
@@ -179,30 +174,27 @@ def _compose(forward: int, stem: int, attack_step: int, update: int, params: int
 # ---------------------------------------------------------------------------------------------- public entry points
 
 
-def _check(loss: str, steps: int, image_size: int) -> str:
-    loss = getattr(loss, "value", loss)
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    if steps < 0 or image_size < 1:
-        raise ValueError(f"steps must be >= 0 and image_size >= 1, got steps={steps}, image_size={image_size}")
-    return loss
+def _check(loss: Loss | str, steps: int, image_size: int, in_chans: int, num_classes: int) -> Loss:
+    for name, value, least in (("steps", steps, 0), ("image_size", image_size, 1), ("in_chans", in_chans, 1),
+                               ("num_classes", num_classes, 1)):
+        if value < least:
+            raise ParameterError(f"{name} must be at least {least}, got {value}", name)
+    return choice(Loss, loss, "loss")
 
 
 @lru_cache(maxsize=256)
-def _pieces_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: str,
+def _pieces_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: Loss,
                    kwargs: tuple[tuple[str, Any], ...]) -> StepFlops:
     """The counted pieces of a named model and loss (a 0-step attack): one count serves every ``steps``."""
-    from robustscale.models import create_model
-
     with torch.device("meta"):
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **dict(kwargs))
     return _count_pieces(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
                          steps=0, device=torch.device("meta"))
 
 
-def _step_flops_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: str, steps: int,
+def _step_flops_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: Loss, steps: int,
                        kwargs: tuple[tuple[str, Any], ...]) -> StepFlops:
-    p = _pieces_cached(name, image_size, in_chans, num_classes, "at" if loss == "standard" else loss, kwargs)
+    p = _pieces_cached(name, image_size, in_chans, num_classes, Loss.at if loss is Loss.standard else loss, kwargs)
     return _compose(p.forward, p.stem, p.attack_step, p.update, p.params, loss, steps)
 
 
@@ -217,25 +209,26 @@ def _module_flops(module: nn.Module, **kw) -> StepFlops:
 
 
 def step_flops(model: str | nn.Module, *, image_size: int, in_chans: int = 3, num_classes: int = 10,
-               loss: str = "at", steps: int = 10, model_kwargs: Mapping[str, Any] | None = None) -> StepFlops:
+               loss: Loss | str = Loss.at, steps: int = 10,
+               model_kwargs: Mapping[str, Any] | None = None) -> StepFlops:
     """FLOPs per training sample of one step of ``loss`` with a ``steps``-step attack (module docstring).
 
     Args:
         model: a registry name (``wrn_28_10``, any timm model; built on the meta device and cached) or a module
             (counted on a meta copy, not cached).
         image_size: input height = width in pixels.
-        loss: ``standard``, ``at`` or ``trades`` (a :class:`robustscale.config.Loss` works too).
+        loss: a :class:`~robustscale.enums.Loss` (or its name).
         steps: training attack steps (ignored for ``standard``).
         model_kwargs: extra ``create_model`` options (``act_layer``...): they do not change the counted FLOPs of a
             WideResNet but may change other timm models.
     """
-    loss = _check(loss, steps, image_size)
+    loss = _check(loss, steps, image_size, in_chans, num_classes)
     if isinstance(model, nn.Module):
         return _module_flops(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
                              steps=steps)
-    kwargs = tuple(sorted((k, getattr(v, "value", v)) for k, v in (model_kwargs or {}).items()
+    kwargs = tuple(sorted((k, str(v) if isinstance(v, Enum) else v) for k, v in (model_kwargs or {}).items()
                           if v is not None and not _flop_neutral(model, k)))
-    return _step_flops_cached(model, image_size, in_chans, num_classes, loss, steps if loss != "standard" else 0,
+    return _step_flops_cached(model, image_size, in_chans, num_classes, loss, 0 if loss is Loss.standard else steps,
                               kwargs)
 
 
@@ -245,21 +238,17 @@ _WRN_FLOP_NEUTRAL = ("act_layer", "bn_momentum", "drop_rate")  # a WideResNet's 
 def _flop_neutral(model: str, key: str) -> bool:
     """Options that cannot change a robustscale WideResNet's counted FLOPs: left out of the cache key, so a sweep
     over activations counts each architecture once."""
-    from robustscale.models.wideresnet import parse_wrn_name
-
     return key in _WRN_FLOP_NEUTRAL and parse_wrn_name(model) is not None
 
 
-def step_flops_for_config(cfg) -> StepFlops:
+def step_flops_for_config(cfg: Config) -> StepFlops:
     """:func:`step_flops` for the model, input shape, loss and attack steps a :class:`Config` trains with."""
-    from robustscale.data.registry import dataset_info
-
     info = dataset_info(cfg.data.dataset)
     kwargs = dict(cfg.model.kwargs)
     if cfg.model.act_layer is not None:
-        kwargs["act_layer"] = cfg.model.act_layer.value
+        kwargs["act_layer"] = cfg.model.act_layer
     return step_flops(cfg.model.name, image_size=cfg.data.image_size, in_chans=info.channels,
-                      num_classes=info.num_classes, loss=cfg.train.loss.value, steps=cfg.attack.steps,
+                      num_classes=info.num_classes, loss=cfg.train.loss, steps=cfg.attack.steps,
                       model_kwargs=_hashable(kwargs))
 
 

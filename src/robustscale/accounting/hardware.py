@@ -2,14 +2,15 @@
 
 Peak figures are the vendors' dense (no sparsity) tensor-core numbers for the SXM / flagship variant, in TFLOP/s.
 ``tdp_w`` is the board power limit. These are *assumptions* for planning: every number derived from them is printed
-next to the assumption that produced it.
+next to the assumption that produced it. :func:`gpu_energy_kwh` is the one conversion of GPU time into energy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from robustscale.errors import UserError
+from robustscale.enums import Precision
+from robustscale.errors import ParameterError, UserError, shown
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,9 @@ class GPUSpec:
     source: str = ""
     aliases: tuple[str, ...] = field(default=())
 
-    def peak(self, precision: str) -> float:
+    def peak(self, precision: Precision | str) -> float:
         """Peak TFLOP/s for ``precision`` (fp32 runs on TF32 tensor cores where the GPU has them)."""
+        precision = str(precision)
         key = {"fp32": "tf32" if "tf32" in self.peak_tflops else "fp32"}.get(precision, precision)
         if key not in self.peak_tflops:  # e.g. bf16 on V100: fall back to fp16 tensor cores
             key = "fp16"
@@ -58,8 +60,27 @@ def get_gpu(name: str) -> GPUSpec:
     for spec in GPUS.values():
         if any(alias in key for alias in spec.aliases) or spec.name in key.replace(" ", "").replace("-", ""):
             return spec
-    raise UserError(f"unknown GPU '{name}': choose one of {', '.join(GPUS)}")
+    raise ParameterError(f"gpu '{shown(name)}': unknown GPU; choose one of {', '.join(GPUS)}", "gpu")
+
 
 # Model-FLOPs utilisation assumed when planning from peak figures (no measurement): a well-tuned bf16 WRN step
 # reaches 30-50% on Hopper; 0.35 is printed next to every number it produces.
 DEFAULT_UTILIZATION = 0.35
+DEFAULT_GPU_TDP_W = 300.0  # a GPU missing from the table
+
+
+def gpu_tdp_w(name: str) -> float:
+    """The board power limit of a GPU by name (:func:`get_gpu`), or :data:`DEFAULT_GPU_TDP_W` for one not in the
+    table."""
+    try:
+        return get_gpu(name).tdp_w
+    except UserError:
+        return DEFAULT_GPU_TDP_W
+
+
+def gpu_energy_kwh(gpu_hours: float, tdp_w: float, power_fraction: float = 1.0) -> float:
+    """IT energy in kWh of GPUs drawing ``power_fraction`` of their board power ``tdp_w`` for ``gpu_hours``: how
+    GPU time becomes energy wherever nothing was metered. ``budget`` plans at the power limit (1.0), ``extrapolate``
+    too (an upper bound), the meter's fallback at ``ASSUMED_GPU_POWER_FRACTION``. Facility energy, cost and CO2
+    follow from :meth:`robustscale.accounting.cost.CostModel.cost` (x PUE, x price, x carbon intensity)."""
+    return gpu_hours * tdp_w * power_fraction / 1000.0

@@ -9,6 +9,7 @@ file or column and the fix.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from robustscale.errors import UserError, shown
+from robustscale.errors import ParameterError, UserError, shown
+from robustscale.store.paper_table import read_paper_table
+from robustscale.store.results import results_table
 
 CANONICAL_COLUMNS = (
     "run_id", "status", "dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
@@ -37,10 +40,7 @@ _FALSE = {"false", "f", "no", "n", "0", "0.0"}
 PRESET_KEY = "_preset"  # ``--map paper``: a whole table format, read by its own reader before any renaming
 
 
-def _presets() -> dict[str, Any]:
-    from robustscale.store.paper_table import read_paper_table
-
-    return {"paper": read_paper_table}
+PRESETS = {"paper": read_paper_table}  # whole table formats (--map NAME), each read by its own reader
 
 
 def parse_mapping(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -48,16 +48,16 @@ def parse_mapping(pairs: Sequence[str] | None) -> dict[str, str]:
     paper's own results.csv (:func:`robustscale.store.paper_table.read_paper_table`)."""
     mapping: dict[str, str] = {}
     for pair in pairs or ():
-        if "=" not in pair and pair.strip() in _presets():
+        if "=" not in pair and pair.strip() in PRESETS:
             mapping[PRESET_KEY] = pair.strip()
             continue
         canonical, sep, column = pair.partition("=")
         if not sep or not canonical.strip() or not column.strip():
-            raise UserError(f"--map '{pair}' is not CANONICAL=COLUMN (e.g. --map autoattack_acc=robust_acc) or a "
-                            f"preset ({', '.join(_presets())})")
+            raise ParameterError(f"mapping '{shown(pair)}' is not CANONICAL=COLUMN (e.g. autoattack_acc=robust_acc) "
+                                 f"or a preset ({', '.join(PRESETS)})", "mapping")
         if canonical.strip() not in MAPPABLE_COLUMNS:
-            raise UserError(f"--map '{pair}': '{canonical.strip()}' is not a robustscale column; "
-                            f"choose one of {', '.join(MAPPABLE_COLUMNS)}")
+            raise ParameterError(f"mapping '{shown(pair)}': '{shown(canonical.strip())}' is not a robustscale "
+                                 f"column; choose one of {', '.join(MAPPABLE_COLUMNS)}", "mapping")
         mapping[canonical.strip()] = column.strip()
     return mapping
 
@@ -75,7 +75,7 @@ def read_table(path: str | os.PathLike, mapping: Mapping[str, str] | None = None
     """
     path, mapping = Path(path), dict(mapping or {})
     preset = mapping.pop(PRESET_KEY, None)
-    table = _presets()[preset](path) if preset is not None else _read_any(path)
+    table = PRESETS[preset](path) if preset is not None else _read_any(path)
     table = _apply_mapping(table, mapping, path)
     for column in BOOLEAN_COLUMNS:
         if column in table:
@@ -88,8 +88,6 @@ def _read_any(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise UserError(f"{path}: no such file or directory; pass a results table (csv/parquet/json) or a runs dir")
     if path.is_dir():
-        from robustscale.store.results import results_table
-
         return results_table(path)
     readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet, ".json": _read_json,
                ".jsonl": lambda p: pd.read_json(p, lines=True)}
@@ -104,8 +102,6 @@ def _read_any(path: Path) -> pd.DataFrame:
 
 def _read_json(path: Path) -> pd.DataFrame:
     """Read a JSON table: a list of records, ``{"runs": [...]}``, or JSON lines."""
-    import json
-
     text = path.read_text()
     try:
         data = json.loads(text)
@@ -119,8 +115,8 @@ def _read_json(path: Path) -> pd.DataFrame:
 def _apply_mapping(table: pd.DataFrame, mapping: dict[str, str], path: Path) -> pd.DataFrame:
     missing = [column for column in mapping.values() if column not in table.columns]
     if missing:
-        raise UserError(f"{path}: --map names column '{missing[0]}' which the table lacks "
-                        f"(columns: {', '.join(map(str, table.columns[:20]))})")
+        raise ParameterError(f"{path}: mapping names column '{shown(missing[0])}' which the table lacks "
+                             f"(columns: {', '.join(map(str, table.columns[:20]))})", "mapping")
     renamed = table.drop(columns=[c for c in mapping if c in table.columns and c not in mapping.values()])
     return renamed.rename(columns={column: canonical for canonical, column in mapping.items()})
 
@@ -197,8 +193,8 @@ def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: fl
     frame = frame.assign(**numeric)
     _reject_non_positive_flops(frame, source)
     if frame[metric].notna().sum() == 0 and metric == "autoattack_acc" and "pgd40_acc" in table:
-        raise UserError(f"{source}: column 'autoattack_acc' has no values; pass --metric pgd40_acc to analyse "
-                        "PGD-40 accuracy instead")
+        raise ParameterError(f"{source}: column 'autoattack_acc' has no values; pass metric pgd40_acc to analyse "
+                             "PGD-40 accuracy instead", "metric")
     _reject_impossible_accuracy(frame, metric, source)
     frame, dropped = _drop_unusable(frame, metric, min_acc, dropped)
     if len(frame) < MIN_POINTS:
@@ -211,9 +207,9 @@ def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: fl
 def _require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -> None:
     for column in columns:
         if column not in table.columns:
-            hint = " or pass --metric pgd40_acc" if column == "autoattack_acc" and "pgd40_acc" in table else ""
-            raise UserError(f"{source}: no '{column}' column; add it or map yours with "
-                            f"--map {column}=YOUR_COLUMN{hint}")
+            hint = " or pass metric pgd40_acc" if column == "autoattack_acc" and "pgd40_acc" in table else ""
+            raise ParameterError(f"{source}: no '{column}' column; add it or map yours (mapping "
+                                 f"{column}=YOUR_COLUMN){hint}", "mapping", "metric")
 
 
 def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
@@ -224,7 +220,7 @@ def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     if bad.any():
         example = frame.loc[bad, column].iloc[0]
         raise UserError(f"{source}: column '{column}' holds a non-number ({shown(repr(example))}); fix the value or "
-                        "map another column with --map")
+                        "map another column (mapping)", "mapping")
     values = values.astype(float)
     infinite = np.isinf(values.to_numpy())
     if infinite.any():
@@ -253,7 +249,8 @@ def _reject_impossible_accuracy(frame: pd.DataFrame, metric: str, source: str) -
     if bad.any():
         where = f" (run {shown(frame.loc[bad, 'run_id'].iloc[0])})" if "run_id" in frame else ""
         raise UserError(f"{source}: column '{metric}' holds {frame.loc[bad, metric].iloc[0]:g}{where}; accuracies are "
-                        "fractions (0..1) or percent (0..100): fix the value or map another column with --map")
+                        "fractions (0..1) or percent (0..100): fix the value or map another column (mapping)",
+                        "mapping")
 
 
 def _drop_unusable(frame: pd.DataFrame, metric: str, min_acc: float | None,

@@ -34,7 +34,7 @@ from sklearn.base import BaseEstimator
 from sklearn.ensemble import GradientBoostingRegressor
 
 from robustscale.analysis.predictor import BOOLEAN_FEATURES, CATEGORICAL_FEATURES, RECIPE_FEATURES, recipe_features
-from robustscale.errors import UserError
+from robustscale.errors import ParameterError, UserError, shown
 
 _LOG_FLOOR = 1e-3  # accuracies below this fraction of the best seen count as collapsed when taken to log space
 
@@ -294,7 +294,7 @@ STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (RandomChoice,
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
     """The strategy registered under ``name`` (``random``, ``cheapest-first``, ``crude``, ``envelope``)."""
     if name not in STRATEGIES:
-        raise UserError(f"--strategy {name}: unknown; choose one of {', '.join(STRATEGIES)}")
+        raise ParameterError(f"strategy {shown(name)}: unknown; choose one of {', '.join(STRATEGIES)}", "strategy")
     return STRATEGIES[name](**kwargs)
 
 

@@ -40,7 +40,7 @@ from sklearn.base import BaseEstimator
 
 from robustscale.analysis._table import ACCURACY_METRICS, _numeric, _require_columns
 from robustscale.analysis.replicates import has_replicates, recipe_codes, resample_recipes
-from robustscale.errors import UserError
+from robustscale.errors import ParameterError, UserError, shown
 
 __all__ = ["HUBER_DELTA", "LOSS_METRIC", "NDLaw", "PARAMS", "fit_nd", "nd_summary"]
 
@@ -102,8 +102,8 @@ def _choose_metric(table: pd.DataFrame, metric: str | None, source: str) -> tupl
         for column in ACCURACY_METRICS[:2]:
             if column in table and pd.to_numeric(table[column], errors="coerce").notna().any():
                 return column, "robust_error"
-        raise UserError(f"{source}: no '{LOSS_METRIC}' or accuracy column with values; pass --metric COLUMN "
-                        f"(a loss column, or an accuracy column to fit robust error 1 - accuracy)")
+        raise ParameterError(f"{source}: no '{LOSS_METRIC}' or accuracy column with values; pass a metric column "
+                             "(a loss column, or an accuracy column to fit robust error 1 - accuracy)", "metric")
     _require_columns(table, (metric,), source)
     is_accuracy = metric in ACCURACY_METRICS or metric.endswith("_acc")
     return metric, "robust_error" if is_accuracy else "loss"
@@ -371,7 +371,7 @@ class NDLaw(BaseEstimator):
         """k, or a one-line error for a table without train_flops (a budget cannot be split without it)."""
         if self.k_ is None:
             raise UserError(f"{self.runs_.source}: no train_flops on the fitted runs, so compute cannot be turned into "
-                            "params x samples; add the column or map it with --map train_flops=YOUR_COLUMN")
+                            "params x samples; add the column or map it (mapping train_flops=YOUR_COLUMN)", "mapping")
         return self.k_
 
 

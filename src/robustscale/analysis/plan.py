@@ -16,8 +16,8 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 from robustscale.analysis.ndlaw import NDLaw, _flops_for, fit_nd, nd_summary
-from robustscale.data.registry import dataset_info
-from robustscale.errors import UserError
+from robustscale.datasets import dataset_info
+from robustscale.errors import ParameterError, UserError, shown
 from robustscale.models import wrn_params
 
 __all__ = ["AccuracyMap", "nearest_wrn", "plan"]
@@ -96,27 +96,29 @@ class AccuracyMap:
         if self.kind == "robust_error":
             return float(self.ceiling - accuracy)
         if self.fit_ is None:
-            raise UserError(f"{source}: no accuracy column next to the loss, so an accuracy target cannot be mapped to "
-                            "a loss; pass --target LOSS instead")
+            raise ParameterError(f"{source}: no accuracy column next to the loss, so an accuracy target cannot be "
+                                 "mapped to a loss; pass a target_loss instead", "target_loss")
         grid = np.linspace(*self.loss_range, 2001)
         acc = self.fit_.predict(grid)  # decreasing in the loss
         if not acc.min() <= accuracy <= acc.max():
-            raise UserError(f"--target-acc {accuracy:g}: outside the accuracies the table relates to its loss "
-                            f"({acc.min():.4g} to {acc.max():.4g}); pass --target LOSS for a loss beyond the table")
+            raise ParameterError(f"target_acc {accuracy:g}: outside the accuracies the table relates to its loss "
+                                 f"({acc.min():.4g} to {acc.max():.4g}); pass a target_loss for a loss beyond the "
+                                 "table", "target_acc", "target_loss")
         return float(grid[np.flatnonzero(acc >= accuracy).max()])
 
 
 def _dataset_size(law: NDLaw, dataset_size: int | None) -> tuple[int | None, str | None]:
     if dataset_size is not None:
         if dataset_size <= 0:
-            raise UserError(f"--dataset-size {dataset_size}: must be a positive number of training images")
+            raise ParameterError(f"dataset_size {dataset_size}: must be a positive number of training images",
+                                 "dataset_size")
         return int(dataset_size), "given (--dataset-size)"
     frame = law.runs_.frame
     names = frame["dataset"].dropna().astype(str).unique() if "dataset" in frame else []
     if len(names) == 1:
         try:
             info = dataset_info(names[0])
-        except KeyError:
+        except ValueError:  # not a dataset robustscale knows
             return None, None
         return info.train_size, f"{info.name}'s train split (real images only; pass --dataset-size with synthetic)"
     return None, None
@@ -127,7 +129,7 @@ def _num_classes(law: NDLaw) -> int:
     names = frame["dataset"].dropna().astype(str).unique() if "dataset" in frame else []
     try:
         return dataset_info(names[0]).num_classes if len(names) == 1 else 10
-    except KeyError:
+    except ValueError:
         return 10
 
 
@@ -169,9 +171,10 @@ def _target(law: NDLaw, accuracy: AccuracyMap, size: int | None, target_loss: fl
     if target_acc is not None:
         target_loss = accuracy.loss_for(target_acc, source)
         if not target_loss > 0:
-            raise UserError(f"--target-acc {target_acc:g}: at or above the accuracy ceiling; no loss reaches it")
+            raise ParameterError(f"target_acc {target_acc:g}: at or above the accuracy ceiling; no loss reaches it",
+                                 "target_acc")
     if not target_loss > 0:
-        raise UserError(f"--target {target_loss}: a target loss must be positive")
+        raise ParameterError(f"target_loss {target_loss}: a target loss must be positive", "target_loss")
     flops = law.flops_for(target_loss)
     out: dict[str, Any] = {"loss": target_loss, "accuracy": target_acc, "flops": flops,
                            "reachable": math.isfinite(flops)}
@@ -210,7 +213,7 @@ def plan(table: pd.DataFrame, flops: float | None = None, *, target_loss: float 
     if target_loss is not None or target_acc is not None:
         target = _target(law, accuracy, size, target_loss, target_acc)
         if flops is None and not target["reachable"]:
-            raise UserError(f"--target: unreachable: {target['note']}")
+            raise ParameterError(f"target_loss: unreachable: {target['note']}", "target_loss")
     budget = flops if flops is not None else target["flops"]
     out = {"metric": law.runs_.metric, "metric_kind": law.runs_.kind, "source": law.runs_.source,
            **_at_budget(law, budget, accuracy, size), "k": law.k_, "a": law.a_, "b": law.b_,
@@ -221,8 +224,10 @@ def plan(table: pd.DataFrame, flops: float | None = None, *, target_loss: float 
 
 def _check_request(flops: float | None, target_loss: float | None, target_acc: float | None) -> None:
     if flops is None and target_loss is None and target_acc is None:
-        raise UserError("plan needs a budget (--flops C) or a target (--target LOSS or --target-acc ACCURACY)")
+        raise ParameterError("a plan needs a budget (flops) or a target (target_loss or target_acc)", "flops",
+                             "target_loss", "target_acc")
     if target_loss is not None and target_acc is not None:
-        raise UserError("pass either --target (a loss) or --target-acc (an accuracy), not both")
+        raise ParameterError("pass either target_loss (a loss) or target_acc (an accuracy), not both", "target_loss",
+                             "target_acc")
     if flops is not None and not (math.isfinite(flops) and flops > 0):
-        raise UserError(f"--flops {flops}: a compute budget must be a positive number of FLOPs")
+        raise ParameterError(f"flops {flops}: a compute budget must be a positive number of FLOPs", "flops")

@@ -23,7 +23,8 @@ from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import KFold, train_test_split
 
 from robustscale.analysis._table import Runs, numeric_columns, usable_runs
-from robustscale.errors import UserError
+from robustscale.errors import ParameterError, UserError, shown
+from robustscale.models import count_params
 
 RECIPE_FEATURES = ("params", "synthetic", "activation", "loss", "attack_steps", "ema")  # the paper's six
 CATEGORICAL_FEATURES = ("activation", "loss", "dataset", "model")
@@ -55,8 +56,9 @@ def select_features(table: pd.DataFrame, requested: list[str] | None = None) -> 
     for name in candidates:
         if name not in table or table[name].notna().sum() == 0:
             if requested:
-                raise UserError(f"{source}: --features names '{name}', which the table lacks (or holds no value "
-                                f"of); recipe columns: {', '.join(c for c in table.columns if c in _KNOWN)}")
+                raise ParameterError(f"{source}: features names '{shown(name)}', which the table lacks (or holds no "
+                                     f"value of); recipe columns: {', '.join(c for c in table.columns if c in _KNOWN)}",
+                                     "features")
             dropped[name] = "not in the table"
             continue
         twin = next((f for f in features if same_partition(table[f], table[name])), None)
@@ -65,8 +67,8 @@ def select_features(table: pd.DataFrame, requested: list[str] | None = None) -> 
             continue
         features.append(name)
     if not features:
-        raise UserError(f"{source}: no recipe columns ({', '.join(RECIPE_FEATURES)}); add them or map yours with "
-                        "--map")
+        raise UserError(f"{source}: no recipe columns ({', '.join(RECIPE_FEATURES)}); add them or map yours "
+                        "(mapping)", "mapping")
     return features, dropped
 
 
@@ -215,10 +217,6 @@ def fit_predictor(table: pd.DataFrame, *, metric: str = "autoattack_acc", min_ac
     return predictor, runs, frame
 
 
-_FLAGS = {"params": "--model or --params", "attack_steps": "--steps", "synthetic": "--synthetic/--no-synthetic",
-          "ema": "--ema/--no-ema"}
-
-
 def complete_recipe(recipe: Mapping[str, Any], features: list[str], table: pd.DataFrame) -> pd.DataFrame:
     """One-row frame of the recipe's features; the parameter count comes from ``model`` when not given."""
     values = {k: v for k, v in recipe.items() if v is not None}
@@ -228,30 +226,25 @@ def complete_recipe(recipe: Mapping[str, Any], features: list[str], table: pd.Da
         if feature not in values and feature in table and table[feature].nunique(dropna=True) == 1:
             values[feature] = table[feature].dropna().iloc[0]  # every run shares it: the recipe does too
         if feature not in values:
-            raise UserError(f"the predictor uses '{feature}' (it is in the table): pass "
-                            f"{_FLAGS.get(feature, '--' + feature)}")
+            also = " (or model)" if feature == "params" else ""
+            raise ParameterError(f"the recipe lacks a feature the predictor uses (the table has it): pass "
+                                 f"{feature}{also}", feature, *(("model",) if also else ()))
     return pd.DataFrame([{f: values[f] for f in features}])
 
 
 def params_for_model(name: str, table: pd.DataFrame, dataset: str | None = None) -> int:
     """Parameter count of a timm model name: counted from the model, else the table's median for that model."""
     num_classes = NUM_CLASSES.get(str(dataset or _single_dataset(table)).lower(), 10)
-    reason = "robustscale.models is not importable"
     try:
-        from robustscale.models import count_params
-    except ImportError:
-        count_params = None
-    if count_params is not None:
-        try:
-            return int(count_params(name, num_classes))
-        except Exception as err:  # an unknown name or a model that fails to build: fall back to the table
-            reason = f"count_params failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        return int(count_params(name, num_classes))
+    except Exception as err:  # an unknown name or a model that fails to build: fall back to the table
+        reason = f"count_params failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     if "model" in table and "params" in table:
         known = pd.to_numeric(table.loc[table["model"].astype(str) == name, "params"], errors="coerce").dropna()
         if len(known):
             return int(known.median())
-    raise UserError(f"--model {name}: cannot count its parameters ({reason}) and no run in the table uses it; "
-                    "pass --params N")
+    raise ParameterError(f"model {shown(name)}: cannot count its parameters ({reason}) and no run in the table "
+                         "uses it; pass params instead", "model", "params")
 
 
 def _single_dataset(table: pd.DataFrame) -> str | None:

@@ -18,7 +18,7 @@ import pandas as pd
 from robustscale.analysis._table import usable_runs
 from robustscale.analysis.adaptive import STRATEGIES, make_strategy, search_features
 from robustscale.analysis.scaling import ScalingLaw
-from robustscale.errors import UserError
+from robustscale.errors import ParameterError, UserError, shown
 
 
 def replay(table: pd.DataFrame, strategy: str, *, budget_frac: float, seeds: int = 8, first_seed: int = 0,
@@ -126,13 +126,15 @@ def _affordable(picks: list, candidates: pd.DataFrame, left_flops: float) -> lis
 
 def _check_options(strategy: str, budget_frac: float, seeds: int, batch_size: int) -> None:
     if strategy not in STRATEGIES:
-        raise UserError(f"--strategy {strategy}: unknown; choose one of {', '.join(STRATEGIES)}")
+        raise ParameterError(f"strategy {shown(strategy)}: unknown; choose one of {', '.join(STRATEGIES)}",
+                             "strategy")
     if not 0 < budget_frac <= 1:
-        raise UserError(f"--budget-frac {budget_frac}: a share of the grid's compute must lie in (0, 1]")
+        raise ParameterError(f"budget_frac {budget_frac}: a share of the grid's compute must lie in (0, 1]",
+                             "budget_frac")
     if seeds < 1:
-        raise UserError(f"--seeds {seeds}: replay at least one seed")
+        raise ParameterError(f"seeds {seeds}: replay at least one seed", "seeds")
     if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: choose at least one run per round")
+        raise ParameterError(f"batch_size {batch_size}: choose at least one run per round", "batch_size")
 
 
 def _median(values: list, missing: float | None = None) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustscale.analysis import figures as figs
+import robustscale.analysis.figures as figs
 from robustscale.analysis._table import CANONICAL_COLUMNS, Runs, jsonable, usable_runs
 from robustscale.analysis.predictor import fit_predictor, summarize_predictor
 from robustscale.analysis.scaling import PUE, extrapolate_laws, fit_laws, summarize_laws

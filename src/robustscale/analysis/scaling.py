@@ -21,12 +21,14 @@ from scipy.optimize import least_squares
 from sklearn.base import BaseEstimator, clone
 
 from robustscale.analysis._table import MIN_POINTS, Runs, usable_runs
+from robustscale.accounting.cost import PAPER_PUE, CostModel
+from robustscale.accounting.hardware import DEFAULT_UTILIZATION, get_gpu, gpu_energy_kwh
 from robustscale.analysis.replicates import has_replicates, recipe_codes, resample_within_recipes
-from robustscale.errors import UserError
+from robustscale.enums import CostRuns, Precision, choice
+from robustscale.errors import ParameterError, UserError, shown
 
 COST_LAWS = {"cost_law": "cost_usd", "energy_law": "energy_kwh", "co2_law": "co2_kg"}
-COST_RUNS = ("envelope", "all")  # the accuracy envelope's runs (the paper's Fig. 3b/c), or every run
-PUE = 1.58  # the paper's reference Power Usage Effectiveness (global data-centre average, 2018)
+PUE = PAPER_PUE  # the paper's Power Usage Effectiveness, extrapolate's default (its ``cost`` says otherwise)
 SECONDS_PER_YEAR = 3600 * 24 * 365
 _GAMMA_GRID = np.logspace(-3, 1, 41)
 
@@ -326,10 +328,11 @@ class FittedLaws:
     saturating_holdout: dict
     costs: dict[str, ScalingLaw | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    cost_runs: str = "envelope"
+    cost_runs: CostRuns = CostRuns.envelope
 
 
-def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0, cost_runs: str = "envelope",
+def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0,
+             cost_runs: CostRuns | str = CostRuns.envelope,
              holdout_fraction: float = 0.25, resample_seeds: bool = True) -> FittedLaws:
     """Fit the accuracy envelope law, its saturating alternative, the held-out check and the cost laws.
 
@@ -338,8 +341,7 @@ def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0
     the cost of the compute that buys the accuracy law. ``"all"`` fits them on every run. With ``resample_seeds``
     and replicates in the table, the accuracy law's bootstrap resamples seeds within recipes.
     """
-    if cost_runs not in COST_RUNS:
-        raise UserError(f"--cost-runs '{cost_runs}': choose {' or '.join(COST_RUNS)}")
+    cost_runs = choice(CostRuns, cost_runs, "cost_runs")
     flops, acc = runs.flops, runs.accuracy
     groups = recipe_codes(runs.frame) if resample_seeds else None
     power = ScalingLaw(bins=bins, bootstrap=bootstrap, seed=seed).fit(flops, acc, groups=groups)
@@ -347,7 +349,7 @@ def fit_laws(runs: Runs, *, bins: int = 19, bootstrap: int = 1000, seed: int = 0
     saturating.fit(flops, acc)
     laws = FittedLaws(runs, power, saturating, holdout_error(power, flops, acc, holdout_fraction),
                       holdout_error(saturating, flops, acc, holdout_fraction))
-    rows = power.support_ if cost_runs == "envelope" else np.arange(len(runs.frame))
+    rows = power.support_ if cost_runs is CostRuns.envelope else np.arange(len(runs.frame))
     laws.cost_runs = cost_runs
     for name, column in COST_LAWS.items():
         laws.costs[name] = _fit_cost_law(runs, column, rows, bins, bootstrap, seed, laws.notes)
@@ -413,13 +415,14 @@ def summarize_laws(laws: FittedLaws) -> dict:
         "holdout": {"error": "rmse in accuracy units", "better": better, "power_law": laws.power_holdout,
                     "saturating_law": laws.saturating_holdout},
         **{name: law_summary(law) for name, law in laws.costs.items()},
-        "cost_runs": laws.cost_runs,
+        "cost_runs": laws.cost_runs.value,
         "notes": laws.notes,
     }
 
 
 def fit_all(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 19, min_acc: float | None = None,
-            bootstrap: int = 1000, seed: int = 0, cost_runs: str = "envelope", resample_seeds: bool = True) -> dict:
+            bootstrap: int = 1000, seed: int = 0, cost_runs: CostRuns | str = CostRuns.envelope,
+            resample_seeds: bool = True) -> dict:
     """Fit every law on a results table and return exactly the ``robustscale fit --json`` object.
 
     Args:
@@ -440,7 +443,8 @@ def fit_all(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 
 
 def extrapolate(table: pd.DataFrame, target: float, *, gpu: str = "h100", metric: str = "autoattack_acc",
                 min_acc: float | None = None, bins: int = 19, bootstrap: int = 1000, seed: int = 0,
-                utilization: float | None = None, precision: str = "bf16") -> dict:
+                utilization: float | None = None, precision: Precision | str = Precision.bf16,
+                cost: CostModel | None = None) -> dict:
     """How much compute, energy, money, CO2 and GPU time ``target`` accuracy needs under each law.
 
     Args:
@@ -449,30 +453,32 @@ def extrapolate(table: pd.DataFrame, target: float, *, gpu: str = "h100", metric
         gpu: GPU short name from the accounting tables, for GPU-years and the TDP-based energy estimate.
         utilization: model-FLOPs utilisation assumed on that GPU (default: the accounting default).
         precision: the GPU precision whose peak is assumed.
+        cost: the PUE (and price and carbon intensity) of the TDP-based estimate: the user's cost model (a config's
+            ``accounting`` section, ``CostModel.from_config``); default the paper's.
     """
     runs = usable_runs(table, metric, min_acc)
     laws = fit_laws(runs, bins=bins, bootstrap=bootstrap, seed=seed)
-    return extrapolate_laws(laws, target, gpu=gpu, utilization=utilization, precision=precision)
+    return extrapolate_laws(laws, target, gpu=gpu, utilization=utilization, precision=precision, cost=cost)
 
 
 def extrapolate_laws(laws: FittedLaws, target: float, *, gpu: str = "h100", utilization: float | None = None,
-                     precision: str = "bf16") -> dict:
+                     precision: Precision | str = Precision.bf16, cost: CostModel | None = None) -> dict:
     """:func:`extrapolate` for already fitted laws (the report extrapolates to several targets from one fit)."""
-    from robustscale.accounting.hardware import DEFAULT_UTILIZATION, get_gpu
-
     _check_target(laws.runs, target)
-    spec = get_gpu(gpu)
+    spec, cost = get_gpu(gpu), cost or CostModel()
+    precision = choice(Precision, precision, "precision")
     utilization = DEFAULT_UTILIZATION if utilization is None else utilization
     throughput = spec.peak(precision) * 1e12 * utilization  # FLOP/s actually achieved
-    gpu_time = _GpuTime(throughput, spec.tdp_w)
+    gpu_time = _GpuTime(throughput, spec.tdp_w, cost)
     best = float(laws.runs.accuracy.max())
     return {
         "target": target, "metric": laws.runs.metric, "units": laws.runs.units(), "observed_best": best,
         "assumptions": {
-            "gpu": spec.name, "precision": precision, "peak_tflops": spec.peak(precision), "utilization": utilization,
-            "tdp_w": spec.tdp_w, "pue": PUE, "flops_unit": "train_flops taken as FLOPs for GPU time",
+            "gpu": spec.name, "precision": precision.value, "peak_tflops": spec.peak(precision),
+            "utilization": utilization, "tdp_w": spec.tdp_w, "pue": cost.pue,
+            "flops_unit": "train_flops taken as FLOPs for GPU time",
             "energy_kwh, cost_usd, co2_kg": "the fitted energy, cost and CO2 laws evaluated at the target FLOPs",
-            "tdp_energy_kwh": "GPU-hours x TDP x PUE 1.58: an upper-bound estimate, not a measurement"},
+            "tdp_energy_kwh": f"GPU-hours x TDP x PUE {cost.pue:g}: an upper-bound estimate, not a measurement"},
         "power_law": _at_target(laws, laws.accuracy, target, gpu_time, "power law"),
         "saturating_law": {**_at_target(laws, laws.saturating, target, gpu_time, "saturating law"),
                            "ceiling": laws.saturating.A_},
@@ -481,21 +487,26 @@ def extrapolate_laws(laws: FittedLaws, target: float, *, gpu: str = "h100", util
 
 def _check_target(runs: Runs, target: float) -> None:
     if not target > 0:
-        raise UserError(f"--target {target}: a target accuracy must be positive")
+        raise ParameterError(f"target {target}: an accuracy to reach must be positive", "target")
     if runs.accuracy_unit == "fraction" and target > 1:
-        raise UserError(f"--target {target}: {runs.source} holds {runs.metric} as a fraction; pass e.g. "
-                        f"--target {target / 100:g}")
+        raise ParameterError(f"target {target}: {runs.source} holds {runs.metric} as a fraction; pass e.g. target "
+                             f"{target / 100:g}", "target")
     if runs.accuracy_unit == "percent" and target >= 100:
-        raise UserError(f"--target {target}: accuracy is in percent, the target must be below 100")
+        raise ParameterError(f"target {target}: accuracy is in percent, so it must be below 100", "target")
 
 
 @dataclass(frozen=True)
 class _GpuTime:
     flops_per_s: float
     tdp_w: float
+    cost: CostModel
 
     def hours(self, flops: float) -> float:
         return flops / self.flops_per_s / 3600.0
+
+    def energy_kwh(self, flops: float) -> float:
+        """Facility energy of ``flops`` at the GPU's TDP (an upper bound), after the cost model's PUE."""
+        return self.cost.cost(gpu_energy_kwh(self.hours(flops), self.tdp_w)).energy_kwh
 
 
 def _at_target(laws: FittedLaws, law: ScalingLaw | SaturatingLaw, target: float, gpu: _GpuTime, name: str) -> dict:
@@ -506,7 +517,7 @@ def _at_target(laws: FittedLaws, law: ScalingLaw | SaturatingLaw, target: float,
     both = [flops, *interval]
     out["gpu_hours"] = _quantity([gpu.hours(f) for f in both])
     out["gpu_years"] = _quantity([gpu.hours(f) / (24 * 365) for f in both])
-    out["tdp_energy_kwh"] = _quantity([gpu.hours(f) * gpu.tdp_w / 1000.0 * PUE for f in both])
+    out["tdp_energy_kwh"] = _quantity([gpu.energy_kwh(f) for f in both])
     for name_, column in (("energy_law", "energy_kwh"), ("cost_law", "cost_usd"), ("co2_law", "co2_kg")):
         cost = laws.costs.get(name_)
         out[column] = None if cost is None else _quantity([_predict_finite(cost, f) for f in both])

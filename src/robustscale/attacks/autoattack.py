@@ -27,16 +27,19 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
+from pyautoattack import AutoAttack, checks
 from torch import Tensor, nn
 
-from robustscale.attacks.pgd import _choice, eval_fp32, model_device
-from robustscale.errors import UserError
+from robustscale.attacks.pgd import eval_fp32, model_device
+from robustscale.enums import AutoAttackVersion, Norm, choice
+from robustscale.errors import ParameterError, UserError, shown
+from robustscale.store.atomic import write_json
 
 __all__ = ["run_autoattack", "subset_indices", "attack_list", "ATTACKS", "VERSIONS"]
 
-ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
-VERSIONS = ("standard", "plus", "rand", "custom")
-_AA_NORM = {"linf": "Linf", "l2": "L2"}
+ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")  # pyautoattack's names
+VERSIONS = ("standard", "plus", "rand", "custom")  # pyautoattack's versions; custom: an attack list
+_AA_NORM = {Norm.linf: "Linf", Norm.l2: "L2"}
 _STATE_FORMAT = "robustscale-autoattack-state-1"
 _log = logging.getLogger(__name__)
 
@@ -44,21 +47,22 @@ _log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def attack_list(version: str, attacks: Optional[Sequence[str]], norm: str = "linf") -> tuple[str, list[str]]:
+def attack_list(version: AutoAttackVersion | str, attacks: Optional[Sequence[str]],
+                norm: Norm = Norm.linf) -> tuple[str, list[str]]:
     """``(version, attacks in run order)``. A custom list implies version ``custom``; each name is checked."""
-    version = getattr(version, "value", version)
+    version = str(version)
     if attacks is not None:
         if version not in ("standard", "custom"):
-            raise UserError(f"an attack list needs version 'custom', not '{version}'")
+            raise ParameterError(f"an attack list (attacks) needs version 'custom', not '{shown(version)}'",
+                                 "attacks", "version")
         bad = [a for a in attacks if a not in ATTACKS]
         if bad or not attacks or len(set(attacks)) != len(attacks):
-            raise UserError(f"attacks must be distinct names from {', '.join(ATTACKS)}; got {', '.join(attacks)}")
+            raise ParameterError(f"attacks must be distinct names from {', '.join(ATTACKS)}; got "
+                                 f"{shown(', '.join(attacks))}", "attacks")
         return "custom", list(attacks)
     if version not in VERSIONS or version == "custom":
-        raise UserError(f"AutoAttack version must be standard, plus or rand (or custom with an attack list), "
-                        f"got '{version}'")
-    from pyautoattack import AutoAttack
-
+        raise ParameterError(f"version must be standard, plus or rand (or custom with a list of attacks), "
+                             f"got '{shown(version)}'", "version")
     return version, list(AutoAttack(nn.Identity(), norm=_AA_NORM[norm], version=version).attacks_to_run)
 
 
@@ -66,7 +70,7 @@ def subset_indices(total: int, n: Optional[int], seed: int = 0) -> Tensor:
     """Sorted indices of ``n`` points drawn without replacement with a torch generator seeded by ``seed`` (all points
     when ``n`` is None or not smaller than ``total``): the same subset for every model evaluated with that seed."""
     if n is not None and n < 1:
-        raise UserError(f"n must be a positive number of points, got {n}")
+        raise ParameterError(f"n must be a positive number of points, got {n}", "n")
     if n is None or n >= total:
         return torch.arange(total)
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
@@ -112,8 +116,6 @@ def _load_state(path: Optional[Path], key: dict[str, Any]) -> tuple[Optional[dic
 
 def _save_state(path: Optional[Path], state: dict[str, Any]) -> None:
     if path is not None:
-        from robustscale.store.atomic import write_json
-
         write_json(path, state)
 
 
@@ -171,8 +173,6 @@ def _attack_batch(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, key: d
                   device: torch.device) -> Tensor:
     """One ``run_standard_evaluation`` call with a single attack on one batch of robust points: the per-point
     predictions after the attack (equal to ``y`` where the point is still robust)."""
-    from pyautoattack import AutoAttack
-
     custom = key["version"] == "custom"
     aa = AutoAttack(model, device=device, eps=key["eps"], norm=_AA_NORM[key["norm"]], seed=key["seed"],
                     version=key["version"], attacks=key["attacks"] if custom else None)
@@ -200,8 +200,6 @@ def _run_attack(model, x, y, attack, state, *, key, device, path, clock, sink) -
 
 def _square_check(state: dict[str, Any], n: int) -> None:
     """pyautoattack's own 'Square beat the white-box attacks' check, on the whole run's per-attack accuracies."""
-    from pyautoattack import checks
-
     accs = {"clean": state["clean"] / n, **{a: c / n for a, c in state["done"].items()}}
     checks.check_square_sr(accs, logger=logging.getLogger("auto-attack"))
 
@@ -214,9 +212,9 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
-                   version: str = "standard", attacks: Optional[Sequence[str]] = None, n: Optional[int] = None,
-                   seed: int = 0, batch_size: int = 500, state_path: Optional[str | Path] = None) -> dict[str, Any]:
+def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: Norm | str = Norm.linf,
+                   version: AutoAttackVersion | str = AutoAttackVersion.standard,
+                   attacks: Optional[Sequence[str]] = None, n: Optional[int] = None, seed: int = 0, batch_size: int = 500, state_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Robust accuracy under AutoAttack, the number the paper (and RobustBench) reports.
 
     Args:
@@ -234,7 +232,7 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
         ``seconds`` and ``points_per_s`` (over all sessions of a resumed run), ``warnings``, ``version``,
         ``attacks``, ``eps``, ``norm``, ``seed``, ``resumed``.
     """
-    norm = _choice(norm, ("linf", "l2"), "norm")
+    norm = choice(Norm, norm, "norm")
     version, attacks = attack_list(version, attacks, norm)
     _check_fp32(model)
     if len(y) == 0:

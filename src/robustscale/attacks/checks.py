@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from robustscale.attacks.pgd import pgd_accuracy
+from robustscale.enums import Attack, Norm, PGDLoss, choice
 
 __all__ = ["sanity_checks", "failed_checks", "check_eps_zero", "check_robust_le_clean", "check_monotone_in_eps",
            "check_not_weaker_than_pgd", "CHECK_STEPS", "CHECK_POINTS"]
@@ -59,7 +60,7 @@ def check_not_weaker_than_pgd(robust_acc: float, pgd_acc: float, tol: float) -> 
                   f"autoattack {robust_acc:.4f} vs PGD-{CHECK_STEPS} {pgd_acc:.4f} (tolerance {tol:.4f})")
 
 
-def _grid_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, loss: str,
+def _grid_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, loss: PGDLoss,
                      batch_size: int, seed: int) -> tuple[float, dict[float, float]]:
     """Clean accuracy and PGD accuracy at each eps of the grid, on the same points and seed."""
     accs, clean = {}, None
@@ -71,7 +72,8 @@ def _grid_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, clean_acc: float,
-                  robust_acc: float, attack: str, norm: str = "linf", loss: str = "ce", batch_size: int = 500,
+                  robust_acc: float, attack: Attack | str, norm: Norm | str = Norm.linf,
+                  loss: PGDLoss | str = PGDLoss.ce, batch_size: int = 500,
                   seed: int = 0, max_points: Optional[int] = CHECK_POINTS) -> list[dict[str, Any]]:
     """Run every check for one evaluation of ``model`` on ``(x, y)`` (the evaluated points).
 
@@ -87,7 +89,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     tol = tolerance(len(ys))
     checks = [check_eps_zero(grid_clean, accs[0.0]), check_robust_le_clean(clean_acc, robust_acc),
               check_monotone_in_eps(accs, tol)]
-    if attack == "autoattack" and len(ys) == len(y):
+    if choice(Attack, attack, "attack") is Attack.autoattack and len(ys) == len(y):
         checks.append(check_not_weaker_than_pgd(robust_acc, accs[eps], tol))
     return checks
 

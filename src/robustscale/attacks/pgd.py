@@ -21,19 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "model_device", "NORMS", "LOSSES"]
+from robustscale.enums import AttackLoss, Norm, PGDLoss, TradesStart, choice
 
-NORMS = ("linf", "l2")
-LOSSES = ("ce", "margin", "kl")
+__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "model_device"]
+
 TRADES_START_STD = 0.001  # Zhang et al.'s random start for the KL attack: 0.001 * N(0, I), not uniform in the ball
-
-
-def _choice(value, allowed: tuple[str, ...], what: str) -> str:
-    """Accept a string or a str-enum (``robustscale.config.Norm``); reject anything else with the allowed set."""
-    value = getattr(value, "value", value)
-    if value not in allowed:
-        raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
 
 
 def _per_example(t: Tensor, like: Tensor) -> Tensor:
@@ -45,19 +37,19 @@ def _l2(t: Tensor) -> Tensor:
     return t.flatten(1).norm(dim=1)
 
 
-def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+def _project(x_adv: Tensor, x: Tensor, eps: float, norm: Norm) -> Tensor:
     """Project onto the eps ball around ``x`` and onto the image box [0, 1]."""
     delta = x_adv - x
-    if norm == "linf":
+    if norm is Norm.linf:
         delta = delta.clamp(-eps, eps)
     else:
         delta = delta * _per_example((eps / _l2(delta).clamp_min(1e-12)).clamp(max=1.0), delta)
     return (x + delta).clamp(0.0, 1.0)
 
 
-def _ascent_direction(grad: Tensor, norm: str) -> Tensor:
+def _ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
     """Steepest ascent for the norm: the sign for L-inf, the normalised gradient for L2."""
-    if norm == "linf":
+    if norm is Norm.linf:
         return grad.sign()
     return grad / _per_example(_l2(grad).clamp_min(1e-12), grad)
 
@@ -71,13 +63,13 @@ def _draw(kind: str, shape: tuple[int, ...], x: Tensor, generator: Optional[torc
     return out.to(x.device)
 
 
-def _random_start(x: Tensor, eps: float, norm: str, loss: str, generator: Optional[torch.Generator],
-                  kl_start: str = "normal") -> Tensor:
-    """TRADES (``kl_start="normal"``): 0.001 * N(0, I); otherwise uniform in the L-inf cube, or uniform in the L2 ball
+def _random_start(x: Tensor, eps: float, norm: Norm, loss: AttackLoss, generator: Optional[torch.Generator],
+                  kl_start: TradesStart = TradesStart.normal) -> Tensor:
+    """TRADES (``kl_start`` normal): 0.001 * N(0, I); otherwise uniform in the L-inf cube, or uniform in the L2 ball
     (direction x radius)."""
-    if loss == "kl" and kl_start == "normal":
+    if loss is AttackLoss.kl and kl_start is TradesStart.normal:
         return TRADES_START_STD * _draw("normal", x.shape, x, generator)
-    if norm == "linf":
+    if norm is Norm.linf:
         return eps * (2.0 * _draw("uniform", x.shape, x, generator) - 1.0)
     direction = _draw("normal", x.shape, x, generator)
     direction = direction / _per_example(_l2(direction).clamp_min(1e-12), direction)
@@ -85,12 +77,12 @@ def _random_start(x: Tensor, eps: float, norm: str, loss: str, generator: Option
     return direction * _per_example(radius, direction)
 
 
-def _objective(logits: Tensor, y: Tensor, loss: str, target_logits: Optional[Tensor]) -> Tensor:
+def _objective(logits: Tensor, y: Tensor, loss: AttackLoss, target_logits: Optional[Tensor]) -> Tensor:
     """The summed per-example loss the attack ascends (summed, so one example's step ignores the batch size)."""
     z = logits.float()
-    if loss == "ce":
+    if loss is AttackLoss.ce:
         return F.cross_entropy(z, y, reduction="sum")
-    if loss == "margin":  # Carlini-Wagner: best wrong logit minus the true one
+    if loss is AttackLoss.margin:  # Carlini-Wagner: best wrong logit minus the true one
         true_mask = torch.zeros_like(z, dtype=torch.bool).scatter_(1, y[:, None], True)
         return (z.masked_fill(true_mask, float("-inf")).amax(1) - z.gather(1, y[:, None]).squeeze(1)).sum()
     return F.kl_div(F.log_softmax(z, dim=1), F.softmax(target_logits.float(), dim=1), reduction="sum")
@@ -104,7 +96,7 @@ def _per_example_kl(model: nn.Module, x_adv: Tensor, target_logits: Tensor) -> T
 
 
 def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, step_size: float, steps: int,
-         norm: str, loss: str, target_logits: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+         norm: Norm, loss: AttackLoss, target_logits: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """One PGD run from ``x + start``. Returns the last iterate and whether any iterate before it was misclassified
     (read from logits the step computes anyway, so the PGD metric counts every adversarial example it met).
 
@@ -123,11 +115,11 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, s
     return x_adv, fooled
 
 
-def _keep(model: nn.Module, x_adv: Tensor, y: Tensor, loss: str, target_logits: Optional[Tensor],
+def _keep(model: nn.Module, x_adv: Tensor, y: Tensor, loss: AttackLoss, target_logits: Optional[Tensor],
           best: Optional[Tensor], score: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Restart selection without host sync. ce/margin: per example, the first restart that fools the model (score =
     fooled); kl: the restart with the largest KL to the clean prediction (score = KL)."""
-    if loss == "kl":
+    if loss is AttackLoss.kl:
         new = _per_example_kl(model, x_adv, target_logits)
         take = new > score if score is not None else torch.ones_like(y, dtype=torch.bool)
         merged = new if score is None else torch.maximum(new, score)
@@ -140,9 +132,10 @@ def _keep(model: nn.Module, x_adv: Tensor, y: Tensor, loss: str, target_logits: 
     return best, merged
 
 
-def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int, norm: str = "linf",
-        loss: str = "ce", random_start: bool = True, restarts: int = 1, target_logits: Optional[Tensor] = None,
-        generator: Optional[torch.Generator] = None, kl_start: str = "normal") -> Tensor:
+def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
+        norm: Norm | str = Norm.linf, loss: AttackLoss | str = AttackLoss.ce, random_start: bool = True,
+        restarts: int = 1, target_logits: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+        kl_start: TradesStart | str = TradesStart.normal) -> Tensor:
     """PGD adversarial examples within the ``norm`` ball of radius ``eps`` around ``x`` (pixel units, [0, 1]).
 
     Args:
@@ -160,9 +153,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float,
     Returns:
         ``x_adv``, detached, in [0, 1], the last iterate of the chosen restart.
     """
-    norm, loss = _choice(norm, NORMS, "norm"), _choice(loss, LOSSES, "loss")
-    kl_start = _choice(kl_start, ("normal", "uniform"), "kl_start")
-    if loss == "kl" and target_logits is None:
+    norm, loss = choice(Norm, norm, "norm"), choice(AttackLoss, loss, "loss")
+    kl_start = choice(TradesStart, kl_start, "kl_start")
+    if loss is AttackLoss.kl and target_logits is None:
         raise ValueError("loss='kl' needs target_logits (the detached clean logits)")
     if steps == 0:
         return x.detach().clone()
@@ -241,8 +234,8 @@ def _robust_flags(model: nn.Module, x: Tensor, y: Tensor, *, restarts: int, gene
 
 
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 40,
-                 step_size: Optional[float] = None, norm: str = "linf", loss: str = "ce", batch_size: int = 500,
-                 seed: int = 0, restarts: int = 1) -> dict:
+                 step_size: Optional[float] = None, norm: Norm | str = Norm.linf, loss: PGDLoss | str = PGDLoss.ce,
+                 batch_size: int = 500, seed: int = 0, restarts: int = 1) -> dict:
     """Clean and PGD accuracy (the early-stopping metric: PGD-40 on the held-out validation subset).
 
     Runs in eval mode and fp32 whatever the caller's mode and autocast, restoring the mode after. A point counts as
@@ -253,7 +246,7 @@ def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: i
         ``clean_acc`` and ``robust_acc`` (fractions), ``n``, ``eps``, ``norm``, ``steps``, ``step_size``, ``loss``,
         ``seconds``.
     """
-    norm, loss = _choice(norm, NORMS, "norm"), _choice(loss, ("ce", "margin"), "PGD metric loss")
+    norm, loss = choice(Norm, norm, "norm"), AttackLoss(choice(PGDLoss, loss, "loss"))
     if len(y) == 0:
         raise ValueError("pgd_accuracy needs at least one example")
     if step_size is None:

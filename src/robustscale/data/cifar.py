@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torchvision
+from torchvision.datasets.utils import download_and_extract_archive
 
 from robustscale.data.safe_pickle import UnsafePickle, safe_load_file
+from robustscale.enums import Dataset
 from robustscale.errors import DataError, shown
 
 __all__ = ["CIFAR_FILES", "load_cifar_arrays"]
@@ -35,17 +38,14 @@ class CifarFiles:
 
 
 CIFAR_FILES = {
-    "cifar10": CifarFiles("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+    Dataset.cifar10: CifarFiles("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
                           "labels", 10, "CIFAR10", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"),
-    "cifar100": CifarFiles("cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR100",
+    Dataset.cifar100: CifarFiles("cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR100",
                            "cifar-100-python/ (train, test, meta)"),
 }
 
 
 def _download(files: CifarFiles, root: Path) -> None:
-    import torchvision
-    from torchvision.datasets.utils import download_and_extract_archive
-
     cls = getattr(torchvision.datasets, files.torchvision_class)
     try:
         download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
@@ -78,9 +78,9 @@ def _read_batch(path: Path, files: CifarFiles) -> tuple[np.ndarray, np.ndarray]:
     return images, np.asarray(labels, dtype=np.int64)
 
 
-def load_cifar_arrays(name: str, split: str, root: Path | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar_arrays(name: Dataset, split: str, root: Path | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 NHWC, labels int64)`` of one split of CIFAR-10 or CIFAR-100 under ``root``."""
-    files = CIFAR_FILES[name]
+    files = CIFAR_FILES[Dataset(name)]
     root = Path(root) if root is not None else Path("data")
     folder = root / files.folder
     names = files.train if split == "train" else files.test

@@ -8,6 +8,10 @@ upsamples with nearest neighbours (each pixel becomes a 2x2 block), which keeps 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from robustscale.errors import DataError
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -15,9 +19,6 @@ SPLIT_SEED = 0
 
 def load_digits_arrays(split: str, image_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(images uint8 NHWC, labels int64)`` for ``split`` in {"train", "test"}."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     bunch = load_digits()
     images = np.round(bunch.images / 16.0 * 255.0).astype(np.uint8)  # (N, 8, 8)
     labels = bunch.target.astype(np.int64)
@@ -27,8 +28,6 @@ def load_digits_arrays(split: str, image_size: int = 8) -> tuple[np.ndarray, np.
     x = images[idx]
     if image_size != 8:
         if image_size % 8:
-            from robustscale.errors import DataError
-
             raise DataError(f"digits image_size must be 8 or 16, got {image_size}")
         r = image_size // 8
         x = x.repeat(r, axis=1).repeat(r, axis=2)

@@ -10,7 +10,11 @@ images drawn from the model, not copies (the tests check nearest-neighbour dista
 from __future__ import annotations
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
 
+from robustscale.data.splits import load_arrays
+from robustscale.data.synthetic import save_synthetic
 from robustscale.errors import UserError
 
 PCA_COMPONENTS = 24
@@ -23,9 +27,6 @@ def sample_class_conditional(images: np.ndarray, labels: np.ndarray, n: int, *, 
 
     Classes are sampled in proportion to their training frequency. Returns ``(uint8 NHWC, int64)``.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.mixture import GaussianMixture
-
     rng = np.random.default_rng(seed)
     grey = images[..., 0].reshape(len(images), -1).astype(np.float64) / 255.0  # channels are copies for digits
     pca = PCA(n_components=min(PCA_COMPONENTS, grey.shape[1]), random_state=seed).fit(grey)
@@ -52,8 +53,6 @@ def sample_class_conditional(images: np.ndarray, labels: np.ndarray, n: int, *, 
 
 def synthesize(dataset: str, n: int, out, *, split: str = "train", seed: int = 0, image_size: int | None = None):
     """``robustscale synth``: fit on ``split`` (only "train" is allowed) of ``dataset`` and write ``out`` (npz)."""
-    from robustscale.data import load_arrays, save_synthetic
-
     if split != "train":
         raise UserError(f"synth fits on the training split only (got '{split}'): fitting on test data would leak "
                         "test images into training")

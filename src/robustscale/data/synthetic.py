@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from robustscale.errors import DataError, shown
+from robustscale.store.atomic import atomic_path
 
 __all__ = ["load_synthetic", "save_synthetic", "cache_key"]
 
@@ -183,8 +184,6 @@ def _label_range(labels: np.ndarray, chunk: int = 1 << 22) -> tuple[int, int]:
 
 def save_synthetic(path: str | Path, images: np.ndarray, labels: np.ndarray) -> Path:
     """Write images/labels as an uncompressed npz (memory-mappable), atomically."""
-    from robustscale.store.atomic import atomic_path
-
     path = Path(path)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, image=np.ascontiguousarray(images, dtype=np.uint8), label=np.asarray(labels, dtype=np.int64))

@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torchvision
 
+from robustscale.enums import Dataset
 from robustscale.errors import DataError
 
-_EXPECTED = {"svhn": "train_32x32.mat and test_32x32.mat"}
+_EXPECTED = {Dataset.svhn: "train_32x32.mat and test_32x32.mat"}
 
 
 def _presence_only(cls):
@@ -31,14 +33,12 @@ def _presence_only(cls):
     return type(cls.__name__, (cls,), attrs)
 
 
-def load_torchvision_arrays(name: str, split: str, root: Path | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
+def load_torchvision_arrays(name: Dataset, split: str, root: Path | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(images uint8 NHWC, labels int64)`` for SVHN."""
-    import torchvision
-
-    root = Path(root) if root is not None else Path("data")
+    name, root = Dataset(name), Path(root) if root is not None else Path("data")
     train = split == "train"
     try:
-        if name == "svhn":
+        if name is Dataset.svhn:
             ds = _presence_only(torchvision.datasets.SVHN)(str(root), split="train" if train else "test", download=download)
             x, y = np.asarray(ds.data).transpose(0, 2, 3, 1), np.asarray(ds.labels)
         else:

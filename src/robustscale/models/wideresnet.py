@@ -5,7 +5,7 @@ The block follows Zhang et al. (TRADES) / Gowal et al. (2020): BN -> act -> conv
 three groups of widths ``16k, 32k, 64k``. Inputs are whatever the caller feeds (normalisation lives in
 :class:`robustscale.models.normalize.Normalize`), so the model works at any resolution (adaptive pooling).
 
-After ``import robustscale``: ``timm.create_model("wrn_28_10", num_classes=10, act_layer="gelu")``. Any other valid
+After ``import robustscale.models``: ``timm.create_model("wrn_28_10", num_classes=10, act_layer="gelu")``. Any other valid
 ``wrn_D_W`` is registered on demand by :func:`robustscale.models.create_model` (or :func:`register_wrn`).
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 import sys
 
+import timm
 import torch
-from torch import nn
 from timm.layers import get_act_layer
 from timm.models import register_model
+from torch import nn
 
 __all__ = ["WideResNet", "register_wrn", "parse_wrn_name", "wrn_params"]
 
@@ -135,8 +136,6 @@ def parse_wrn_name(name: str) -> tuple[int, int] | None:
 
 def register_wrn(depth: int, width: int) -> str:
     """Register ``wrn_{depth}_{width}`` in timm's registry (idempotent) and return its name."""
-    import timm
-
     name = f"wrn_{depth}_{width}"
     if name in timm.list_models(name):
         return name

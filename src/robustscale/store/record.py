@@ -1,10 +1,16 @@
-"""The run record: one ``record.json`` per run, the only thing sweeps and analysis read.
+"""The run record: one ``record.json`` per run, the only thing sweeps and analysis read, as one typed object.
 
-Schema (``schema: 1``): ``run_id``, ``status`` (pending|running|done|failed), ``reason`` (one line, for failed runs),
-``config`` (resolved), ``metrics`` {clean_acc, pgd40_acc, autoattack_acc (fractions), best_epoch, ...},
-``evaluations`` (attack results), ``params``, ``epochs_run``, ``samples_seen``, ``wall_s``, ``accounting`` (FLOPs,
-energy, cost, CO2), ``versions`` (robustscale, torch, timm, python), ``hardware``, ``created``/``updated`` (UTC
-ISO-8601). Written atomically: a reader sees the previous record or the next one, never half of one.
+:class:`RunRecord` (schema 2) holds ``run_id``, ``status`` (pending|running|done|failed), ``reason`` (one line, for
+failed runs), ``config`` (resolved, as a plain dict), :class:`Metrics` (accuracies as fractions, the best epoch),
+``evaluations`` (attack results), ``params``, ``epochs_run``, :class:`Accounting` (FLOPs, samples seen, time,
+energy, cost, CO2), ``versions`` (robustscale, torch, timm, python), :class:`Hardware` (the GPUs the run used and the
+host) and ``created``/``updated`` (UTC ISO-8601). Each fact is stated once: ``samples_seen`` and ``wall_s`` live in
+the accounting (they are the scope of its FLOPs and energy), ``hardware`` at the top.
+
+Schema 1 (before robustscale 0.1's layering pass) also wrote ``samples_seen`` and ``wall_s`` at the top level and a
+second ``hardware`` inside ``accounting`` (whose ``gpu_count`` was the GPUs used, the top level's the GPUs visible);
+:meth:`RunRecord.from_dict` migrates such a record on read. Written atomically: a reader sees the previous record or
+the next one, never half of one.
 """
 
 from __future__ import annotations
@@ -15,45 +21,51 @@ import json
 import logging
 import os
 import platform
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from enum import Enum
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from robustscale._version import __version__
+from robustscale.enums import Status
 from robustscale.errors import UserError
 from robustscale.store.atomic import write_json
 from robustscale.store.safe_paths import safe_component
 
-__all__ = ["SCHEMA_VERSION", "RECORD", "Status", "run_id", "recipe_id", "new_record", "failed_record", "read_record",
-           "write_record", "mark_failed_if_running", "record_problems", "versions", "now"]
+__all__ = ["SCHEMA_VERSION", "RECORD", "Status", "RunRecord", "Metrics", "Accounting", "Hardware", "RecordError",
+           "run_id", "recipe_id", "new_record", "failed_record", "read_record", "read_record_json", "write_record",
+           "mark_failed_if_running", "record_problems", "versions", "now"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD = "record.json"
-REQUIRED_KEYS = ("schema", "run_id", "status", "reason", "config", "metrics", "evaluations", "params", "epochs_run",
-                 "samples_seen", "wall_s", "accounting", "versions", "hardware", "created", "updated")
 
 
-class Status(str, Enum):
-    pending = "pending"  # planned by a sweep, not started
-    running = "running"  # started; with no live claim it was interrupted and resumes on the next sweep
-    done = "done"
-    failed = "failed"  # ``reason`` says why; a sweep retries it only with --retry-failed
+class RecordError(ValueError):
+    """A record.json whose structure is not a record's (a section that is not an object, an unknown status)."""
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
-    import timm
-    import torch
+    """The software a record was written with, read from the installed packages' metadata (nothing is imported)."""
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
-    from robustscale import __version__
-
-    return {"robustscale": __version__, "torch": torch.__version__, "timm": timm.__version__,
+    return {"robustscale": __version__, "torch": installed("torch"), "timm": installed("timm"),
             "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------------------------------------- ids
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -81,41 +93,224 @@ def recipe_id(config: dict[str, Any]) -> str:
     return f"{config['data']['dataset']}-{m['name']}-{t['loss']}{steps}-{digest}"
 
 
-def new_record(config: dict[str, Any], status: Status = Status.pending) -> dict[str, Any]:
-    stamp = now()
-    return {"schema": SCHEMA_VERSION, "run_id": run_id(config), "status": status.value, "reason": None,
-            "config": config, "metrics": {}, "evaluations": {}, "params": None, "epochs_run": 0, "samples_seen": 0,
-            "wall_s": 0.0, "accounting": {}, "versions": versions(), "hardware": {}, "created": stamp,
-            "updated": stamp}
+# ---------------------------------------------------------------------------------------------- the parts
 
 
-def failed_record(config: dict[str, Any], reason: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+@dataclass
+class Metrics:
+    """What the run measured; accuracies are fractions. None: not measured (yet)."""
+
+    pgd40_acc: float | None = None  # PGD-40 on the validation subset at the best epoch: the early-stopping metric
+    val_clean_acc: float | None = None  # clean accuracy on the validation subset at the best epoch
+    best_epoch: int | None = None
+    clean_acc: float | None = None  # the best checkpoint on the whole test split
+    autoattack_acc: float | None = None  # AutoAttack on eval.autoattack_n test points
+    autoattack_clean_acc: float | None = None  # clean accuracy on those points
+
+
+@dataclass
+class Hardware:
+    """The machine a run used: the GPUs it trained on (their metered names when known) and the host."""
+
+    gpu_name: str | None = None
+    gpus: list[str] = field(default_factory=list)
+    gpu_count: int = 0  # GPUs the run used, over all ranks (0 on CPU): gpu_hours = wall_s x gpu_count / 3600
+    cpu: str | None = None
+    cpu_count: int | None = None
+    platform: str | None = None
+
+
+@dataclass
+class Accounting:
+    """FLOPs, time, energy, cost and CO2 of a run (``robustscale.accounting.run``; the notes say the scopes).
+
+    ``wall_s``, ``metered_s``, ``train_flops``, ``energy_kwh``, ``cost_usd`` and ``co2_kg`` cover the training steps;
+    ``eval_*`` PGD validation and the final evaluation; ``total_*`` everything metered. Energy is after PUE unless
+    the name ends in ``_it`` (IT energy, as metered).
+    """
+
+    train_flops: int | None = None
+    attack_flops: int | None = None
+    update_flops: int | None = None
+    eval_flops: int | None = None
+    val_flops: int | None = None
+    final_eval_flops: int | None = None
+    flops_per_sample: int | None = None
+    paper_convention_flops: int | None = None
+    samples_seen: int = 0  # training samples processed, over all ranks (the N-D law's D)
+    eval_samples: int | None = None
+    flops_note: str | None = None
+    scope_note: str | None = None
+    gpu_hours: float | None = None
+    wall_s: float = 0.0  # training wall time (the scope of train_flops and energy_kwh)
+    metered_s: float | None = None
+    eval_wall_s: float | None = None
+    eval_metered_s: float | None = None
+    eval_energy_kwh: float | None = None
+    eval_energy_kwh_it: float | None = None
+    eval_cost_usd: float | None = None
+    eval_co2_kg: float | None = None
+    total_metered_s: float | None = None
+    total_energy_kwh: float | None = None
+    total_energy_kwh_it: float | None = None
+    total_cost_usd: float | None = None
+    total_co2_kg: float | None = None
+    energy_kwh: float | None = None
+    energy_kwh_it: float | None = None
+    energy_kwh_gpu: float | None = None
+    energy_kwh_cpu: float | None = None
+    energy_estimated: bool | None = None
+    energy_gpu_estimated: bool | None = None
+    energy_cpu_estimated: bool | None = None
+    energy_sources: dict[str, str] = field(default_factory=dict)
+    energy_warnings: list[str] = field(default_factory=list)
+    mean_power_w: float | None = None
+    pue: float | None = None
+    price_per_kwh: float | None = None
+    carbon_g_per_kwh: float | None = None
+    region: str | None = None
+    cost_source: str | None = None
+    cost_usd: float | None = None
+    co2_kg: float | None = None
+    gpu_hour_usd: float | None = None
+    cloud_cost_usd: float | None = None
+
+
+def _known(cls: type, values: Mapping[str, Any]) -> Any:
+    """``cls`` from the keys of ``values`` it has (a newer record's extra keys are left out)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# ---------------------------------------------------------------------------------------------- the record
+
+
+@dataclass
+class RunRecord:
+    """One run's record; :meth:`to_dict` is ``record.json``, :meth:`from_dict` reads it back (any schema)."""
+
+    run_id: str
+    config: dict[str, Any]
+    status: Status = Status.pending
+    reason: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    evaluations: dict[str, Any] = field(default_factory=dict)
+    params: int | None = None
+    epochs_run: int = 0
+    accounting: Accounting = field(default_factory=Accounting)
+    versions: dict[str, str] = field(default_factory=versions)
+    hardware: Hardware = field(default_factory=Hardware)
+    created: str | None = field(default_factory=now)
+    updated: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, config: dict[str, Any], status: Status = Status.pending) -> "RunRecord":
+        """The record of a run not trained yet (its id derived from the resolved ``config``)."""
+        record = cls(run_id(config), config, status)
+        record.updated = record.created
+        return record
+
+    def to_dict(self) -> dict[str, Any]:
+        """``record.json``'s content (plain JSON types)."""
+        return {"schema": self.schema, "run_id": self.run_id, "status": self.status.value, "reason": self.reason,
+                "config": self.config, "metrics": asdict(self.metrics), "evaluations": self.evaluations,
+                "params": self.params, "epochs_run": self.epochs_run, "accounting": asdict(self.accounting),
+                "versions": self.versions, "hardware": asdict(self.hardware), "created": self.created,
+                "updated": self.updated}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "RunRecord":
+        """A record from ``record.json``'s content, schema 1 migrated. Values are taken as written (the results
+        table checks their types); a structure that is not a record's is a :class:`RecordError`.
+        """
+        if not isinstance(raw, dict):
+            raise RecordError(f"not a JSON object but a {type(raw).__name__}")
+        raw = _migrate(raw)
+        for name in ("config", "metrics", "evaluations", "accounting", "hardware", "versions"):
+            if raw.get(name) is not None and not isinstance(raw[name], dict):
+                raise RecordError(f"'{name}' is a {type(raw[name]).__name__}, not an object")
+        try:
+            status = Status(raw.get("status", Status.pending.value))
+        except (ValueError, TypeError):
+            raise RecordError(f"'status' is {str(raw.get('status'))[:40]!r}, not one of "
+                              f"{', '.join(s.value for s in Status)}") from None
+        return cls(run_id=raw.get("run_id"), config=raw.get("config") or {}, status=status, reason=raw.get("reason"),
+                   metrics=_known(Metrics, raw.get("metrics") or {}), evaluations=raw.get("evaluations") or {},
+                   params=raw.get("params"), epochs_run=raw.get("epochs_run", 0),
+                   accounting=_known(Accounting, raw.get("accounting") or {}),
+                   versions=raw.get("versions") or {}, hardware=_known(Hardware, raw.get("hardware") or {}),
+                   created=raw.get("created"), updated=raw.get("updated"))
+
+    def failed(self, reason: object) -> "RunRecord":
+        """This record marked failed with a one-line ``reason`` (what training got to write is kept)."""
+        self.status, self.reason = Status.failed, " ".join(str(reason).split()) or "unknown error"
+        return self
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: ``samples_seen`` and ``wall_s`` move into ``accounting`` (where schema 1 also had them once
+    the run ended), and ``accounting.hardware`` (the GPUs the run used) becomes the top-level ``hardware`` (whose
+    ``gpu_count`` counted the GPUs visible)."""
+    if raw.get("schema", 1) != 1:
+        return raw
+    raw = dict(raw, schema=SCHEMA_VERSION)
+    accounting = dict(raw["accounting"]) if isinstance(raw.get("accounting"), dict) else raw.get("accounting")
+    for key in ("samples_seen", "wall_s"):
+        if key in raw:
+            value = raw.pop(key)
+            if isinstance(accounting, dict):
+                accounting.setdefault(key, value)
+    if isinstance(accounting, dict) and "hardware" in accounting:
+        used = accounting.pop("hardware")
+        visible = raw.get("hardware") if isinstance(raw.get("hardware"), dict) else {}
+        raw["hardware"] = {**visible, **used} if isinstance(used, dict) else visible
+    if accounting is not None:
+        raw["accounting"] = accounting
+    return raw
+
+
+def new_record(config: dict[str, Any], status: Status = Status.pending) -> RunRecord:
+    """:meth:`RunRecord.new`."""
+    return RunRecord.new(config, status)
+
+
+def failed_record(config: dict[str, Any], reason: object, previous: RunRecord | None = None) -> RunRecord:
     """``previous`` (what training got to write, if anything) marked failed with a one-line ``reason``."""
-    record = dict(previous) if previous else new_record(config)
-    record.update(status=Status.failed.value, reason=" ".join(str(reason).split()) or "unknown error")
-    return record
+    return (previous or RunRecord.new(config)).failed(reason)
 
 
-def read_record(run_dir: str | Path) -> dict[str, Any] | None:
-    """The record of a run folder, or None when there is none (or it is unreadable)."""
-    path = Path(run_dir) / RECORD
+# ---------------------------------------------------------------------------------------------- on disk
+
+
+def read_record_json(run_dir: str | Path) -> Any:
+    """The JSON in a run folder's record.json as written, or None when there is none or it is not JSON."""
     try:
-        record = json.loads(path.read_text())
+        return json.loads((Path(run_dir) / RECORD).read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return None
-    return record if isinstance(record, dict) else None
 
 
-def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
+def read_record(run_dir: str | Path) -> RunRecord | None:
+    """The record of a run folder, or None when there is none or it is unreadable or not a record."""
+    raw = read_record_json(run_dir)
+    try:
+        return RunRecord.from_dict(raw) if raw is not None else None
+    except RecordError:
+        return None
+
+
+def write_record(run_dir: str | Path, record: RunRecord) -> Path:
     """Write the record atomically. On a full disk (no room for the temp file) the record is rewritten in place
     when the new text fits in the blocks the old one already holds, so a run that stops on a full disk can still
     say ``failed`` instead of staying ``running``."""
-    record["updated"] = now()
+    record.updated = now()
     path = Path(run_dir) / RECORD
+    data = record.to_dict()
     try:
-        return write_json(path, record)
+        return write_json(path, data)
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not _overwrite_in_place(path, record):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not _overwrite_in_place(path, data):
             raise
         return path
 
@@ -149,19 +344,26 @@ def mark_failed_if_running(run_dir: str | Path, err: BaseException) -> None:
     failure to write is logged, never raised over the original error.
     """
     record = read_record(run_dir)
-    if record is None or record.get("status") != Status.running.value:
+    if record is None or record.status is not Status.running:
         return
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
     reason = message if isinstance(err, UserError) else f"{type(err).__name__}: {message}".rstrip(": ")
     try:
-        write_record(run_dir, failed_record(record.get("config") or {}, reason, record))
+        write_record(run_dir, record.failed(reason))
     except Exception as write_err:  # noqa: BLE001 - reporting the first error matters more
         log.warning("could not mark %s failed (%s)", run_dir, write_err)
 
 
+REQUIRED_KEYS = ("schema", "run_id", "status", "reason", "config", "metrics", "evaluations", "params", "epochs_run",
+                 "accounting", "versions", "hardware", "created", "updated")
+
+
 def record_problems(record: Any) -> list[str]:
     """What is wrong with a record (empty when it is intact): missing keys, unknown status, a done run without
-    metrics, an id that does not match its config. Sweeps and tests use it to check that nothing was half-written."""
+    metrics, an id that does not match its config, a fact stated twice. Sweeps and tests use it to check that nothing
+    was half-written. Takes ``record.json``'s content or a :class:`RunRecord`."""
+    if isinstance(record, RunRecord):
+        record = record.to_dict()
     if not isinstance(record, dict):
         return ["not a JSON object"]
     problems = [f"missing key '{k}'" for k in REQUIRED_KEYS if k not in record]
@@ -174,7 +376,12 @@ def record_problems(record: Any) -> list[str]:
                 problems.append("run_id does not match the config")
         except (KeyError, TypeError):
             problems.append("config is not a resolved config")
-    if record.get("status") == Status.done.value and not record.get("metrics"):
+    accounting = record.get("accounting")
+    if isinstance(accounting, dict):
+        problems += [f"'{k}' both at the top level and in accounting" for k in accounting if k in record]
+    metrics = record.get("metrics")
+    if record.get("status") == Status.done.value and not (isinstance(metrics, dict) and any(
+            v is not None for v in metrics.values())):
         problems.append("done without metrics")
     if record.get("status") == Status.failed.value and not record.get("reason"):
         problems.append("failed without a reason")

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from robustscale.errors import UserError
-from robustscale.store.record import RECORD, Status, read_record, recipe_id
+from robustscale.store.record import RECORD, RecordError, RunRecord, Status, read_record_json, recipe_id
 from robustscale.store.rundir import claim_is_live
 
 __all__ = ["COLUMNS", "EXTRA_COLUMNS", "results_table", "find_run_dirs", "record_row"]
@@ -63,16 +63,12 @@ def _get(tree: Any, *keys: str) -> Any:
 
 
 _STR = ("run_id", "status", "dataset", "model", "activation", "loss", "reason", "updated", "recipe_id")
-_SECTIONS = ("config", "metrics", "accounting")
 
 
-def _type_problem(record: dict[str, Any], row: dict[str, Any]) -> str | None:
+def _type_problem(record: RunRecord, row: dict[str, Any]) -> str | None:
     """The first field of a record with the wrong type for its column (None when every field fits)."""
-    for name in _SECTIONS:
-        if record.get(name) is not None and not isinstance(record[name], dict):
-            return f"'{name}' is a {type(record[name]).__name__}, not an object"
     for section in ("data", "model", "attack", "train"):
-        value = record.get("config", {}).get(section) if isinstance(record.get("config"), dict) else None
+        value = record.config.get(section)
         if value is not None and not isinstance(value, dict):
             return f"'config.{section}' is a {type(value).__name__}, not an object"
     for column, value in row.items():
@@ -108,12 +104,15 @@ def _recipe(config: dict[str, Any]) -> str | None:
 
 def _row(run_dir: Path) -> dict[str, Any] | None:
     """The table row of one run folder, or None (with a warning) when its record is unreadable or mistyped."""
-    record = read_record(run_dir)
-    if record is None:
+    raw = read_record_json(run_dir)
+    if not isinstance(raw, dict):
         log.warning("skipped %s: %s is missing, unreadable or not a JSON object", run_dir, RECORD)
         return None
     try:
+        record = RunRecord.from_dict(raw)
         row = record_row(record, run_dir)
+    except RecordError as err:
+        row, problem = None, str(err)
     except (TypeError, AttributeError, ValueError) as err:
         row, problem = None, f"{type(err).__name__}: {err}"
     else:
@@ -124,28 +123,27 @@ def _row(run_dir: Path) -> dict[str, Any] | None:
     return row
 
 
-def record_row(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def record_row(record: RunRecord, run_dir: Path) -> dict[str, Any]:
     """A record's fields under the table's column names (no type checks: see :func:`_type_problem`)."""
-    cfg = record.get("config") or {}
+    cfg = record.config
     loss = _get(cfg, "train", "loss")
     synthetic = _get(cfg, "data", "synthetic", "path") is not None
-    metrics, acc = record.get("metrics") or {}, record.get("accounting") or {}
+    metrics, acc = record.metrics, record.accounting
     row = {
-        "run_id": record.get("run_id", run_dir.name), "status": record.get("status"),
-        "dataset": _get(cfg, "data", "dataset"), "model": _get(cfg, "model", "name"), "params": record.get("params"),
+        "run_id": record.run_id if record.run_id is not None else run_dir.name, "status": record.status.value,
+        "dataset": _get(cfg, "data", "dataset"), "model": _get(cfg, "model", "name"), "params": record.params,
         "activation": _get(cfg, "model", "act_layer"), "loss": loss,
         "beta": _get(cfg, "train", "beta") if loss == "trades" else None,  # only TRADES has a beta
         "attack_steps": _get(cfg, "attack", "steps") if loss not in (None, "standard") else 0,
         "epochs": _get(cfg, "train", "epochs"), "ema": _get(cfg, "train", "ema"), "synthetic": synthetic,
         "synthetic_fraction": _get(cfg, "data", "synthetic", "fraction") if synthetic else 0.0,
         "seed": _get(cfg, "train", "seed"),
-        **{k: metrics.get(k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch")},
-        **{k: acc.get(k) for k in _ACCOUNTING},
-        "reason": record.get("reason"), "run_dir": str(run_dir), "wall_s": record.get("wall_s"),
-        "samples_seen": record.get("samples_seen"), "epochs_run": record.get("epochs_run"),
-        "updated": record.get("updated"), "recipe_id": _recipe(cfg),
+        **{k: getattr(metrics, k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch")},
+        **{k: getattr(acc, k) for k in _ACCOUNTING},
+        "reason": record.reason, "run_dir": str(run_dir), "wall_s": acc.wall_s, "samples_seen": acc.samples_seen,
+        "epochs_run": record.epochs_run, "updated": record.updated, "recipe_id": _recipe(cfg),
     }
-    if row["status"] == Status.running.value and not claim_is_live(run_dir):
+    if record.status is Status.running and not claim_is_live(run_dir):
         row["reason"] = "interrupted: no worker holds it; rerun the sweep to resume it"
     return row
 

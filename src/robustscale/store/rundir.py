@@ -25,10 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: takeovers rely on the rename check alone
+    fcntl = None
+
 from robustscale.store.atomic import _fsync_dir, shared_mode
 from robustscale.store.record import now
 
-__all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim", "claim_info", "claim_is_live",
+__all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim_info", "claim_is_live",
            "create_exclusive", "write_json_exclusive"]
 
 log = logging.getLogger(__name__)
@@ -205,9 +210,7 @@ def _takeover_lock(run_dir: Path) -> Iterator[bool]:
     its holder dies, so a dead taker never blocks the run. The lock file is never deleted (deleting it would let two
     takers lock two different files).
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: rely on the rename check alone
+    if fcntl is None:  # pragma: no cover - not POSIX: rely on the rename check alone
         yield True
         return
     fd = os.open(run_dir / LOCK, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o666)
@@ -272,14 +275,3 @@ def acquire_claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S,
         if not _take_over(path, stale_s):
             return None
     return None
-
-
-@contextlib.contextmanager
-def claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S) -> Iterator[Claim | None]:
-    """``with claim(run_dir) as c:`` holds the claim for the block (``c`` is None when another worker has it)."""
-    held = acquire_claim(run_dir, stale_s)
-    try:
-        yield held
-    finally:
-        if held is not None:
-            held.release()

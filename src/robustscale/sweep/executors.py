@@ -1,4 +1,4 @@
-"""Executors: where the runs of a sweep execute. All call the same :func:`robustscale.sweep.run.run_one`.
+"""Executors: where the runs of a sweep execute. All call the same :func:`robustscale.sweep.worker.run_one`.
 
 - :class:`LocalExecutor`: one run after another in this process, or ``workers`` spawned processes (one per visible
   GPU when there are GPUs, else CPU workers sharing the cores).
@@ -13,21 +13,28 @@ them, any number of times, over one output folder, trains each run once.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import threading
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Sequence
 
-from robustscale.errors import UserError
+import submitit
+import torch
 
-__all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor", "EXECUTORS"]
+from robustscale.accounting.host import visible_gpus
+from robustscale.enums import ExecutorKind, choice
+from robustscale.errors import ParameterError, UserError
+from robustscale.sweep.worker import RunJob, run_one
+
+__all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor", "available_cores"]
 
 log = logging.getLogger(__name__)
 
 Task = tuple[Path, dict[str, Any]]  # (run folder, resolved config dict)
-EXECUTORS = ("local", "slurm")
 
 
 class Executor(ABC):
@@ -50,15 +57,6 @@ def _crashed(run_dir: Path, err: BaseException) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- local
 
 
-def _visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # no usable CUDA: CPU workers
-        return 0
-
-
 def available_cores() -> int:
     """Cores this process may run on: the affinity mask, which containers, Slurm and ``taskset`` narrow (not the
     host's count, which would oversubscribe a 2-core allocation on a 64-core node)."""
@@ -68,9 +66,7 @@ def available_cores() -> int:
 def _init_worker(threads: int, gpus, parent_pid: int) -> None:
     """Spawned worker setup: its own GPU (before CUDA starts), its share of the cores, and death with the parent."""
     if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
-    import torch
-
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())  # before this process starts CUDA
     torch.set_num_threads(threads)
 
     def orphaned() -> None:  # a killed sweep leaves no worker training on: the next sweep takes its claims over
@@ -86,28 +82,21 @@ class LocalExecutor(Executor):
 
     def __init__(self, workers: int = 1):
         if workers < 1:
-            raise UserError(f"--workers {workers}: use 1 or more")
+            raise ParameterError(f"workers {workers}: use 1 or more", "workers")
         self.workers = workers
 
     def describe(self) -> str:
         return f"local ({self.workers} worker{'s' if self.workers > 1 else ''})"
 
     def run(self, tasks: Sequence[Task], *, retry_failed: bool, stale_s: float) -> list[dict[str, Any]]:
-        from robustscale.sweep.run import run_one
-
         if self.workers == 1 or len(tasks) == 1:
             return [run_one(run_dir, config, retry_failed, stale_s=stale_s) for run_dir, config in tasks]
         return self._pool(tasks, retry_failed, stale_s)
 
     def _pool(self, tasks: Sequence[Task], retry_failed: bool, stale_s: float) -> list[dict[str, Any]]:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        from robustscale.sweep.run import run_one
-
         ctx = mp.get_context("spawn")  # no fork: CUDA and torch's thread pools do not survive it
         workers = min(self.workers, len(tasks))
-        n_gpus, gpus = _visible_gpus(), None
+        n_gpus, gpus = len(visible_gpus()), None
         if n_gpus:
             gpus = ctx.Queue()
             for k in range(workers):
@@ -164,23 +153,20 @@ class SlurmExecutor(Executor):
     @staticmethod
     def _check_slurm() -> None:
         """Refuse to fall back silently to running every job at once on this machine (submitit's default)."""
-        import submitit
-
         try:
             found = submitit.AutoExecutor.which()
         except RuntimeError:
             found = None
         if found != "slurm":
-            raise UserError("--executor slurm: no Slurm here (sbatch not found); run on a login node, use --executor "
-                            "local, or set `slurm: {cluster: local}` in the spec for submitit's local executor")
+            raise ParameterError("executor slurm: no Slurm here (sbatch not found); run on a login node, use executor "
+                                 "local, or set `slurm: {cluster: local}` in the spec for submitit's local executor",
+                                 "executor")
 
-    def _executor(self):
-        import submitit
-
+    def _executor(self) -> submitit.AutoExecutor:
         try:
             executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
         except (RuntimeError, ValueError) as err:
-            raise UserError(f"--executor slurm: {err} (is this a Slurm login node?)") from None
+            raise ParameterError(f"executor slurm: {err} (is this a Slurm login node?)", "executor") from None
         options = dict(self.options)
         options.setdefault("name", "robustscale")
         try:
@@ -190,8 +176,6 @@ class SlurmExecutor(Executor):
         return executor
 
     def run(self, tasks: Sequence[Task], *, retry_failed: bool, stale_s: float) -> list[dict[str, Any]]:
-        from robustscale.sweep.run import RunJob
-
         executor = self._executor()
         dirs = [str(run_dir) for run_dir, _ in tasks]
         configs = [config for _, config in tasks]
@@ -213,12 +197,10 @@ class SlurmExecutor(Executor):
         return outcomes
 
 
-def make_executor(name: str, *, workers: int = 1, folder: str | Path = ".submitit", slurm: dict[str, Any] | None = None,
-                  wait: bool = True) -> Executor:
-    """The executor called ``name`` (``local`` or ``slurm``), configured from the spec and the command line."""
-    if name == "local":
+def make_executor(kind: ExecutorKind | str, *, workers: int = 1, folder: str | Path = ".submitit",
+                  slurm: dict[str, Any] | None = None, wait: bool = True) -> Executor:
+    """The executor of ``kind`` (``local`` or ``slurm``), configured from the spec and the command line."""
+    if choice(ExecutorKind, kind, "executor") is ExecutorKind.local:
         return LocalExecutor(workers)
-    if name == "slurm":
-        options = dict(slurm or {})
-        return SlurmExecutor(folder, cluster=options.pop("cluster", None), wait=wait, **options)
-    raise UserError(f"--executor '{name}': choose one of {', '.join(EXECUTORS)}")
+    options = dict(slurm or {})
+    return SlurmExecutor(folder, cluster=options.pop("cluster", None), wait=wait, **options)

@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustscale.config import Config, apply_overrides, config_from_dict, config_to_dict, parse_override, read_yaml
+from robustscale.config import Config, apply_overrides, config_to_dict, parse_override, read_yaml
 from robustscale.errors import ConfigError
 from robustscale.store.record import run_id
+from robustscale.training.run_config import config_from_dict
 
-__all__ = ["SweepSpec", "Rule", "load_spec", "expand", "expand_runs", "PlannedRun"]
+__all__ = ["SweepSpec", "Rule", "load_spec", "expand_runs", "PlannedRun"]
 
 _KEYS = ("base", "axes", "zip", "overrides", "rules", "seeds", "exclude", "out", "name", "description", "slurm",
          "workers", "stale_after_s")
@@ -159,7 +160,7 @@ def _rules(path: Path, raw: Any, axes: dict[str, list[Any]]) -> list[Rule]:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and check a sweep spec (its shape only: the configs are checked by :func:`expand`)."""
+    """Read and check a sweep spec (its shape only: the configs are checked by :func:`expand_runs`)."""
     path = Path(path)
     raw = read_yaml(path)
     unknown = sorted(set(raw) - set(_KEYS))
@@ -295,8 +296,3 @@ def expand_runs(spec: SweepSpec) -> list[PlannedRun]:
     if not runs:
         raise _fail(spec.path, "every run is excluded: loosen 'exclude'")
     return list(runs.values())
-
-
-def expand(spec: SweepSpec) -> list[tuple[str, Config]]:
-    """``[(run_id, config), ...]``: the grid product of axes x zip entries x seeds, minus excludes, with overrides."""
-    return [(run.run_id, run.config) for run in expand_runs(spec)]

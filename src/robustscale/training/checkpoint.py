@@ -14,7 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
+from robustscale.accounting.host import device_gpus, gpu_names
 from robustscale.errors import UserError, shown
 from robustscale.store.atomic import atomic_path
 
@@ -80,11 +84,9 @@ def runtime_env(device: torch.device) -> dict[str, Any]:
     """What a resumed run must share with the run that wrote the checkpoint to continue it bitwise: the torch
     version, the CPU thread count (reductions split work by thread), the device (and its kernels: the CPU's vector
     ISA, the GPU model) and the number of ranks (each takes its slice of every batch)."""
-    import torch.distributed as dist
-
     device = torch.device(device)
     if device.type == "cuda":
-        kind = f"cuda:{torch.cuda.get_device_name(device)}"
+        kind = f"cuda:{gpu_names(device_gpus(device))[0]}"
     else:
         cpu = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "")()
         kind = f"{device.type}:{cpu}" if cpu else device.type
@@ -111,8 +113,6 @@ def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
 
 def saved_epoch(path: str | Path) -> int | None:
     """The epoch a checkpoint holds, read from its metadata only (None when there is none or it is unreadable)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             epoch = json.loads((fh.metadata() or {})["state"])["progress"]["epoch"]
@@ -131,8 +131,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     Raises:
         NonFiniteCheckpoint: a tensor holds inf or NaN (a diverged run): nothing is written.
     """
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, tensors)
     bad = first_nonfinite(tensors)
@@ -149,12 +147,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         UserError: one line saying whether the file is missing, unreadable (permissions) or not a checkpoint.
     """
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no checkpoint at '{path}': nothing to resume (start the run without --resume)")
+        raise UserError(f"no checkpoint at '{path}': there is nothing to continue (start the run afresh, without "
+                        "resume)", "resume")
     try:
         with open(path, "rb"):  # the OS's own reason first (permissions), not a parser's guess
             pass

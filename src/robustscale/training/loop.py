@@ -12,28 +12,36 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 from torch import nn
 
+from robustscale.accounting.run import RunAccounting
+from robustscale.attacks.evaluation import clean_accuracy, evaluate_model
+from robustscale.attacks.pgd import pgd_accuracy
 from robustscale.config import Config, config_to_dict, config_to_yaml
+from robustscale.data import MixedBatchSampler, load_data, load_train_data, step_generator
+from robustscale.enums import Attack, AutoAttackVersion, Loss, Precision
 from robustscale.errors import UserError, shown
-from robustscale.data import DataBundle, MixedBatchSampler, load_train_data, random_crop_flip, step_generator
-from robustscale.models import create_from_config, save_model
 from robustscale.store.atomic import append_line, keep_lines, remove_stale_temp_files, write_text
-from robustscale.store.record import Status, mark_failed_if_running, new_record, read_record, write_record
-from robustscale.training import checkpoint as ckpt
+from robustscale.store.record import Metrics, RunRecord, Status, mark_failed_if_running, read_record, write_record
+import robustscale.training.checkpoint as ckpt
+from robustscale.training.batches import BatchSource
 from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for,
-                                                  init_distributed, is_main_process)
+                                              init_distributed, is_main_process)
 from robustscale.training.ema import ModelEMA
 from robustscale.training.losses import compute_loss
+from robustscale.training.model_files import create_from_config, load_model, save_model
 from robustscale.training.optim import make_optimizer, make_scheduler
-from robustscale.accounting import RunAccounting
+from robustscale.training.precision import autocast
+
+__all__ = ["train", "train_step", "build_step", "StepParts", "Run", "Progress", "BatchSource", "Divergence"]
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +85,9 @@ def train_step(s: StepParts, x, y, cfg: Config, gen, soft=None) -> torch.Tensor:
     """Attack, loss, update, EMA. Returns device-side stats [loss_sum, clean_correct, adv_correct, n] (no sync).
 
     ``y`` are hard labels; ``soft`` the mixed targets of a CutMix batch (:meth:`BatchSource.training_batch`)."""
-    with _autocast(cfg, x.device):
-        out = compute_loss(cfg.train.loss.value, s.train_model, x, y, cfg, attack_model=s.attack_model,
-                           generator=gen, soft=soft)
+    with autocast(cfg.train.precision, x.device):
+        out = compute_loss(cfg.train.loss, s.train_model, x, y, cfg, attack_model=s.attack_model, generator=gen,
+                           soft=soft)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(out.loss).backward()
     if cfg.train.grad_clip:
@@ -111,7 +119,7 @@ def build_step(cfg: Config, device: torch.device, steps_per_epoch: int, dist: Di
     ema = ModelEMA(model, cfg.train.ema_decay, warmup=cfg.train.ema_warmup) if cfg.train.ema else None
     optimizer = make_optimizer(model, cfg.train, cfg.data.batch_size)
     scheduler = make_scheduler(optimizer, cfg.train, steps_per_epoch, cfg.data.batch_size)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision.value == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision is Precision.fp16)
     train_model = attack_model = model
     if distributed:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
@@ -121,86 +129,41 @@ def build_step(cfg: Config, device: torch.device, steps_per_epoch: int, dist: Di
     return StepParts(model, train_model, attack_model, ema, optimizer, scheduler, scaler)
 
 
-def _autocast(cfg: Config, device: torch.device):
-    if cfg.train.precision.value == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if cfg.train.precision.value == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-# ---------------------------------------------------------------------------------------------- data on device
-
-
-class BatchSource:
-    """The real training set resident on the device (uint8), synthetic images memory-mapped on the host."""
-
-    def __init__(self, data: DataBundle, sampler: MixedBatchSampler, cfg: Config, device: torch.device):
-        self.data, self.sampler, self.cfg, self.device = data, sampler, cfg, device
-        self.real_x = torch.as_tensor(data.train_x).to(device)
-        self.real_y = torch.as_tensor(data.train_y).to(device)
-
-    def batch(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's slice of global batch ``step``: real then synthetic images, augmented."""
-        return self._assemble(step, gen)[:2]
-
-    def training_batch(self, step: int, gen: torch.Generator):
-        """:meth:`batch` plus CutMix when ``train.cutmix > 0``: ``(x, hard labels, soft targets or None)``.
-
-        The real and synthetic parts are mixed apart, as the paper's two data loaders each mixed their own batch;
-        the hard labels are the arg-max of the mixed targets (the label the paper's PGD-AT attack used)."""
-        x, y, n_real = self._assemble(step, gen)
-        if not self.cfg.train.cutmix:
-            return x, y, None
-        from robustscale.data.cutmix import cutmix, cutmix_rng
-
-        rng, xs, softs = cutmix_rng(self.cfg.train.seed, step), [], []
-        for part in (slice(0, n_real), slice(n_real, len(y))):
-            if part.stop > part.start:
-                xp, sp = cutmix(x[part], y[part], alpha=self.cfg.train.cutmix,
-                                num_classes=self.data.info.num_classes, rng=rng)
-                xs.append(xp)
-                softs.append(sp)
-        soft = torch.cat(softs)
-        return torch.cat(xs), soft.argmax(1), soft
-
-    def _assemble(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
-        real_idx, syn_idx = self.sampler.batch(step)
-        real_idx = real_idx.to(self.device, non_blocking=True)
-        x, y = self.real_x[real_idx], self.real_y[real_idx]
-        if len(syn_idx):
-            order = np.argsort(syn_idx.numpy())  # sorted reads from the memory map, then back to the drawn order
-            idx = syn_idx.numpy()[order]
-            sx = torch.from_numpy(np.ascontiguousarray(self.data.synthetic_x[idx]))
-            sy = torch.from_numpy(np.asarray(self.data.synthetic_y[idx], dtype=np.int64))
-            inv = torch.from_numpy(np.argsort(order))
-            x = torch.cat([x, sx[inv].to(self.device, non_blocking=True)])
-            y = torch.cat([y, sy[inv].to(self.device, non_blocking=True)])
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.cfg.data.augment:
-            x = random_crop_flip(x, self.data.info.crop_padding, self.data.info.flip, gen)
-        if self.cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y, len(real_idx)
-
-
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train one run into ``run_dir`` (created) and return its record (``{}`` on ranks other than 0, which write
+@dataclass
+class Run:
+    """One run in progress: what every helper of the loop works on."""
+
+    cfg: Config
+    dist: DistInfo
+    device: torch.device
+    dir: Path
+    parts: StepParts
+    accounting: RunAccounting
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def net(self) -> nn.Module:
+        """The weights that are validated, saved as best and evaluated: the EMA's when EMA is on."""
+        return self.parts.ema.module if self.parts.ema is not None else self.parts.model
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> RunRecord | None:
+    """Train one run into ``run_dir`` (created) and return its record (None on ranks other than 0, which write
     nothing). A run that stops on an error (a full disk, a corrupt checkpoint, a bad batch) does not stay ``running``:
     its record says ``failed`` and why, and the error propagates."""
     try:
-        return _train(cfg, run_dir, resume=resume, progress=progress)
+        return _train(cfg, Path(run_dir), resume=resume, progress=progress)
     except Exception as err:
         if is_main_process():
             mark_failed_if_running(run_dir, err)
         raise
 
 
-def _train(cfg: Config, run_dir: str | Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> RunRecord | None:
     dist = init_distributed()
-    run_dir = Path(run_dir)
     device = device_for(dist)
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
@@ -211,15 +174,15 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, progress: bool) ->
     parts = build_step(cfg, device, sampler.steps_per_epoch, dist)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune the convolutions once
-    accounting = RunAccounting.from_config(cfg, dist, device)
-    state = Progress()
+    accounting = RunAccounting.from_config(cfg, dist.world_size, dist.local_rank, device)
+    run = Run(cfg, dist, device, run_dir, parts, accounting)
 
     record = read_record(run_dir) if resume else None
     if resume and (run_dir / ckpt.CHECKPOINT).is_file():  # killed before its first checkpoint: start over
-        state = _restore(run_dir / ckpt.CHECKPOINT, parts, accounting, device)
-    record = record or new_record(config_to_dict(cfg))
+        run.progress = _restore(run, run_dir / ckpt.CHECKPOINT)
+    record = record or RunRecord.new(config_to_dict(cfg))
     if dist.is_main:
-        _prepare_run_dir(run_dir, cfg, record, resume, state.epoch)
+        _prepare_run_dir(run, record, resume)
 
     source = BatchSource(data, sampler, cfg, device)
     val = (torch.as_tensor(data.val_x).permute(0, 3, 1, 2).float().div(255.0).to(device),
@@ -227,63 +190,56 @@ def _train(cfg: Config, run_dir: str | Path, *, resume: bool, progress: bool) ->
 
     try:
         with accounting.meter():
-            _epochs(cfg, dist, run_dir, parts, source, val, state, accounting, progress)
+            _epochs(run, source, val, progress)
         status, reason = Status.done, None
     except Divergence as err:
         status, reason = Status.failed, str(err)
-    record = _finish(cfg, dist, run_dir, record, parts.model, state, accounting, status, reason, device)
+    record = _finish(run, record, status, reason)
     barrier()
     if dist.owns_group:
         cleanup()
     return record
 
 
-def _epochs(cfg, dist, run_dir, parts: StepParts, source, val, state, accounting, progress) -> None:
+def _epochs(run: Run, source: BatchSource, val, progress: bool) -> None:
+    cfg, state, accounting = run.cfg, run.progress, run.accounting
     steps_per_epoch = source.sampler.steps_per_epoch
-    bar = _ProgressBar(cfg.train.epochs, steps_per_epoch, enabled=progress and dist.is_main)
-    with bar:
+    with _ProgressBar(cfg.train.epochs, steps_per_epoch, enabled=progress and run.dist.is_main) as bar:
         while state.epoch < cfg.train.epochs:
             with accounting.phase("train"):  # energy_kwh covers what wall_s and train_flops cover
                 t0 = time.perf_counter()
-                stats = _train_epoch(cfg, parts, source, state, accounting, bar, val[0].device, steps_per_epoch)
-                summary = _summary(stats)  # a host sync: the epoch's GPU work is done when the clock stops
+                summary = _summary(_train_epoch(run, source, bar))  # a host sync: the epoch's GPU work is done
                 epoch_s = time.perf_counter() - t0
-            _check_finite(summary, parts, state, run_dir)
+            _check_finite(run, summary)
             state.epoch += 1
             state.wall_s += epoch_s
-            row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"], **summary,
-                   "img_per_s": summary["n"] / max(epoch_s, 1e-9), "epoch_s": epoch_s,
+            row = {"epoch": state.epoch, "step": state.step, "lr": run.parts.optimizer.param_groups[0]["lr"],
+                   **summary, "img_per_s": summary["n"] / max(epoch_s, 1e-9), "epoch_s": epoch_s,
                    "samples_seen": accounting.samples_seen, "train_flops": accounting.train_flops}
             with accounting.phase("eval"):
                 t_eval = time.perf_counter()
-                row.update(_validate(cfg, dist, run_dir, parts, val, state, accounting))
+                row.update(_validate(run, val))
                 state.eval_s += time.perf_counter() - t_eval
             bar.update(state, row, steps_per_epoch, epoch_done=True)
-            checkpoint = state.epoch % cfg.train.checkpoint_every == 0 or state.epoch == cfg.train.epochs
-            if checkpoint:
-                accounting.sync()  # a collective: every rank, before rank 0 writes the energy so far
-            if dist.is_main:
-                append_line(run_dir / "metrics.jsonl", json.dumps(row))
-                state.history.append({k: row[k] for k in ("epoch", "val_pgd_acc", "val_clean_acc") if k in row})
-                if checkpoint:
-                    _save(run_dir, cfg, parts, accounting, state)
-            barrier()
+            _log_and_checkpoint(run, row)
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
 
 
-def _train_epoch(cfg, parts: StepParts, source, state, accounting, bar, device, steps_per_epoch) -> torch.Tensor:
+def _train_epoch(run: Run, source: BatchSource, bar: "_ProgressBar") -> torch.Tensor:
     """One epoch's optimiser steps; returns the stats summed over ranks (the epoch's one collective)."""
-    parts.model.train()
-    stats = torch.zeros(4, device=device)
+    cfg, state = run.cfg, run.progress
+    steps_per_epoch = source.sampler.steps_per_epoch
+    run.parts.model.train()
+    stats = torch.zeros(4, device=run.device)
     first = state.epoch * steps_per_epoch
     for step in range(first, first + steps_per_epoch):
         if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
             break
-        gen = step_generator(cfg.train.seed, step, device)
+        gen = step_generator(cfg.train.seed, step, run.device)
         x, y, soft = source.training_batch(step, gen)
-        stats += train_step(parts, x, y, cfg, gen, soft)
-        accounting.add_train(cfg.data.batch_size)
+        stats += train_step(run.parts, x, y, cfg, gen, soft)
+        run.accounting.add_train(cfg.data.batch_size)
         state.step = step + 1
         if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
             bar.update(state, _summary(stats), step + 1 - first)
@@ -296,69 +252,81 @@ def _summary(stats: torch.Tensor) -> dict[str, float]:
     return {"loss": loss_sum / n, "train_clean_acc": clean / n, "train_adv_acc": adv / n, "n": n}
 
 
-def _validate(cfg, dist, run_dir, parts: StepParts, val, state, accounting) -> dict[str, Any]:
+def _validate(run: Run, val) -> dict[str, Any]:
     """PGD-40 on the held-out validation subset: the early-stopping metric. Saves the best weights."""
+    cfg, state = run.cfg, run.progress
     if state.epoch % cfg.eval.pgd_every and state.epoch != cfg.train.epochs:
         return {}
-    from robustscale.attacks import pgd_accuracy
-
-    net = parts.ema.module if parts.ema is not None else parts.model
-    res = pgd_accuracy(net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
+    res = pgd_accuracy(run.net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
                        step_size=cfg.eval.pgd_step_size_factor * cfg.attack.eps / cfg.eval.pgd_steps,
-                       norm=cfg.attack.norm.value, loss=cfg.eval.pgd_loss.value, batch_size=cfg.eval.batch_size,
+                       norm=cfg.attack.norm, loss=cfg.eval.pgd_loss, batch_size=cfg.eval.batch_size,
                        seed=cfg.train.seed)
     n = len(val[1])
-    accounting.add_eval(n, cfg.eval.pgd_steps, n_attacked=round(res["clean_acc"] * n))  # only correct points are attacked
+    run.accounting.add_eval(n, cfg.eval.pgd_steps, n_attacked=round(res["clean_acc"] * n))  # correct points only
     row = {"val_clean_acc": res["clean_acc"], "val_pgd_acc": res["robust_acc"]}
     # best robust accuracy, ties to the better clean accuracy; standard training (the baseline) selects on clean
-    first, second = ("clean_acc", "robust_acc") if cfg.train.loss.value == "standard" else ("robust_acc", "clean_acc")
+    first, second = ("clean_acc", "robust_acc") if cfg.train.loss is Loss.standard else ("robust_acc", "clean_acc")
     score = res[first] + 1e-6 * res[second]
     if score > state.best_metric:
         state.best_metric, state.best_epoch = score, state.epoch
-        if dist.is_main:
-            save_model(run_dir / "best.safetensors", net, cfg)
+        if run.dist.is_main:
+            save_model(run.dir / "best.safetensors", run.net, cfg)
     return row
+
+
+def _log_and_checkpoint(run: Run, row: dict[str, Any]) -> None:
+    """Rank 0 appends the epoch's log line, then (every ``train.checkpoint_every`` epochs and at the end) writes the
+    checkpoint; every rank first gathers the energy so far (a collective) and meets at the barrier after."""
+    state = run.progress
+    checkpoint = state.epoch % run.cfg.train.checkpoint_every == 0 or state.epoch == run.cfg.train.epochs
+    if checkpoint:
+        run.accounting.sync()  # a collective: every rank, before rank 0 writes the energy so far
+    if run.dist.is_main:
+        append_line(run.dir / "metrics.jsonl", json.dumps(row))
+        state.history.append({k: row[k] for k in ("epoch", "val_pgd_acc", "val_clean_acc") if k in row})
+        if checkpoint:
+            _save(run)
+    barrier()
 
 
 # ---------------------------------------------------------------------------------------------- state on disk
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, record: dict[str, Any], resume: bool, epoch: int) -> None:
+def _prepare_run_dir(run: Run, record: RunRecord, resume: bool) -> None:
     """Config, a clean log and a running record. On resume the log keeps only the epochs the checkpoint holds (a kill
     between a log line and the checkpoint would otherwise repeat an epoch), and a kill's temp files are removed."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(run_dir)
-    write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    run.dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(run.dir)
+    write_text(run.dir / "config.yaml", config_to_yaml(run.cfg))
     if not resume:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        (run.dir / "metrics.jsonl").unlink(missing_ok=True)
     else:
-        keep_lines(run_dir / "metrics.jsonl", lambda row: row.get("epoch", 0) <= epoch)
-    record.update(status=Status.running.value, reason=None)
-    write_record(run_dir, record)
+        keep_lines(run.dir / "metrics.jsonl", lambda row: row.get("epoch", 0) <= run.progress.epoch)
+    record.status, record.reason = Status.running, None
+    write_record(run.dir, record)
 
 
-def _save(run_dir, cfg, s: StepParts, accounting, state: Progress) -> None:
-    save_model(run_dir / "last.safetensors", s.model, cfg)
-    ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT, {
+def _save(run: Run) -> None:
+    s = run.parts
+    save_model(run.dir / "last.safetensors", s.model, run.cfg)
+    ckpt.save_checkpoint(run.dir / ckpt.CHECKPOINT, {
         "model": s.model.state_dict(),
         "ema": s.ema.state_dict() if s.ema is not None else None,
         "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(),
         "scaler": s.scaler.state_dict(),
         "rng": ckpt.rng_state(),
-        "accounting": accounting.state_dict(),
-        "env": ckpt.runtime_env(next(s.model.parameters()).device),
-        "progress": {"epoch": state.epoch, "step": state.step, "best_metric": state.best_metric,
-                     "best_epoch": state.best_epoch, "wall_s": state.wall_s, "eval_s": state.eval_s,
-                     "history": state.history},
+        "accounting": run.accounting.state_dict(),
+        "env": ckpt.runtime_env(run.device),
+        "progress": asdict(run.progress),
     })
 
 
-def _restore(path: Path, s: StepParts, accounting, device: torch.device) -> Progress:
-    """Load the checkpoint at ``path`` into the step's parts. A checkpoint that does not fit this run (missing or
-    mistyped entries, other shapes) is a one-line :class:`UserError`; one written under another torch version,
-    thread count, device or world size resumes with a warning: the continuation is then not bitwise exact."""
-    saved = ckpt.load_checkpoint(path)
+def _restore(run: Run, path: Path) -> Progress:
+    """Load the checkpoint at ``path`` into the run's step parts and accounting. A checkpoint that does not fit this
+    run (missing or mistyped entries, other shapes) is a one-line :class:`UserError`; one written under another torch
+    version, thread count, device or world size resumes with a warning: the continuation is then not bitwise exact."""
+    s, saved = run.parts, ckpt.load_checkpoint(path)
     try:
         s.model.load_state_dict(saved["model"])
         if s.ema is not None and saved.get("ema") is not None:
@@ -368,24 +336,25 @@ def _restore(path: Path, s: StepParts, accounting, device: torch.device) -> Prog
         if saved.get("scaler"):
             s.scaler.load_state_dict(saved["scaler"])
         ckpt.set_rng_state(saved["rng"])
-        accounting.load_state_dict(saved["accounting"])
-        state = Progress(**saved["progress"])
+        run.accounting.load_state_dict(saved["accounting"])
+        progress = Progress(**saved["progress"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
         raise UserError(f"checkpoint '{path}' does not fit this run ({type(err).__name__}: "
                         f"{shown(str(err).splitlines()[0] if str(err) else '')}); delete it to restart the run") \
             from None
-    changed = ckpt.env_differences(saved.get("env"), ckpt.runtime_env(device))
+    changed = ckpt.env_differences(saved.get("env"), ckpt.runtime_env(run.device))
     if changed:
         log.warning("resuming %s with %s: the continuation is not bitwise identical to an uninterrupted run (exact "
                     "resume needs the same torch version, thread count, device and world size)", path.parent,
                     ", ".join(changed))
-    return state
+    return progress
 
 
-def _check_finite(summary: dict[str, float], s: StepParts, state: Progress, run_dir: Path) -> None:
+def _check_finite(run: Run, summary: dict[str, float]) -> None:
     """Divergence is a non-finite loss *or* non-finite weights or buffers (a huge learning rate can keep the loss
     finite while BatchNorm's running variance overflows): stop before anything of this epoch is saved, and say
     truthfully which checkpoint is kept."""
+    s = run.parts
     bad = ckpt.first_nonfinite(s.model.state_dict())
     if bad is None and s.ema is not None:
         bad = ckpt.first_nonfinite(s.ema.module.state_dict())
@@ -393,66 +362,52 @@ def _check_finite(summary: dict[str, float], s: StepParts, state: Progress, run_
     if math.isfinite(summary["loss"]) and bad is None:
         return
     what = f"loss became {summary['loss']}" if not math.isfinite(summary["loss"]) else f"{bad} became non-finite"
-    kept = ckpt.saved_epoch(run_dir / ckpt.CHECKPOINT)
+    kept = ckpt.saved_epoch(run.dir / ckpt.CHECKPOINT)
     kept = (f"the checkpoint of epoch {kept} (finite) is kept" if kept is not None
             else "no checkpoint was written before it, so there is nothing to resume")
-    raise Divergence(f"{what} in epoch {state.epoch + 1}: lower train.lr or use train.grad_clip; {kept}")
+    raise Divergence(f"{what} in epoch {run.progress.epoch + 1}: lower train.lr or use train.grad_clip; {kept}")
 
 
 # ---------------------------------------------------------------------------------------------- the end
 
 
-def _finish(cfg, dist, run_dir, record, model, state, accounting, status, reason, device) -> dict[str, Any]:
+def _finish(run: Run, record: RunRecord, status: Status, reason: str | None) -> RunRecord | None:
     """Final evaluation of the best checkpoint (clean test accuracy, AutoAttack), accounting, record."""
-    if not dist.is_main:
-        return {}  # only rank 0 writes and reports
+    if not run.dist.is_main:
+        return None  # only rank 0 writes and reports
+    state = run.progress
     best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
-    metrics: dict[str, Any] = {"pgd40_acc": best.get("val_pgd_acc"), "val_clean_acc": best.get("val_clean_acc"),
-                               "best_epoch": state.best_epoch}
-    evaluations = dict(record.get("evaluations") or {})
+    record.metrics = Metrics(pgd40_acc=best.get("val_pgd_acc"), val_clean_acc=best.get("val_clean_acc"),
+                             best_epoch=state.best_epoch)
     final_s = 0.0
     if status is Status.done and state.best_epoch >= 0:
         t0 = time.perf_counter()
-        metrics, evaluations = _final_eval(cfg, run_dir, metrics, evaluations, device, accounting)
+        _final_eval(run, record)
         final_s = time.perf_counter() - t0
-    record.update(
-        status=status.value, reason=reason, metrics=metrics, evaluations=evaluations,
-        params=sum(p.numel() for p in model.parameters()),
-        epochs_run=state.epoch, samples_seen=accounting.samples_seen, wall_s=state.wall_s,
-        accounting=accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s),
-        hardware=accounting.hardware,
-    )
-    write_record(run_dir, record)
+    record.status, record.reason = status, reason
+    record.params = sum(p.numel() for p in run.parts.model.parameters())
+    record.epochs_run = state.epoch
+    record.accounting = run.accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s)
+    record.hardware = run.accounting.hardware()
+    write_record(run.dir, record)
     return record
 
 
-def _final_eval(cfg, run_dir, metrics, evaluations, device, accounting):
-    """Clean test accuracy and AutoAttack of the best checkpoint, metered and counted as evaluation."""
-    from robustscale.data import load_data
-    from robustscale.models import load_model
-
-    best = load_model(run_dir, device=device)
+def _final_eval(run: Run, record: RunRecord) -> None:
+    """Clean test accuracy and AutoAttack of the best checkpoint (:mod:`robustscale.attacks.evaluation`), metered
+    and counted as evaluation."""
+    cfg, metrics = run.cfg, record.metrics
+    best = load_model(run.dir, device=run.device)
     x, y = load_data(cfg.data.dataset, "test", root=cfg.data.root, image_size=cfg.data.image_size)
-    with accounting.final_eval(best):
-        return _evaluate_best(cfg, run_dir, best, x, y, metrics, evaluations, device)
-
-
-def _evaluate_best(cfg, run_dir, best, x, y, metrics, evaluations, device):
-    with torch.no_grad():
-        correct = sum((best(xb.to(device)).argmax(1).cpu() == yb).sum().item()
-                      for xb, yb in zip(x.split(cfg.eval.batch_size), y.split(cfg.eval.batch_size)))
-    metrics["clean_acc"] = correct / len(y)
-    metrics["autoattack_acc"] = None
-    if cfg.eval.autoattack.value != "none":
-        from robustscale.evaluate import evaluate_model
-
-        res = evaluate_model(best, x, y, attack="autoattack", eps=cfg.attack.eps, norm=cfg.attack.norm.value,
-                             n=cfg.eval.autoattack_n, version=cfg.eval.autoattack.value,
-                             batch_size=cfg.eval.batch_size, seed=cfg.train.seed, run_dir=run_dir)
-        metrics["autoattack_acc"] = res["robust_acc"]
-        metrics["autoattack_clean_acc"] = res["clean_acc"]
-        evaluations["autoattack"] = res
-    return metrics, evaluations
+    with run.accounting.final_eval(best):
+        metrics.clean_acc = clean_accuracy(best, x, y, batch_size=cfg.eval.batch_size)
+        if cfg.eval.autoattack is AutoAttackVersion.none:
+            return
+        res = evaluate_model(best, x, y, attack=Attack.autoattack, eps=cfg.attack.eps, norm=cfg.attack.norm,
+                             n=cfg.eval.autoattack_n, version=cfg.eval.autoattack, batch_size=cfg.eval.batch_size,
+                             seed=cfg.train.seed, run_dir=run.dir)
+    metrics.autoattack_acc, metrics.autoattack_clean_acc = res["robust_acc"], res["clean_acc"]
+    record.evaluations = {**record.evaluations, "autoattack": res}
 
 
 class _ProgressBar:
@@ -465,9 +420,7 @@ class _ProgressBar:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            self.bar = RichProgress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
             self.bar.__enter__()
             self.task = self.bar.add_task("train", total=self.steps, epoch="1", info="")

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustscale.attacks import frozen_bn, pgd
+from robustscale.attacks.pgd import frozen_bn, pgd
+from robustscale.config import AttackConfig, Config
+from robustscale.enums import AttackLoss, BNMode, Loss, choice
 
 
 class LossOutput(NamedTuple):
@@ -43,9 +45,9 @@ def _eval_bn(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
-def attack_mode(model: nn.Module, bn_mode) -> contextlib.AbstractContextManager:
+def attack_mode(model: nn.Module, bn_mode: BNMode | str) -> contextlib.AbstractContextManager:
     """The BatchNorm mode the training attack runs in (``attack.bn_mode``: ``train`` or ``eval``)."""
-    return _eval_bn(model) if getattr(bn_mode, "value", bn_mode) == "eval" else frozen_bn(model)
+    return _eval_bn(model) if choice(BNMode, bn_mode, "bn_mode") is BNMode.eval else frozen_bn(model)
 
 
 def _ce(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, label_smoothing: float) -> torch.Tensor:
@@ -53,25 +55,25 @@ def _ce(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, label_
     return F.cross_entropy(logits, soft if soft is not None else y, label_smoothing=label_smoothing)
 
 
-def standard_loss(model: nn.Module, x, y, *, attack, label_smoothing: float = 0.0, generator=None,
+def standard_loss(model: nn.Module, x, y, *, attack: AttackConfig, label_smoothing: float = 0.0, generator=None,
                   soft=None) -> LossOutput:
     """No attack: the baseline every robustness paper compares against."""
     logits = model(x)
     return LossOutput(_ce(logits, y, soft, label_smoothing), logits, None)
 
 
-def at_loss(model: nn.Module, x, y, *, attack, attack_model: nn.Module | None = None, label_smoothing: float = 0.0,
-            generator=None, soft=None) -> LossOutput:
+def at_loss(model: nn.Module, x, y, *, attack: AttackConfig, attack_model: nn.Module | None = None,
+            label_smoothing: float = 0.0, generator=None, soft=None) -> LossOutput:
     """Madry et al.: cross-entropy on PGD examples (``attack.steps`` steps, random start)."""
     net = attack_model if attack_model is not None else model
     with attack_mode(net, attack.bn_mode):
         x_adv = pgd(net, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
-                    norm=attack.norm.value, loss="ce", random_start=attack.random_start, generator=generator)
+                    norm=attack.norm, loss=AttackLoss.ce, random_start=attack.random_start, generator=generator)
     logits = model(x_adv)
     return LossOutput(_ce(logits, y, soft, label_smoothing), None, logits)
 
 
-def trades_loss(model: nn.Module, x, y, *, attack, beta: float, attack_model: nn.Module | None = None,
+def trades_loss(model: nn.Module, x, y, *, attack: AttackConfig, beta: float, attack_model: nn.Module | None = None,
                 label_smoothing: float = 0.0, generator=None, soft=None) -> LossOutput:
     """Zhang et al.: CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL term.
 
@@ -83,8 +85,8 @@ def trades_loss(model: nn.Module, x, y, *, attack, beta: float, attack_model: nn
         with torch.no_grad():
             target = net(x).detach()
         x_adv = pgd(net, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
-                    norm=attack.norm.value, loss="kl", random_start=attack.random_start, target_logits=target,
-                    generator=generator, kl_start=attack.trades_start.value)
+                    norm=attack.norm, loss=AttackLoss.kl, random_start=attack.random_start, target_logits=target,
+                    generator=generator, kl_start=attack.trades_start)
     clean_logits = model(x)
     adv_logits = model(x_adv)
     natural = _ce(clean_logits, y, soft, label_smoothing)
@@ -93,16 +95,16 @@ def trades_loss(model: nn.Module, x, y, *, attack, beta: float, attack_model: nn
     return LossOutput(natural + beta * robust, clean_logits, adv_logits)
 
 
-def compute_loss(name: str, model: nn.Module, x, y, cfg, *, attack_model=None, generator=None,
+def compute_loss(loss: Loss | str, model: nn.Module, x, y, cfg: Config, *, attack_model=None, generator=None,
                  soft=None) -> LossOutput:
-    """Dispatch on ``cfg.train.loss`` (already an enum: no string parsing on the hot path beyond this lookup).
+    """Dispatch on ``loss`` (``cfg.train.loss``, an enum compared by identity; a name works too).
 
     ``y`` are hard labels (the attack's, and accuracy's); ``soft`` the mixed targets of a CutMix batch, or None.
     """
-    ls = cfg.train.label_smoothing
-    if name == "standard":
+    loss, ls = choice(Loss, loss, "loss"), cfg.train.label_smoothing
+    if loss is Loss.standard:
         return standard_loss(model, x, y, attack=cfg.attack, label_smoothing=ls, soft=soft)
-    if name == "at":
+    if loss is Loss.at:
         return at_loss(model, x, y, attack=cfg.attack, attack_model=attack_model, label_smoothing=ls,
                        generator=generator, soft=soft)
     return trades_loss(model, x, y, attack=cfg.attack, beta=cfg.train.beta, attack_model=attack_model,

@@ -20,8 +20,11 @@ import math
 import torch
 from torch import nn
 
+from robustscale.config import TrainConfig
+from robustscale.enums import Schedule
 
-def effective_lr(train_cfg, batch_size: int) -> float:
+
+def effective_lr(train_cfg: TrainConfig, batch_size: int) -> float:
     """The peak lr a run uses: ``train.lr`` as given, or per ``train.lr_base_size`` images of the global batch
     (linear scaling, as timm's ``--lr-base``/``--lr-base-size`` in the paper's code, ``src/setup_task.py``)."""
     if train_cfg.lr_base_size is None:
@@ -29,7 +32,7 @@ def effective_lr(train_cfg, batch_size: int) -> float:
     return train_cfg.lr * batch_size / train_cfg.lr_base_size
 
 
-def make_optimizer(model: nn.Module, train_cfg, batch_size: int | None = None) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, train_cfg: TrainConfig, batch_size: int | None = None) -> torch.optim.SGD:
     """SGD as in Zhang et al. / Gowal et al. With ``decay_bn_and_bias: false``, BN and bias get no weight decay."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -45,7 +48,7 @@ def make_optimizer(model: nn.Module, train_cfg, batch_size: int | None = None) -
                            nesterov=train_cfg.nesterov and train_cfg.momentum > 0, **kwargs)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, *, min_factor: float = 0.0,
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule | str, *, min_factor: float = 0.0,
               cooldown_steps: int = 0, milestones: tuple[int, ...] | None = None) -> float:
     """Multiplier of the peak learning rate at optimiser step ``step`` (0-based), for the per-step schedules.
 
@@ -58,9 +61,10 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, *, 
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, active - warmup_steps)
-    if schedule == "cosine":
+    schedule = Schedule(schedule)
+    if schedule is Schedule.cosine:
         return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    if schedule == "piecewise":
+    if schedule is Schedule.piecewise:
         if milestones is not None:
             return 0.1 ** sum(step >= m for m in milestones)
         return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
@@ -78,12 +82,13 @@ def timm_cosine_lr(epoch: int, *, lr: float, epochs: int, warmup_epochs: int, wa
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * epoch / cycle))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg, steps_per_epoch: int, batch_size: int | None = None):
+def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: TrainConfig, steps_per_epoch: int,
+                   batch_size: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` stepped once per optimiser step (so a resumed run continues at the same step)."""
     peak = effective_lr(train_cfg, batch_size) if batch_size is not None else train_cfg.lr
     total = train_cfg.epochs * steps_per_epoch
-    schedule = train_cfg.schedule.value
-    if schedule == "timm_cosine":
+    schedule = train_cfg.schedule
+    if schedule is Schedule.timm_cosine:
         kw = dict(lr=peak, epochs=train_cfg.epochs, warmup_epochs=round(train_cfg.warmup_epochs),
                   warmup_lr=train_cfg.warmup_lr, min_lr=train_cfg.min_lr, cooldown_epochs=train_cfg.cooldown_epochs)
         return torch.optim.lr_scheduler.LambdaLR(
