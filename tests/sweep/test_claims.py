@@ -108,8 +108,8 @@ def test_a_worker_that_lost_its_claim_stops_before_its_next_write(tmp_path, digi
     run_dir, taker = tmp_path / "run", {}
     real_step = loop.train_step
 
-    def step_then_lose_the_claim(parts, x, y, cfg_, gen):
-        out = real_step(parts, x, y, cfg_, gen)
+    def step_then_lose_the_claim(parts, x, y, cfg_, gen, *rest):
+        out = real_step(parts, x, y, cfg_, gen, *rest)
         if not taker and (run_dir / "metrics.jsonl").exists():  # epoch 1 is logged: this step is in epoch 2
             _age(run_dir / CLAIM, 3600)  # this worker "slept" an hour: its heartbeat is stale
             taker["claim"] = acquire_claim(run_dir, stale_s=600)
