@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -13,12 +14,39 @@ def synth(
     out: Path = typer.Option(..., "-o", "--out", help="Output .npz (image uint8 NHWC, label)."),
     split: str = typer.Option("train", "--split", help="Split to fit on: only 'train' is allowed."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the density model and the draw."),
+    method: str = typer.Option("gmm", "--method",
+                               help="gmm (PCA + Gaussian mixture per class, seconds) or ddpm (a class-conditional "
+                                    "diffusion model, EDM recipe, minutes on one CPU core)."),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", help="ddpm: training steps (default: recipe)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance",
+                                             help="ddpm: classifier-free guidance weight (1: none; default: recipe)."),
 ) -> None:
-    """Fit a class-conditional density model on the training split and sample new labelled images."""
+    """Fit a class-conditional generative model on the training split and sample new labelled images."""
     from robustscale.data.generate import synthesize
 
-    path, count = synthesize(dataset, n, out, split=split, seed=seed)
-    typer.echo(f"wrote {count} synthetic {dataset} images to {path}")
+    recipe = None
+    if method == "ddpm" and (train_steps is not None or guidance is not None):
+        recipe = _recipe(train_steps, guidance)
+    path, count = synthesize(dataset, n, out, split=split, seed=seed, method=method, recipe=recipe)
+    typer.echo(f"wrote {count} synthetic {dataset} images ({method}) to {path}")
+
+
+def _recipe(train_steps: Optional[int], guidance: Optional[float]):
+    from dataclasses import replace
+
+    from robustscale.data.diffusion import DiffusionRecipe
+    from robustscale.errors import UserError
+
+    recipe = DiffusionRecipe()
+    if train_steps is not None:
+        if train_steps < 1:
+            raise UserError(f"synth --train-steps must be at least 1, got {train_steps}")
+        recipe = replace(recipe, train_steps=train_steps)
+    if guidance is not None:
+        if not guidance >= 0:
+            raise UserError(f"synth --guidance must be a non-negative number, got {guidance}")
+        recipe = replace(recipe, guidance=guidance)
+    return recipe
 
 
 def register(app: typer.Typer) -> None:
