@@ -11,7 +11,7 @@ import torch
 from robustscale.cli import main
 from robustscale.data import digits, load_arrays, load_synthetic
 from robustscale.data.diffusion import (SIGMA_MAX, SIGMA_MIN, DiffusionRecipe, denoising_loss,
-                                        sample_class_conditional, sigma_schedule, train_denoiser)
+                                        sample_class_conditional, sample_images, sigma_schedule, train_denoiser)
 from robustscale.data.generate import synthesize
 
 TINY = DiffusionRecipe(width=32, depth=1, train_steps=30, batch_size=64, warmup_steps=5, sample_steps=4)
@@ -104,3 +104,36 @@ def test_training_lowers_the_denoising_loss():
     trained = train_denoiser(x, y, recipe=replace(recipe, train_steps=300))
     before, after = (denoising_loss(net, x[:512], y[:512], seed=1) for net in (untrained, trained))
     assert after < 0.7 * before
+
+
+def test_ddpm_is_the_default_method_and_bad_knobs_are_one_line_errors(tmp_path, capsys, assert_one_line):
+    out = tmp_path / "d.npz"
+    assert main(["synth", "--n", "10", "--train-steps", "3", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "(ddpm)" in captured.out and "training step 3" in captured.err  # progress on stderr
+    for bad in (["--train-steps", "0"], ["--guidance", "-1"], ["--guidance", "inf"], ["--guidance", "nan"],
+                ["--method", "gmm", "--train-steps", "5"]):
+        assert main(["synth", "--n", "10", *bad, "-o", str(tmp_path / "bad.npz")]) == 2
+        assert bad[-2] in assert_one_line(capsys.readouterr().err.strip())
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_an_output_folder_is_refused_before_any_training(tmp_path, capsys, assert_one_line, monkeypatch):
+    from robustscale.data import diffusion
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the output")
+
+    monkeypatch.setattr(diffusion, "train_denoiser", no_training)
+    assert main(["synth", "--n", "10", "-o", str(tmp_path)]) == 2  # the default method, ddpm: minutes otherwise
+    assert "is a folder" in assert_one_line(capsys.readouterr().err.strip())
+
+
+def test_classifier_free_guidance_changes_the_samples_not_the_format():
+    x, y = load_arrays("digits", "train")
+    net = train_denoiser(x, y, recipe=TINY)
+    labels = np.arange(20) % 10
+    plain, guided = (sample_images(net, labels, shape=(8, 8, 3), seed=5, recipe=replace(TINY, guidance=w))
+                     for w in (1.0, 3.0))
+    assert guided.shape == plain.shape == (20, 8, 8, 3) and guided.dtype == np.uint8
+    assert not np.array_equal(plain, guided)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -14,9 +15,10 @@ def synth(
     out: Path = typer.Option(..., "-o", "--out", help="Output .npz (image uint8 NHWC, label)."),
     split: str = typer.Option("train", "--split", help="Split to fit on: only 'train' is allowed."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the density model and the draw."),
-    method: str = typer.Option("gmm", "--method",
-                               help="gmm (PCA + Gaussian mixture per class, seconds) or ddpm (a class-conditional "
-                                    "diffusion model, EDM recipe, minutes on one CPU core)."),
+    method: str = typer.Option("ddpm", "--method",
+                               help="ddpm (a class-conditional diffusion model, EDM recipe: minutes on one CPU core; "
+                                    "its samples beat the GMM's in adversarial training, BENCHMARKS.md) or gmm (PCA + "
+                                    "Gaussian mixture per class, seconds)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="ddpm: training steps (default: recipe)."),
     guidance: Optional[float] = typer.Option(None, "--guidance",
                                              help="ddpm: classifier-free guidance weight (1: none; default: recipe)."),
@@ -25,10 +27,18 @@ def synth(
     from robustscale.data.generate import synthesize
 
     recipe = None
-    if method == "ddpm" and (train_steps is not None or guidance is not None):
+    if train_steps is not None or guidance is not None:
+        if method != "ddpm":
+            from robustscale.errors import UserError
+
+            raise UserError(f"synth --train-steps and --guidance apply to --method ddpm only (got --method {method})")
         recipe = _recipe(train_steps, guidance)
-    path, count = synthesize(dataset, n, out, split=split, seed=seed, method=method, recipe=recipe)
+    path, count = synthesize(dataset, n, out, split=split, seed=seed, method=method, recipe=recipe, log=_progress)
     typer.echo(f"wrote {count} synthetic {dataset} images ({method}) to {path}")
+
+
+def _progress(step: int, loss: float, seconds: float) -> None:
+    typer.echo(f"ddpm: training step {step}, loss {loss:.3f}, {seconds:.0f} s", err=True)
 
 
 def _recipe(train_steps: Optional[int], guidance: Optional[float]):
@@ -43,8 +53,8 @@ def _recipe(train_steps: Optional[int], guidance: Optional[float]):
             raise UserError(f"synth --train-steps must be at least 1, got {train_steps}")
         recipe = replace(recipe, train_steps=train_steps)
     if guidance is not None:
-        if not guidance >= 0:
-            raise UserError(f"synth --guidance must be a non-negative number, got {guidance}")
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise UserError(f"synth --guidance must be a finite non-negative number, got {guidance}")
         recipe = replace(recipe, guidance=guidance)
     return recipe
 

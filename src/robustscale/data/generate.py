@@ -12,9 +12,11 @@ The samples are new images drawn from the model, not copies (:mod:`robustscale.d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from robustscale.errors import UserError
+from robustscale.errors import UserError, shown
 
 PCA_COMPONENTS = 24
 MIXTURE_COMPONENTS = 6
@@ -60,7 +62,10 @@ def synthesize(dataset: str, n: int, out, *, split: str = "train", seed: int = 0
                method: str = "gmm", recipe=None, log=None):
     """``robustscale synth``: fit on ``split`` (only "train" is allowed) of ``dataset`` and write ``out`` (npz).
 
-    ``recipe`` (a :class:`robustscale.data.diffusion.DiffusionRecipe`) and ``log`` only apply to ``ddpm``.
+    ``robustscale synth`` defaults to ``ddpm``, the better generator (BENCHMARKS.md, "Synthetic digits"); this
+    function keeps ``gmm`` as its default so that a caller that names no method keeps taking seconds, not minutes.
+    ``recipe`` (a :class:`robustscale.data.diffusion.DiffusionRecipe`) and ``log(step, loss, seconds)`` only apply to
+    ``ddpm``. The output path is checked before any fitting, so a bad ``out`` costs no training.
     """
     from robustscale.data import load_arrays, save_synthetic
 
@@ -74,6 +79,8 @@ def synthesize(dataset: str, n: int, out, *, split: str = "train", seed: int = 0
                         "(an .npz with image and label) through data.synthetic.path")
     if n < 1:
         raise UserError("synth --n must be at least 1")
+    if Path(out).is_dir():
+        raise UserError(f"'{shown(Path(out))}' is a folder: pass a file name to write")
     x, y = load_arrays(dataset, "train", image_size=image_size)
     if method == "ddpm":
         from robustscale.data import diffusion
