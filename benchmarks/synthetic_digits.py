@@ -8,7 +8,12 @@ with the demo's overrides) once per seed, then AutoAttack (standard) evaluates e
 output folder with their generation time and memorisation figures. Every run trains in its own process with one
 torch thread; the script resumes (finished runs and evaluations are kept). Prints a table and the JSON summary
 (also written to ``<out>/summary.json``): per arm the mean, sample standard deviation and the 95% t-interval, and
-per synthetic arm the paired difference to real-only (same seeds, same points).
+per arm the paired differences to real-only and to the GMM (same seeds, same points).
+
+    python benchmarks/synthetic_digits.py --out runs/bench-synthetic --summarise-only
+
+aggregates what is there (every run folder with an ``aa.json``, whatever its seed) without training or drawing
+anything, into ``<out>/summary-collected.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="a cheaper AutoAttack subset for exploration, e.g. apgd-ce,apgd-t (default: standard)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one torch thread each)")
     ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra config overrides key=value")
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="train and evaluate nothing: aggregate the run folders under --out that have aa.json (every "
+                         "seed found, whatever --seeds says) and the cached generator figures")
     ap.add_argument("--one", nargs=2, metavar=("ARM", "SEED"), help=argparse.SUPPRESS)  # internal: one run
     return ap.parse_args(argv)
 
@@ -81,8 +89,8 @@ def draw(args, arm: str) -> dict:
     samples = np.load(path)["image"]
     train, _ = load_arrays("digits", "train")
     test, _ = load_arrays("digits", "test")
-    info = {"arm": arm, "path": str(path), "n": len(samples), "seconds": seconds, "cpu_s": cpu_s, "load_avg": os.getloadavg()[0],
-            "memorisation": memorisation_report(samples, train, test)}
+    info = {"arm": arm, "path": str(path), "n": len(samples), "seconds": seconds, "cpu_s": cpu_s,
+            "load_avg": os.getloadavg()[0], "memorisation": memorisation_report(samples, train, test)}
     meta.write_text(json.dumps(info, indent=2))
     return info
 
@@ -137,9 +145,16 @@ def launch(args, arm: str, seed: int) -> dict:
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, preexec_fn=_nice)
         print(f"{arm} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return read_run(args, arm, seed)
+
+
+def read_run(args, arm: str, seed: int) -> dict:
+    """One finished run's row: its record and its AutoAttack result on the shared points."""
+    folder = run_dir(args, arm, seed)
     record = json.loads((folder / "record.json").read_text())
     aa = json.loads((folder / "aa.json").read_text())
     per_attack = aa.get("per_attack") or {}
+    # the first runs' files name no attack set: they ran the default, standard
     return {"arm": arm, "seed": seed, "attacks": aa.get("attacks", "standard"), "autoattack_acc": aa["robust_acc"],
             "after_apgd_t": per_attack.get("apgd-t"), "clean_acc": aa["clean_acc"],
             "pgd40_val_acc": record["metrics"].get("pgd40_acc"), "best_epoch": record["metrics"].get("best_epoch"),
@@ -162,17 +177,24 @@ def t_interval(values) -> dict:
     return {"n": len(v), "mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
 
 
-def summarise(rows: list[dict], arms: list[str]) -> dict:
+def summarise(rows: list[dict], arms: list[str], baselines: tuple[str, ...] = ("real", "gmm")) -> dict:
+    """Per arm: AutoAttack and clean accuracy intervals, and ``minus_<baseline>``: the paired difference (same seeds,
+    same test points) to each baseline arm present, over the seeds both have."""
     out = {}
-    real = {r["seed"]: r["autoattack_acc"] for r in rows if r["arm"] == "real"}
+    by_arm = {arm: {r["seed"]: r["autoattack_acc"] for r in rows if r["arm"] == arm} for arm in arms}
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
+        if not mine:
+            continue
         out[arm] = {"autoattack_acc": t_interval([r["autoattack_acc"] for r in mine]),
                     "clean_acc": t_interval([r["clean_acc"] for r in mine]),
                     "seeds": [r["seed"] for r in mine]}
-        paired = [r["autoattack_acc"] - real[r["seed"]] for r in mine if r["seed"] in real]
-        if arm != "real" and paired:
-            out[arm]["minus_real"] = t_interval(paired)
+        for base in baselines:
+            other = by_arm.get(base, {})
+            paired = [r["autoattack_acc"] - other[r["seed"]] for r in mine if r["seed"] in other]
+            if arm != base and paired:
+                out[arm][f"minus_{base}"] = {**t_interval(paired), "seeds": [r["seed"] for r in mine
+                                                                             if r["seed"] in other]}
     return out
 
 
@@ -182,11 +204,43 @@ def _fmt(s: dict) -> str:
 
 
 def print_table(summary: dict) -> None:
-    print(f"{'arm':12s} {'n':>2s}  {'AutoAttack acc, mean [95% CI]':30s} {'clean acc':24s} {'minus real (paired)':24s}")
+    print(f"{'arm':12s} {'n':>2s}  {'AutoAttack acc, mean [95% CI]':30s} {'clean acc':24s} "
+          f"{'minus real (paired)':26s} {'minus gmm (paired)':26s}")
     for arm, s in summary.items():
-        diff = _fmt(s["minus_real"]) if "minus_real" in s else ""
+        diffs = [f"{_fmt(s[k])} n={s[k]['n']}" if k in s else "" for k in ("minus_real", "minus_gmm")]
         print(f"{arm:12s} {s['autoattack_acc']['n']:2d}  {_fmt(s['autoattack_acc']):30s} {_fmt(s['clean_acc']):24s} "
-              f"{diff:24s}")
+              f"{diffs[0]:26s} {diffs[1]:26s}")
+
+
+def print_generators(generators: dict) -> None:
+    """Generation time and the memorisation figures (pixel-space L2, 0..255 per pixel, 64 pixels)."""
+    print(f"{'generator':12s} {'n':>6s} {'wall s':>7s} {'cpu s':>6s}  {'sample->train min/p1/med':26s} "
+          f"{'train->train min/p1/med':24s} {'<train min':>10s} {'closer to a test img':>20s} {'test share':>10s}")
+    for arm, g in generators.items():
+        m = g["memorisation"]
+        st, tt = m["sample_to_train"], m["train_to_train"]
+        wall = f"{g['seconds']:.0f}" if g.get("seconds") else "-"
+        cpu = f"{g['cpu_s']:.0f}" if g.get("cpu_s") else "-"
+        print(f"{arm:12s} {m['n_samples']:6d} {wall:>7s} {cpu:>6s}  "
+              f"{st['min']:5.0f} / {st['p1']:4.0f} / {st['median']:4.0f}{'':9s} "
+              f"{tt['min']:5.0f} / {tt['p1']:4.0f} / {tt['median']:4.0f}{'':7s} {m['samples_below_train_min']:10d} "
+              f"{m['samples_closer_to_a_test_image']:9d} ({m['test_images_with_a_closer_sample']} tests) "
+              f"{m['test_neighbour_share']:10.3f}")
+
+
+def collected(args) -> tuple[dict, list[dict]]:
+    """``--summarise-only``: the cached generator figures and every finished run (aa.json present) of ``--arms``."""
+    generators = {}
+    for arm in args.arms:
+        meta = synthetic_path(args, arm).with_suffix(".json") if arm != "real" else None
+        if meta is not None and meta.is_file():
+            generators[arm] = json.loads(meta.read_text())
+    rows = []
+    for arm in args.arms:
+        folder = args.out / arm.replace(":", "-")
+        seeds = sorted(int(p.parent.name[4:]) for p in folder.glob("seed*/aa.json") if p.parent.name[4:].isdigit())
+        rows += [read_run(args, arm, seed) for seed in seeds]
+    return generators, rows
 
 
 def main(argv=None) -> None:
@@ -195,17 +249,22 @@ def main(argv=None) -> None:
     args.synthetic_dir = (args.synthetic_dir or args.out).resolve()
     if args.one:
         return one_run(args, args.one[0], int(args.one[1]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.synthetic_dir.mkdir(parents=True, exist_ok=True)
-    generators = {arm: draw(args, arm) for arm in args.arms if arm != "real"}
-    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: launch(args, *job), jobs))
+    if args.summarise_only:
+        generators, rows = collected(args)
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.synthetic_dir.mkdir(parents=True, exist_ok=True)
+        generators = {arm: draw(args, arm) for arm in args.arms if arm != "real"}
+        jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(lambda job: launch(args, *job), jobs))
     summary = {"recipe": RECIPE + list(args.overrides), "fraction": args.fraction, "aa_n": args.aa_n,
                "aa_seed": args.aa_seed, "n_synthetic": args.n_synthetic, "arms": summarise(rows, args.arms),
                "runs": rows, "generators": generators}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary_path = args.out / ("summary-collected.json" if args.summarise_only else "summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2))
     print_table(summary["arms"])
+    print_generators(generators)
     print(json.dumps(summary["arms"], indent=2))
 
 
