@@ -18,7 +18,8 @@ SPEC_SYNTHETIC = "runs/demo/synthetic.npz"  # the placeholder the demo specs use
 SYNTHETIC_N = 20000
 # The GMM, not the diffusion model (`synth`'s default): on the demo's synthetic recipe the diffusion samples beat the
 # GMM's but not real-only data by a margin the seeds can resolve (+0.034 AutoAttack, 95% CI -0.010..0.078, 4 seeds),
-# and training the generator (~4 CPU-minutes) does not fit the demo's budget. BENCHMARKS.md, "Synthetic digits".
+# and the draw (3.6 CPU-minutes: training and 20,000 samples) would leave no margin in the demo's 7-minute budget.
+# BENCHMARKS.md, "Synthetic digits".
 SYNTHETIC_METHOD = "gmm"
 
 
