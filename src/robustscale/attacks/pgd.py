@@ -232,6 +232,18 @@ def _robust_flags(model: nn.Module, x: Tensor, y: Tensor, *, restarts: int, gene
     return robust
 
 
+def _metric_setup(model: nn.Module, y: Tensor, eps: float, steps: int, step_size: Optional[float], seed: int,
+                  name: str) -> tuple[float, torch.device, float, torch.Generator]:
+    """What both PGD metrics start with: a start time, the model's device, the step size (Madry et al.'s
+    2.5 * eps / steps unless given) and the random start's generator seeded with ``seed``."""
+    if len(y) == 0:
+        raise ValueError(f"{name} needs at least one example")
+    if step_size is None:
+        step_size = 2.5 * eps / steps if steps > 0 else 0.0
+    device = model_device(model)
+    return time.perf_counter(), device, step_size, torch.Generator(device=device).manual_seed(seed)
+
+
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 40,
                  step_size: Optional[float] = None, norm: Norm | str = Norm.linf, loss: PGDLoss | str = PGDLoss.ce,
                  batch_size: int = 500, seed: int = 0, restarts: int = 1) -> dict:
@@ -246,12 +258,7 @@ def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: i
         ``seconds``.
     """
     norm, loss = choice(Norm, norm, "norm"), AttackLoss(choice(PGDLoss, loss, "loss"))
-    if len(y) == 0:
-        raise ValueError("pgd_accuracy needs at least one example")
-    if step_size is None:
-        step_size = 2.5 * eps / steps if steps > 0 else 0.0
-    t0, device = time.perf_counter(), model_device(model)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    t0, device, step_size, generator = _metric_setup(model, y, eps, steps, step_size, seed, "pgd_accuracy")
     attack = dict(eps=eps, step_size=step_size, steps=steps, norm=norm, loss=loss)
     clean = robust = torch.zeros((), dtype=torch.long, device=device)
     with eval_fp32(model):
@@ -290,12 +297,7 @@ def adversarial_loss(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step
         ``steps``, ``step_size``, ``seconds``.
     """
     norm = choice(Norm, norm, "norm")
-    if len(y) == 0:
-        raise ValueError("adversarial_loss needs at least one example")
-    if step_size is None:
-        step_size = 2.5 * eps / steps if steps > 0 else 0.0
-    t0, device = time.perf_counter(), model_device(model)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    t0, device, step_size, generator = _metric_setup(model, y, eps, steps, step_size, seed, "adversarial_loss")
     ce = margin = torch.zeros((), dtype=torch.float64, device=device)
     with eval_fp32(model):
         for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
