@@ -144,6 +144,7 @@ ERRORS = [
     (["--adaptive", "--budget-gpu-hours", "inf"], ["--budget-gpu-hours", "positive"]),
     (["--adaptive", "--budget-flops", "1e9", "--strategy", "best"], ["--strategy", "best", "envelope"]),
     (["--adaptive", "--budget-flops", "1e9", "--metric", "adv_loss"], ["--metric", "pgd40_acc"]),
+    (["--adaptive", "--budget-flops", "1e9", "--seed", "-1"], ["--seed", "non-negative"]),
     (["--adaptive", "--budget-flops", "1e9", "--dry-run"], ["--dry-run", "--adaptive"]),
     (["--adaptive", "--budget-flops", "1e9", "--no-wait"], ["--no-wait"]),
 ]

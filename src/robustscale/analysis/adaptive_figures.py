@@ -40,11 +40,11 @@ def figure_adaptive(rounds: list[dict[str, Any]]) -> Figure:
     alpha = [r["alpha"] for r in fitted]
     with_ci = [r for r in fitted if r["alpha_ci"] is not None]
     if with_ci:
-        ax.fill_between([r["compute_flops"] for r in with_ci], [r["alpha_ci"][0] for r in with_ci],
-                        [r["alpha_ci"][1] for r in with_ci], color="tab:blue", alpha=0.15, label="95% bootstrap interval")
         # a percentile interval need not contain the point estimate: drawn from its ends, not as +- errors
-        ax.vlines([r["compute_flops"] for r in with_ci], [r["alpha_ci"][0] for r in with_ci],
-                  [r["alpha_ci"][1] for r in with_ci], color="tab:blue", linewidth=1.2)
+        spent, low, high = ([r["compute_flops"] for r in with_ci], [r["alpha_ci"][0] for r in with_ci],
+                            [r["alpha_ci"][1] for r in with_ci])
+        ax.fill_between(spent, low, high, color="tab:blue", alpha=0.15, label="95% bootstrap interval")
+        ax.vlines(spent, low, high, color="tab:blue", linewidth=1.2)
     ax.plot(x, alpha, "o-", color="tab:blue", label="alpha after the round")
     for r in fitted:
         ax.annotate(str(r["round"]), (r["compute_flops"], r["alpha"]), textcoords="offset points", xytext=(4, 4),

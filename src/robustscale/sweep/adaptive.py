@@ -128,7 +128,7 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
         ``spent_flops``, ``spent_gpu_hours``, ``compute_frac``, ``alpha``, ``alpha_ci`` and ``stop_reason``.
     """
     limits = Limits(budget_flops, budget_gpu_hours, target_ci).check()
-    _check_choices(strategy, metric, bins, round_size)
+    _check_choices(strategy, seed, metric, bins, round_size)
     spec = load_spec(spec_path)
     out = Path(out) if out is not None else spec.out or Path("runs") / spec.name
     grid = grid_candidates(spec, out)
@@ -144,11 +144,14 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
                               stale_s=stale_s, progress=progress).run()
 
 
-def _check_choices(strategy: str | None, metric: str | None, bins: int | None, round_size: int | None) -> None:
+def _check_choices(strategy: str | None, seed: int | None, metric: str | None, bins: int | None,
+                   round_size: int | None) -> None:
     """Reject a bad name or count before anything is read or written."""
     if strategy is not None and strategy not in STRATEGIES:
         raise ParameterError(f"strategy {shown(strategy)}: unknown; choose one of {', '.join(STRATEGIES)}",
                              "strategy")
+    if seed is not None and seed < 0:
+        raise ParameterError(f"seed {seed}: use a non-negative integer", "seed")
     if metric is not None and metric not in METRICS:
         raise ParameterError(f"metric {shown(metric)}: an adaptive sweep fits one of {', '.join(METRICS)}", "metric")
     if bins is not None and bins < 2:
