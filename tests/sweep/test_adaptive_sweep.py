@@ -123,16 +123,19 @@ def test_interrupted_adaptive_sweep_resumes_the_recorded_plan(tmp_path, spec, mo
 
 
 @pytest.mark.slow
-def test_target_ci_and_gpu_hour_budget_stop_the_sweep(tmp_path, spec, one_torch_thread):
+def test_target_ci_and_gpu_hour_budget_stop_the_sweep(tmp_path, spec, capsys, one_torch_thread):
     wide = adaptive_sweep(spec, tmp_path / "ci", target_ci=100.0, metric="clean_acc", round_size=2)
     assert wide["stop_reason"] == "target_ci"
     widths = [r["ci_width"] for r in wide["rounds"]]
     assert widths[-1] is not None and widths[-1] < 100.0
     assert all(w is None or w >= 100.0 for w in widths[:-1])  # it stopped at the first narrow enough round
 
-    hours = adaptive_sweep(spec, tmp_path / "hours", budget_gpu_hours=1e-9, round_size=2)
-    assert hours["stop_reason"] == "budget" and len(hours["rounds"]) == 1  # the first round is never held back
-    assert hours["spent_gpu_hours"] > 1e-9 and hours["metric"] == "pgd40_acc"  # the runs skip AutoAttack
+    hours = tmp_path / "hours"  # the text output; one worker, so rounds of one run
+    assert main(["sweep", str(spec), "--out", str(hours), "--adaptive", "--budget-gpu-hours", "1e-9"]) == 0
+    printed = capsys.readouterr()
+    assert "round 1: 1 run (1 trained)" in printed.err and "round 2" not in printed.err  # never held back: the first
+    assert "1 round, 1 of 8 runs chosen" in printed.out and "stopped: budget" in printed.out
+    assert read_plan(hours).metric == "pgd40_acc"  # the runs skip AutoAttack
 
 
 ERRORS = [

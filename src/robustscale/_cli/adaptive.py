@@ -67,8 +67,8 @@ def _print_adaptive(summary: dict) -> None:
     law = "no law yet" if summary["alpha"] is None else f"alpha {summary['alpha']:.4g}"
     if summary["alpha_ci"] is not None:
         law += f" (95% interval [{summary['alpha_ci'][0]:.4g}, {summary['alpha_ci'][1]:.4g}])"
-    frac = summary["compute_frac"]
-    typer.echo(f"{summary['out']}: adaptive sweep ({summary['strategy']}), {len(summary['rounds'])} rounds, "
+    frac, rounds = summary["compute_frac"], len(summary["rounds"])
+    typer.echo(f"{summary['out']}: adaptive sweep ({summary['strategy']}), {rounds} round{'s' if rounds != 1 else ''}, "
                f"{len(summary['chosen'])} of {summary['candidates']} runs chosen ({len(summary['runs_trained'])} "
                f"trained now), {summary['spent_flops']:.3g} train FLOPs"
                f"{'' if frac is None else f' ({frac:.0%} of the grid)'}; {law}")
