@@ -64,3 +64,13 @@ def test_the_report_adds_the_figure_only_for_an_adaptive_table(tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["adaptive"]["rounds"][1]["alpha"] == pytest.approx(ALPHA)
     plain = adaptive_table().drop(columns=["adaptive_round", "adaptive_strategy"])
     assert adaptive_report(plain) == (None, {})  # what build_report adds for a table from a plain sweep: nothing
+
+
+def test_one_huge_early_interval_does_not_flatten_the_rest():
+    rounds = [{"round": 1, "compute_flops": 1e9, "alpha": 0.3, "alpha_ci": [-17.0, 6.0]}]
+    rounds += [{"round": r, "compute_flops": r * 1e9, "alpha": 0.3, "alpha_ci": [0.1, 0.5]} for r in (2, 3, 4)]
+    ax = figure_adaptive(rounds).axes[0]
+    low, high = ax.get_ylim()
+    assert -1.0 < low < 0.1 and 0.5 < high < 1.0
+    assert any("cut at the axes" in t.get_text() for t in ax.texts)
+    assert not any("cut" in t.get_text() for t in figure_adaptive(rounds[1:]).axes[0].texts)

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -52,10 +53,27 @@ def figure_adaptive(rounds: list[dict[str, Any]]) -> Figure:
     ax.axhline(fitted[-1]["alpha"], color="grey", linewidth=0.8, linestyle=":", label="last alpha")
     waiting = len(rounds) - len(fitted)
     note = f" ({waiting} earlier round{'s' if waiting != 1 else ''} without a law)" if waiting else ""
+    if _fit_y(ax, alpha, with_ci):
+        ax.text(0.01, 0.01, "intervals far wider than the typical one are cut at the axes", fontsize=7,
+                color="grey", transform=ax.transAxes)
     ax.set(xscale="log", xlabel="training FLOPs spent (cumulative)", ylabel="alpha (envelope law)",
            title=f"Adaptive sweep: {len(rounds)} rounds{note}")
     ax.legend(fontsize=7)
     return fig
+
+
+def _fit_y(ax, alpha: list[float], with_ci: list[dict[str, Any]]) -> bool:
+    """Scale the y axis to the alphas and the intervals of typical width, so that one early round's huge interval
+    (three points can give a slope of almost anything) does not flatten the rest; True when some interval is cut."""
+    widths = np.array([r["alpha_ci"][1] - r["alpha_ci"][0] for r in with_ci])
+    if widths.size == 0:
+        return False
+    typical = with_ci if widths.max() <= 0 else [r for r, w in zip(with_ci, widths) if w <= 3 * np.median(widths)]
+    low = min(alpha + [r["alpha_ci"][0] for r in typical])
+    high = max(alpha + [r["alpha_ci"][1] for r in typical])
+    pad = 0.1 * (high - low) or 0.1 * abs(high) or 0.01
+    ax.set_ylim(low - pad, high + pad)
+    return len(typical) < len(with_ci)
 
 
 def adaptive_report(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 19, bootstrap: int = 1000,
