@@ -34,15 +34,18 @@ COLUMNS = (
 )
 EXTRA_COLUMNS = ("reason", "run_dir", "wall_s", "samples_seen", "attack_flops", "eval_flops", "mean_power_w",
                  "epochs_run", "best_epoch", "updated", "recipe_id", "eval_wall_s", "eval_energy_kwh",
-                 "total_energy_kwh")
+                 "total_energy_kwh", "adv_loss", "adv_margin", "unique_images", "unique_synthetic_images",
+                 "synthetic_n")
 _BOOL = ("ema", "synthetic", "energy_estimated")
-_INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch")
+_INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch", "unique_images",
+        "unique_synthetic_images", "synthetic_n")
 _FLOAT = ("beta", "synthetic_fraction", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
           "paper_convention_flops", "gpu_hours", "energy_kwh", "cost_usd", "co2_kg", "wall_s", "attack_flops",
-          "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh", "total_energy_kwh")
+          "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh", "total_energy_kwh", "adv_loss",
+          "adv_margin")
 _ACCOUNTING = ("train_flops", "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd",
                "co2_kg", "attack_flops", "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh",
-               "total_energy_kwh")
+               "total_energy_kwh", "unique_images", "unique_synthetic_images")
 
 
 def find_run_dirs(runs_dir: str | Path) -> list[Path]:
@@ -139,8 +142,10 @@ def record_row(record: RunRecord, run_dir: Path) -> dict[str, Any]:
         "attack_steps": _get(cfg, "attack", "steps") if loss not in (None, "standard") else 0,
         "epochs": _get(cfg, "train", "epochs"), "ema": _get(cfg, "train", "ema"), "synthetic": synthetic,
         "synthetic_fraction": _get(cfg, "data", "synthetic", "fraction") if synthetic else 0.0,
+        "synthetic_n": _get(cfg, "data", "synthetic", "n") if synthetic else None,
         "seed": _get(cfg, "train", "seed"),
-        **{k: getattr(metrics, k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch")},
+        **{k: getattr(metrics, k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch", "adv_loss",
+                                            "adv_margin")},
         **{k: getattr(acc, k) for k in _ACCOUNTING},
         "reason": record.reason, "run_dir": str(run_dir), "wall_s": acc.wall_s, "samples_seen": acc.samples_seen,
         "epochs_run": record.epochs_run, "updated": record.updated, "recipe_id": _recipe(cfg),
