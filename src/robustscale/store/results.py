@@ -4,7 +4,8 @@ This is the table the scaling-law analysis reads (``robustscale results RUNS_DIR
 ``synthetic``, ``ema`` and ``energy_estimated`` are booleans. Failed runs keep their ``reason``; a run whose record
 says running but whose worker is gone says so in ``reason`` (the next sweep resumes it). A record that cannot be read
 or whose fields have the wrong types (a damaged or hand-edited file) is skipped with a warning naming it and the
-field: one bad folder never breaks ``results``, ``fit`` or ``report`` for the rest.
+field: one bad folder never breaks ``results``, ``fit`` or ``report`` for the rest. The folder of an adaptive sweep
+adds ``adaptive_round`` and ``adaptive_strategy``: which round of which strategy chose each run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from robustscale.errors import UserError
+from robustscale.store.adaptive_plan import chosen_rounds
 from robustscale.store.record import RECORD, RecordError, RunRecord, Status, read_record_json, recipe_id
 from robustscale.store.rundir import claim_is_live
 
@@ -174,4 +176,20 @@ def results_table(runs_dir: str | Path) -> pd.DataFrame:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
     for column in _FLOAT:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
+    table = _mark_adaptive(table, Path(runs_dir))
     return table.sort_values("run_id", kind="stable").reset_index(drop=True)
+
+
+def _mark_adaptive(table: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
+    """An adaptive sweep's folder: add ``adaptive_round`` and ``adaptive_strategy`` (empty for runs it did not
+    choose); a damaged plan costs the two columns, with a warning, not the table."""
+    try:
+        chosen = chosen_rounds(runs_dir) if runs_dir.is_dir() else None
+    except UserError as err:
+        log.warning("%s", err)
+        chosen = None
+    if chosen is None:
+        return table
+    strategy, rounds = chosen
+    return table.assign(adaptive_round=table["run_id"].map(rounds).astype("Int64"),
+                        adaptive_strategy=table["run_id"].map(lambda rid: strategy if rid in rounds else None))
