@@ -33,7 +33,11 @@ def test_evaluation_is_metered_and_counted_apart(record):
     assert acc["eval_cost_usd"] > 0 and acc["eval_co2_kg"] > 0
     assert acc["val_flops"] > 0 and acc["eval_flops"] == acc["val_flops"] + acc["final_eval_flops"]
     forward = step_flops("wrn_10_1", image_size=8, loss="at", steps=5).forward
-    assert acc["final_eval_flops"] == 360 * forward  # the clean pass over the 360 digits test points
+    # the clean pass over the 360 digits test points, then the adversarial test loss on AutoAttack's points: per
+    # point 5 PGD steps (forward + input gradient, 2 forwards' worth each) and one forward at the last iterate
+    n_loss = record["evaluations"]["adv_loss"]["n"]
+    assert n_loss == 200  # configs/digits.yaml's eval.autoattack_n
+    assert acc["final_eval_flops"] == 360 * forward + n_loss * (5 * 2 + 1) * forward
     assert acc["total_energy_kwh"] >= acc["energy_kwh"] + acc["eval_energy_kwh"] - 1e-12
     assert acc["total_metered_s"] >= acc["metered_s"] + acc["eval_metered_s"] - 1e-6
 
