@@ -216,7 +216,7 @@ def _join_job_group() -> None:
     variables, from Slurm's environment as submitit reads it: master address from the job's first node, a port
     derived from the job id (the same in every task and across requeues). GPUs stay all visible: rank ``r`` trains
     on ``cuda:LOCAL_RANK``."""
-    if submitit.JobEnvironment().num_tasks > 1:
+    if os.environ.get("SUBMITIT_EXECUTOR") and submitit.JobEnvironment().num_tasks > 1:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
