@@ -71,6 +71,9 @@ def test_submitit_local_executor_refuses_several_nodes_in_one_line(tmp_path, ass
         runner.run([(tmp_path / "r", {})], retry_failed=False, stale_s=60)
     assert "nodes" in assert_one_line(err.value)
     assert "1 x 2" in SlurmExecutor(tmp_path, cluster="local", ddp=DDPLayout(1, 2)).describe()
+    # a run longer than many time limits is requeued as often as it needs (submitit's default gives up after 3)
+    assert SlurmExecutor(tmp_path, cluster="local")._executor()._executor.max_num_timeout == 60
+    assert SlurmExecutor(tmp_path, cluster="local", max_num_timeout=5)._executor()._executor.max_num_timeout == 5
 
 
 def test_the_local_executor_runs_on_one_machine_only(tmp_path, assert_one_line):

@@ -163,6 +163,10 @@ _SLURM_ALIASES = {"partition": "slurm_partition", "account": "slurm_account", "q
                   "time": "timeout_min", "gpus": "gpus_per_node", "cpus": "cpus_per_task", "mem": "mem_gb",
                   "signal_delay_s": "slurm_signal_delay_s", "setup": "slurm_setup"}
 _SLURM_DEFAULTS = {"gpus_per_node": 1, "timeout_min": 24 * 60, "cpus_per_task": 8, "tasks_per_node": 1, "nodes": 1}
+# requeues after a time limit before submitit gives a job up (preemptions do not count): submitit's default, 3, would
+# end a run of the paper's largest model ("more than 16 days on a node with four Nvidia V100 GPUs", its Section V) in
+# 24-hour jobs after 4 days
+MAX_TIMEOUT_REQUEUES = 60
 
 
 def slurm_options(slurm: dict[str, Any], ddp: DDPLayout | None = None) -> dict[str, Any]:
@@ -207,6 +211,7 @@ class SlurmExecutor(Executor):
         self.folder, self.cluster, self.wait = Path(folder), cluster, wait
         self.ddp = ddp or DDPLayout()
         self.options = slurm_options(options, self.ddp)
+        self.max_num_timeout = int(self.options.pop("max_num_timeout", MAX_TIMEOUT_REQUEUES))
         if cluster is None:
             self._check_slurm()
         self.jobs: list[Any] = []
@@ -229,7 +234,9 @@ class SlurmExecutor(Executor):
 
     def _executor(self) -> submitit.AutoExecutor:
         try:
-            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
+                                             slurm_max_num_timeout=self.max_num_timeout,
+                                             local_max_num_timeout=self.max_num_timeout)
         except (RuntimeError, ValueError) as err:
             raise ParameterError(f"executor slurm: {err} (is this a Slurm login node?)", "executor") from None
         options = dict(self.options)
