@@ -8,7 +8,7 @@ from robustscale.data import load_arrays, load_synthetic
 
 def test_synth_writes_valid_npz_that_is_not_a_copy_of_training_images(tmp_path, capsys):
     out = tmp_path / "syn.npz"
-    assert main(["synth", "--dataset", "digits", "--n", "600", "-o", str(out)]) == 0
+    assert main(["synth", "--method", "gmm", "--dataset", "digits", "--n", "600", "-o", str(out)]) == 0
     x, y = load_synthetic(out, image_size=8, channels=3, num_classes=10)  # the foundation's validation
     assert isinstance(x, np.memmap) and x.shape == (600, 8, 8, 3) and x.dtype == np.uint8
     assert set(np.unique(y)) == set(range(10))  # every class drawn
@@ -23,14 +23,14 @@ def test_synth_writes_valid_npz_that_is_not_a_copy_of_training_images(tmp_path, 
 
 
 def test_synth_refuses_the_test_split(tmp_path, capsys):
-    assert main(["synth", "--split", "test", "-o", str(tmp_path / "x.npz")]) == 2
+    assert main(["synth", "--method", "gmm", "--split", "test", "-o", str(tmp_path / "x.npz")]) == 2
     assert "training split only" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
 
 
 def test_synth_is_seeded(tmp_path):
     for name in ("a", "b"):
-        assert main(["synth", "--n", "50", "--seed", "3", "-o", str(tmp_path / f"{name}.npz")]) == 0
+        assert main(["synth", "--method", "gmm", "--n", "50", "--seed", "3", "-o", str(tmp_path / f"{name}.npz")]) == 0
     a = np.load(tmp_path / "a.npz", allow_pickle=False)
     b = np.load(tmp_path / "b.npz", allow_pickle=False)
     assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])

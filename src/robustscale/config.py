@@ -63,6 +63,8 @@ class _Section(BaseModel):
 class SyntheticConfig(_Section):
     path: Optional[Path] = None  # .npz with `image` (uint8 NHWC) and `label`, as the public DDPM/EDM releases
     fraction: float = Field(0.7, ge=0.0, lt=1.0)  # share of every batch drawn from the synthetic set (Gowal et al.)
+    n: Optional[int] = Field(None, ge=1)  # use only the first n images of the set: how often each is reused
+    # becomes a sweepable axis (Bartoldson et al. 2024 vary unique data at fixed samples seen); null: all of them
 
 
 class DataConfig(_Section):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from robustscale import create_model
-from robustscale.attacks import eval_fp32, frozen_bn, pgd, pgd_accuracy
+from robustscale.attacks import adversarial_loss, eval_fp32, frozen_bn, pgd, pgd_accuracy
 
 
 def _model(seed=0):
@@ -186,3 +186,20 @@ def test_bad_norm_or_loss_is_rejected():
         pgd(model, x, y, eps=0.1, step_size=0.1, steps=1, norm="l1")
     with pytest.raises(ValueError, match="loss"):
         pgd(model, x, y, eps=0.1, step_size=0.1, steps=1, loss="dlr")
+
+
+def test_adversarial_loss_is_the_clean_loss_at_zero_steps_and_rises_under_attack():
+    """Issue 19: the N-D law's loss. PGD-0 gives the plain test loss and margin (checked against a direct
+    computation); PGD-5 raises both, and the batch size does not change the means."""
+    model, (x, y) = _model(), _batch(32)
+    with torch.no_grad():
+        z = model.eval()(x)
+    true = z.gather(1, y[:, None]).squeeze(1)
+    wrong = z.scatter(1, y[:, None], float("-inf")).amax(1)
+    clean = adversarial_loss(model, x, y, eps=8 / 255, steps=0)
+    assert clean["adv_loss"] == pytest.approx(F.cross_entropy(z, y).item(), rel=1e-5)
+    assert clean["adv_margin"] == pytest.approx((wrong - true).mean().item(), rel=1e-5, abs=1e-6)
+    attacked = adversarial_loss(model, x, y, eps=8 / 255, steps=5, seed=1)
+    assert attacked["adv_loss"] > clean["adv_loss"] and attacked["adv_margin"] > clean["adv_margin"]
+    batched = adversarial_loss(model, x, y, eps=8 / 255, steps=5, seed=1, batch_size=32)
+    assert batched["adv_loss"] == pytest.approx(attacked["adv_loss"], rel=1e-6) and batched["n"] == 32

@@ -181,6 +181,38 @@ def test_killed_autoattack_resumes_to_the_same_result(mlp, test_set, tmp_path):
     assert resumed["per_attack"] == reference["per_attack"]
 
 
+
+@pytest.mark.parametrize("tamper", ["forged", "malformed", "unsigned"])
+def test_a_resume_state_from_elsewhere_or_edited_is_started_over(mlp, test_set, tmp_path, tamper):
+    """A run folder can be downloaded, and its resume state decides which points count as robust: a state whose
+    signature does not hold (edited to mark every point robust, or written without this user's key) is not trusted,
+    and a signed but malformed one does not crash the evaluation; both start over and give the honest number."""
+    kw = dict(eps=0.1, attacks=["apgd-ce"], n=30, batch_size=10)
+    net = _CrashAfter(mlp)
+    reference = run_autoattack(net, *test_set, **kw)
+    assert reference["robust_acc"] < 1.0
+    state_path = tmp_path / "aa.state.json"
+    net.calls, net.limit = 0, net.calls // 2  # a state on disk mid-attack, written and signed by this user
+    with pytest.raises(KeyboardInterrupt):
+        run_autoattack(net, *test_set, state_path=state_path, **kw)
+    state = json.loads(state_path.read_text())
+    if tamper == "forged":  # every point robust, all attacks done: 100% robust accuracy if trusted
+        state.update(robust=[True] * 30, done={"apgd-ce": 30}, current=None, todo=[])
+    elif tamper == "malformed":  # signed again with this user's key, but not a state
+        from robustscale.store.local_key import sign
+
+        state.pop("signature")
+        state["robust"] = "all"
+        state["signature"] = sign(state)
+    else:
+        state.pop("signature")
+    state_path.write_text(json.dumps(state))
+    net.limit = None
+    again = run_autoattack(net, *test_set, state_path=state_path, **kw)
+    assert not again["resumed"] and again["robust_acc"] == reference["robust_acc"]
+    assert any("started over" in w for w in again["warnings"])
+
+
 class _Masked(torch.nn.Module):
     """Gradient masking: confident one-hot outputs of the argmax, so every gradient is zero."""
 

@@ -1,9 +1,7 @@
 """Datasets in their distributed formats: CIFAR-10/100 pickles, SVHN .mat files, and the embedded digits."""
 
 import hashlib
-import io
 import pickle
-import struct
 from collections import Counter
 
 import numpy as np
@@ -14,27 +12,7 @@ from robustscale.config import load_config
 from robustscale.data import load_arrays, load_data, load_train_data
 from robustscale.errors import DataError
 
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes ``bytes`` as Python 2 ``str`` (the CIFAR files were pickled by Python 2): they load as b'data' with
-    ``encoding="bytes"`` and as 'data' with ``encoding="latin1"`` (torchvision's choice), like the real files."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj):
-        n = len(obj)
-        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else
-                   pickle.BINSTRING + struct.pack("<i", n) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = _save_py2_str
-
-
-def _dump(path, obj):
-    buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2).dump(obj)
-    path.write_bytes(buf.getvalue())
+from .py2_pickle import dump_py2 as _dump
 
 
 def _cifar_rows(images_nhwc):

@@ -112,3 +112,19 @@ def test_step_generator_is_a_function_of_seed_and_step():
     assert not torch.equal(draw(0, 5), draw(0, 6))
     assert not torch.equal(draw(0, 5), draw(1, 5))
     assert not torch.equal(draw(0, 5), draw(0, 5, stream=3))
+
+
+@pytest.mark.parametrize("n_syn, fraction, steps", [(0, 0.0, 7), (5, 0.5, 40), (500, 0.7, 9), (97, 0.3, 0)])
+def test_unique_images_counts_what_the_batches_drew(n_syn, fraction, steps):
+    """Issue 19: the record's unique images equal the distinct indices of every rank's batches, replayed."""
+    world = 3
+    samplers = [MixedBatchSampler(50, n_syn, 12, fraction, seed=4, rank=r, world_size=world) for r in range(world)]
+    real, synth = set(), set()
+    for step in range(steps):
+        for s in samplers:
+            r, sy = s.batch(step)
+            real |= set(r.tolist())
+            synth |= set(sy.tolist())
+    assert samplers[0].unique_images(steps) == (len(real), len(synth))
+    if n_syn == 5 and steps == 40:
+        assert synth == set(range(5))  # a tiny set is used up: reuse, not new images

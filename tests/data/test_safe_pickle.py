@@ -5,10 +5,8 @@ The pickles here are generated like the real files (Python 2 strings, protocol 2
 ``__reduce__`` would run a shell command: the tests assert the command's side effect did not happen.
 """
 
-import io
 import os
 import pickle
-import struct
 
 import numpy as np
 import pytest
@@ -19,25 +17,7 @@ from robustscale.data import load_arrays
 from robustscale.errors import DataError
 from robustscale.training.model_files import create_from_config, save_model
 
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes ``bytes`` as Python 2 ``str``, as the distributed CIFAR files do."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj):
-        n = len(obj)
-        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else
-                   pickle.BINSTRING + struct.pack("<i", n) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = _save_py2_str
-
-
-def _dump(path, obj):
-    buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2).dump(obj)
-    path.write_bytes(buf.getvalue())
+from .py2_pickle import dump_py2 as _dump
 
 
 class _Shell:

@@ -172,3 +172,16 @@ def test_crafted_or_corrupt_members_are_one_line_and_say_what(tmp_path, case, as
     expected = {"negative_shape": "shape", "larger_shape": "shape", "bad_header": "header",
                 "object_dtype_header": "objects", "corrupt_compressed": "corrupt"}[case]
     assert expected in message
+
+
+def test_synthetic_n_keeps_the_first_images_and_refuses_more_than_the_file_holds(tmp_path, digits_yaml,
+                                                                                  assert_one_line):
+    """Issue 19: ``data.synthetic.n`` makes the reuse of synthetic images an axis (the first n of the set)."""
+    x, y = _arrays(30)
+    path = save_synthetic(tmp_path / "s.npz", x, y)
+    bundle = load_train_data(load_config(digits_yaml, [f"data.synthetic.path={path}", "data.synthetic.n=7"]).data)
+    assert bundle.n_synthetic == 7 and isinstance(bundle.synthetic_x, np.memmap)
+    assert np.array_equal(bundle.synthetic_x, x[:7]) and np.array_equal(bundle.synthetic_y, y[:7])
+    with pytest.raises(DataError) as err:
+        load_train_data(load_config(digits_yaml, [f"data.synthetic.path={path}", "data.synthetic.n=31"]).data)
+    assert "data.synthetic.n=31" in assert_one_line(err.value) and "30 images" in str(err.value)

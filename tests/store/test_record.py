@@ -10,7 +10,7 @@ import pytest
 
 from robustscale.config import config_to_dict, load_config
 from robustscale.store.record import (SCHEMA_VERSION, RecordError, RunRecord, Status, failed_record, new_record,
-                                      read_record, record_problems, run_id, write_record)
+                                      read_record, recipe_id, record_problems, run_id, write_record)
 from robustscale.store.results import results_table
 
 # written by the landed code (commit bb9404e, schema 1): `train(load_config("configs/digits.yaml", ["train.epochs=2",
@@ -119,3 +119,15 @@ def test_old_and_new_records_give_the_same_table_row(tmp_path):
     old = json.loads(SCHEMA1.read_text())
     assert row["wall_s"] == old["wall_s"] and row["samples_seen"] == old["samples_seen"]
     assert row["train_flops"] == old["accounting"]["train_flops"]
+
+
+def test_run_ids_survive_new_config_keys_at_their_defaults(digits_yaml):
+    """A key added after run-id scheme 1 (here ``data.synthetic.n``) changes no existing id while it keeps its default,
+    so a sweep resumed after an upgrade finds its runs; set, it makes a new run."""
+    base = _config(digits_yaml)
+    assert run_id(base) == "digits-wrn_10_1-at5-s0-c53a0fb878"  # the id this config has had since scheme 1
+    with_n = _config(digits_yaml, "data.synthetic.path=s.npz", "data.synthetic.n=100")
+    assert run_id(with_n) != run_id(_config(digits_yaml, "data.synthetic.path=s.npz"))
+    assert recipe_id(with_n) != recipe_id(_config(digits_yaml, "data.synthetic.path=s.npz"))
+    unknown_section = {**base, "ddp": {"nodes": 2}}  # a section this version does not know yet is identity
+    assert run_id(unknown_section) != run_id(base)

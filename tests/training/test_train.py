@@ -23,6 +23,8 @@ def test_record_has_the_contract_keys(tiny_cfg, tmp_path):
     assert 0.0 <= rec["metrics"]["clean_acc"] <= 1.0 and 0.0 <= rec["metrics"]["pgd40_acc"] <= 1.0
     assert rec["params"] == 77850 and rec["epochs_run"] == 2
     assert rec["accounting"]["samples_seen"] == 2 * 21 * 64  # ceil(1337 / 64) = 21 full batches per epoch
+    assert rec["accounting"]["unique_images"] == 1337 and rec["accounting"]["unique_synthetic_images"] == 0
+    assert rec["metrics"]["adv_loss"] > 0 and rec["evaluations"]["adv_loss"]["n"] == tiny_cfg().eval.autoattack_n
     assert rec["config"]["model"]["name"] == "wrn_10_1"
     assert not set(rec) & set(rec["accounting"])  # each fact once (schema 1 had samples_seen, wall_s twice)
     assert rec["hardware"]["gpu_count"] == 0 and rec["hardware"]["cpu"]

@@ -1,20 +1,81 @@
-"""``robustscale replay``: how close a run-choosing strategy gets to a finished grid's law for a share of its compute.
+"""``robustscale replay`` (how close a run-choosing strategy gets to a finished grid's law for a share of its compute)
+and the ``sweep --adaptive`` options (the same strategies, live).
 
-Thin wrapper over :func:`robustscale.analysis.replay.replay`; the live ``sweep --adaptive`` will call the same
-strategies.
+Thin wrappers over :func:`robustscale.analysis.replay.replay` and :func:`robustscale.sweep.adaptive.adaptive_sweep`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from robustscale._cli._common import print_json
 from robustscale._cli.analysis import BINS, MAPPING, METRIC, MIN_ACC, TABLE, _table
+from robustscale.errors import UserError
 
 STRATEGY_HELP = "random, cheapest-first, crude (the issue's baseline) or envelope (ours)."
+
+# `robustscale sweep` options of an adaptive sweep (declared here so the sweep command stays a table of contents)
+ADAPTIVE = typer.Option(False, "--adaptive", help="Train in rounds (one run per worker) chosen by --strategy, "
+                        "refitting the law after each, until --budget-flops / --budget-gpu-hours or --target-ci; "
+                        "resumable.")
+ADAPTIVE_STRATEGY = typer.Option(None, "--strategy", help=f"Adaptive: {STRATEGY_HELP} Default envelope (or the "
+                                 "folder's plan).")
+BUDGET_FLOPS = typer.Option(None, "--budget-flops", help="Adaptive: stop when no untrained run fits this many "
+                            "training FLOPs (as the results table counts train_flops).")
+BUDGET_GPU_HOURS = typer.Option(None, "--budget-gpu-hours", help="Adaptive: stop at this many GPU-hours (wall hours "
+                                "of CPU runs).")
+TARGET_CI = typer.Option(None, "--target-ci", help="Adaptive: stop once alpha's 95% interval is narrower than this.")
+ADAPTIVE_SEED = typer.Option(None, "--seed", help="Adaptive: the strategy's seed (default 0, or the folder's plan).")
+ADAPTIVE_METRIC = typer.Option(None, "--metric", help="Adaptive: accuracy the law is fitted to (autoattack_acc, or "
+                               "pgd40_acc when the runs skip AutoAttack; clean_acc).")
+
+_STOPS = {
+    "budget": "no untrained run fits the budget left",
+    "target_ci": "alpha's interval is narrower than --target-ci",
+    "grid_exhausted": "every run of the spec was chosen",
+    "interrupted": "a run of the last round did not finish (its worker died or another holds it): rerun to continue",
+}
+
+
+def sweep_adaptive(spec: Path, out: Optional[Path], adaptive: bool, options: dict[str, Any], *, dry_run: bool,
+                   no_wait: bool, as_json: bool, **sweep_options: Any) -> None:
+    """``robustscale sweep --adaptive``: check the flags, run :func:`robustscale.sweep.adaptive.adaptive_sweep`,
+    print its summary; exit 1 when a run failed or the last round was interrupted."""
+    given = [name for name, value in options.items() if value is not None]
+    if not adaptive:
+        raise UserError(f"--{given[0].replace('_', '-')} belongs to an adaptive sweep: add --adaptive")
+    if dry_run:
+        raise UserError("--dry-run with --adaptive: an adaptive sweep's rounds depend on its results; drop --adaptive "
+                        "to list every candidate run with its planned FLOPs")
+    if no_wait:
+        raise UserError("--no-wait with --adaptive: each round waits for the last one's results; drop --no-wait")
+    from robustscale.sweep.adaptive import adaptive_sweep
+
+    summary = adaptive_sweep(spec, out, **options, **sweep_options, progress=not as_json)
+    if as_json:
+        print_json(summary)
+    else:
+        _print_adaptive(summary)
+    if summary["failed"] or summary["stop_reason"] == "interrupted":
+        raise typer.Exit(1)
+
+
+def _print_adaptive(summary: dict) -> None:
+    law = "no law yet" if summary["alpha"] is None else f"alpha {summary['alpha']:.4g}"
+    if summary["alpha_ci"] is not None:
+        law += f" (95% interval [{summary['alpha_ci'][0]:.4g}, {summary['alpha_ci'][1]:.4g}])"
+    frac, rounds = summary["compute_frac"], len(summary["rounds"])
+    typer.echo(f"{summary['out']}: adaptive sweep ({summary['strategy']}), {rounds} round{'s' if rounds != 1 else ''}, "
+               f"{len(summary['chosen'])} of {summary['candidates']} runs chosen ({len(summary['runs_trained'])} "
+               f"trained now), {summary['spent_flops']:.3g} train FLOPs"
+               f"{'' if frac is None else f' ({frac:.0%} of the grid)'}; {law}")
+    reason = summary["stop_reason"]
+    typer.echo(f"stopped: {reason}: {_STOPS.get(reason, '')}")
+    for rid, why in summary["reasons"].items():
+        typer.echo(f"failed {rid}: {why}", err=True)
 
 
 def replay(

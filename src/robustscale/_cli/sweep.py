@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from robustscale._cli import adaptive as _adaptive
 from robustscale.enums import ExecutorKind, TableFormat
 from robustscale.errors import UserError
 
@@ -34,6 +35,13 @@ def sweep(
     time_min: Optional[int] = typer.Option(None, "--time-min", help="Slurm time limit per job, minutes (a run that "
                                            "needs longer is requeued and resumes)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Slurm: submit the jobs and return."),
+    adaptive: bool = _adaptive.ADAPTIVE,
+    strategy: Optional[str] = _adaptive.ADAPTIVE_STRATEGY,
+    budget_flops: Optional[float] = _adaptive.BUDGET_FLOPS,
+    budget_gpu_hours: Optional[float] = _adaptive.BUDGET_GPU_HOURS,
+    target_ci: Optional[float] = _adaptive.TARGET_CI,
+    seed: Optional[int] = _adaptive.ADAPTIVE_SEED,
+    metric: Optional[str] = _adaptive.ADAPTIVE_METRIC,
     nodes: Optional[int] = typer.Option(None, "--nodes", min=1, help="DDP: nodes per run (Slurm; default: the "
                                         "spec's ddp.nodes, else 1)."),
     procs_per_node: Optional[int] = typer.Option(None, "--procs-per-node", min=1, help="DDP: processes per node "
@@ -41,15 +49,23 @@ def sweep(
                                                  "else 1)."),
     gpu: str = typer.Option("h100", "--gpu", help="--dry-run: the GPU model to plan wall time and GPU-hours on."),
 ) -> None:
-    """Train every run of a sweep spec: done runs are skipped, interrupted ones resumed, each run trained once."""
+    """Train every run of a sweep spec: done runs are skipped, interrupted ones resumed, each run trained once.
+    With --adaptive, only the runs a strategy chooses, in rounds, until a budget (README "Adaptive sweeps")."""
     from robustscale.sweep import sweep as run_sweep
 
+    chosen_by = {"strategy": strategy, "budget_flops": budget_flops, "budget_gpu_hours": budget_gpu_hours,
+                 "target_ci": target_ci, "seed": seed, "metric": metric}
+    slurm = {k: v for k, v in {"partition": partition, "account": account, "gpus": gpus, "time": time_min}.items()
+             if v is not None}
+    if adaptive or any(v is not None for v in chosen_by.values()):
+        return _adaptive.sweep_adaptive(spec, out, adaptive, chosen_by, dry_run=dry_run, no_wait=no_wait,
+                                        as_json=as_json, executor=executor, workers=workers, slurm=slurm,
+                                        retry_failed=retry_failed, stale_s=stale_after, nodes=nodes,
+                                        procs_per_node=procs_per_node)
     if dry_run:
         plan = run_sweep(spec, dry_run=True, nodes=nodes, procs_per_node=procs_per_node, gpu=gpu)
         _print_plan(plan, as_json)
         return
-    slurm = {k: v for k, v in {"partition": partition, "account": account, "gpus": gpus, "time": time_min}.items()
-             if v is not None}
     summary = run_sweep(spec, out, executor=executor, workers=workers, retry_failed=retry_failed,
                         stale_s=stale_after, slurm=slurm, wait=not no_wait, progress=not as_json, nodes=nodes,
                         procs_per_node=procs_per_node)
@@ -156,9 +172,10 @@ def _render(table) -> str:
     from rich.table import Table
 
     view = Table(show_header=True, header_style="bold", show_lines=False)
-    for column in _SHOWN:
+    shown = [*_SHOWN, *(c for c in ("adaptive_round",) if c in table)]  # an adaptive sweep: the round that chose it
+    for column in shown:
         view.add_column(column, overflow="fold")
-    for row in table[list(_SHOWN)].itertuples(index=False):
+    for row in table[shown].itertuples(index=False):
         view.add_row(*(_cell(v) for v in row))
     counts = table["status"].value_counts().to_dict()
     buffer = StringIO()

@@ -255,8 +255,9 @@ def _reject_impossible_accuracy(frame: pd.DataFrame, metric: str, source: str) -
 
 def _drop_unusable(frame: pd.DataFrame, metric: str, min_acc: float | None,
                    dropped: dict[str, int]) -> tuple[pd.DataFrame, dict[str, int]]:
-    steps = [("missing_flops", frame["train_flops"].notna()), ("missing_accuracy", frame[metric].notna())]
-    for reason, keep in steps:
+    # each mask is taken on what the previous step kept, so a run is counted once, under its first reason
+    for reason, column in (("missing_flops", "train_flops"), ("missing_accuracy", metric)):
+        keep = frame[column].notna()
         dropped[reason] = int((~keep).sum())
         frame = frame[keep]
     keep = frame[metric] > 0

@@ -23,8 +23,8 @@ __all__ = ["RECIPE_COLUMNS", "SUMMARY_METRICS", "by_recipe", "has_replicates", "
 RECIPE_COLUMNS = ("dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
                   "synthetic", "synthetic_fraction")
 # What ``results --by-recipe`` summarises, when the table has it: accuracies, losses, then costs.
-SUMMARY_METRICS = ("clean_acc", "pgd40_acc", "autoattack_acc", "adv_loss", "adv_cw_loss", "train_flops",
-                   "samples_seen", "gpu_hours", "energy_kwh", "cost_usd", "co2_kg", "wall_s")
+SUMMARY_METRICS = ("clean_acc", "pgd40_acc", "autoattack_acc", "adv_loss", "adv_margin", "train_flops",
+                   "samples_seen", "unique_images", "gpu_hours", "energy_kwh", "cost_usd", "co2_kg", "wall_s")
 
 
 def recipe_ids(table: pd.DataFrame) -> pd.Series:

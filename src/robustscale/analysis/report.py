@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 import robustscale.analysis.figures as figs
+from robustscale.analysis.adaptive_figures import ADAPTIVE_FIGURES, adaptive_report
 from robustscale.analysis._table import CANONICAL_COLUMNS, Runs, jsonable, usable_runs
 from robustscale.analysis.predictor import fit_predictor, summarize_predictor
 from robustscale.analysis.scaling import PUE, extrapolate_laws, fit_laws, summarize_laws
@@ -79,6 +80,10 @@ def build_report(table: pd.DataFrame, out_html: str | Path, *, metric: str = "au
         "methodology": METHODOLOGY, "runs": _run_records(runs),
     }
     rendered = {name: figs.render(fig) for name, fig in figs.all_figures(laws, predictor, why).items()}
+    adaptive, adaptive_figure = adaptive_report(table, metric=metric, bins=bins, bootstrap=bootstrap, seed=seed,
+                                                min_acc=min_acc)  # (None, {}) unless from an adaptive sweep
+    content.update({"adaptive": adaptive} if adaptive else {})
+    rendered.update(adaptive_figure)
     content["figures"] = _write_figures(rendered, out_html)
     as_json = jsonable(content)  # inf/NaN become null here; the HTML keeps them as ∞ and —
     write_bytes(out_html.with_suffix(".json"), json.dumps(as_json, indent=2).encode())
@@ -106,7 +111,7 @@ def _write_figures(rendered: dict[str, dict[str, bytes]], out_html: Path) -> dic
     for name, formats in rendered.items():
         for fmt, data in formats.items():
             write_bytes(folder / f"{name}.{fmt}", data)
-        paths[name] = {"caption": figs.FIGURES[name], "png": str(folder / f"{name}.png"),
+        paths[name] = {"caption": {**figs.FIGURES, **ADAPTIVE_FIGURES}[name], "png": str(folder / f"{name}.png"),
                        "svg": str(folder / f"{name}.svg")}
     return paths
 

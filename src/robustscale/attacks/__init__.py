@@ -4,7 +4,7 @@ sanity checks every evaluation carries, and one evaluation (an attack and its ch
 from robustscale.attacks.autoattack import ATTACKS, VERSIONS, attack_list, run_autoattack, subset_indices
 from robustscale.attacks.checks import failed_checks, sanity_checks
 from robustscale.attacks.evaluation import clean_accuracy, evaluate_model, result_path
-from robustscale.attacks.pgd import eval_fp32, frozen_bn, pgd, pgd_accuracy
+from robustscale.attacks.pgd import adversarial_loss, eval_fp32, frozen_bn, pgd, pgd_accuracy
 
-__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "run_autoattack", "subset_indices", "attack_list",
+__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "adversarial_loss", "run_autoattack", "subset_indices", "attack_list",
            "sanity_checks", "failed_checks", "evaluate_model", "clean_accuracy", "result_path", "ATTACKS", "VERSIONS"]

@@ -34,6 +34,7 @@ from robustscale.attacks.pgd import eval_fp32, model_device
 from robustscale.enums import AutoAttackVersion, Norm, choice
 from robustscale.errors import ParameterError, UserError, shown
 from robustscale.store.atomic import write_json
+from robustscale.store.local_key import sign, signature_holds
 
 __all__ = ["run_autoattack", "subset_indices", "attack_list", "ATTACKS", "VERSIONS"]
 
@@ -108,15 +109,44 @@ def _load_state(path: Optional[Path], key: dict[str, Any]) -> tuple[Optional[dic
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None, [f"state file '{path}' was unreadable: started over"]
+        return None, [f"state file '{shown(path)}' was unreadable: started over"]
     if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT or state.get("key") != key:
-        return None, [f"state file '{path}' belongs to another evaluation (model, points or settings): started over"]
+        return None, [f"state file '{shown(path)}' belongs to another evaluation (model, points or settings): "
+                      "started over"]
+    if not signature_holds({k: v for k, v in state.items() if k != "signature"}, state.get("signature")):
+        return None, [f"state file '{shown(path)}' was not written by this user on this machine, or was edited: "
+                      "started over (a resume state decides which points count as robust)"]
+    problem = _state_problem(state, key["n"], key["attacks"])
+    if problem:
+        return None, [f"state file '{shown(path)}' is malformed ({problem}): started over"]
     return state, []
+
+
+def _state_problem(state: dict[str, Any], n: int, attacks: Sequence[str]) -> Optional[str]:
+    """What makes a signed state unusable (a bug, or a key shared with a writer of another format), or None."""
+    robust, done, todo = state.get("robust"), state.get("done"), state.get("todo")
+    if not (isinstance(robust, list) and len(robust) == n and all(isinstance(r, bool) for r in robust)):
+        return f"'robust' is not {n} true/false flags"
+    if not (isinstance(state.get("clean"), int) and 0 <= state["clean"] <= n):
+        return "'clean' is not a count of points"
+    if not (isinstance(done, dict) and all(a in attacks and isinstance(c, int) and 0 <= c <= n
+                                           for a, c in done.items())):
+        return "'done' is not a count per attack"
+    if not (isinstance(todo, list) and all(isinstance(i, int) and 0 <= i < n for i in todo)):
+        return "'todo' is not a list of point indices"
+    if state.get("current") is not None and state["current"] not in attacks:
+        return "'current' is not one of the attacks"
+    if not (isinstance(state.get("seconds"), (int, float)) and state["seconds"] >= 0):
+        return "'seconds' is not a duration"
+    if not (isinstance(state.get("warnings"), list) and all(isinstance(w, str) for w in state["warnings"])):
+        return "'warnings' is not a list of messages"
+    return None
 
 
 def _save_state(path: Optional[Path], state: dict[str, Any]) -> None:
     if path is not None:
-        write_json(path, state)
+        state.pop("signature", None)
+        write_json(path, {**state, "signature": sign(state)})
 
 
 # ---------------------------------------------------------------------------------------------- capture

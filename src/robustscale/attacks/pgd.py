@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from robustscale.enums import AttackLoss, Norm, PGDLoss, TradesStart, choice
 
-__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "model_device"]
+__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "adversarial_loss", "model_device"]
 
 TRADES_START_STD = 0.001  # Zhang et al.'s random start for the KL attack: 0.001 * N(0, I), not uniform in the ball
 
@@ -83,8 +83,7 @@ def _objective(logits: Tensor, y: Tensor, loss: AttackLoss, target_logits: Optio
     if loss is AttackLoss.ce:
         return F.cross_entropy(z, y, reduction="sum")
     if loss is AttackLoss.margin:  # Carlini-Wagner: best wrong logit minus the true one
-        true_mask = torch.zeros_like(z, dtype=torch.bool).scatter_(1, y[:, None], True)
-        return (z.masked_fill(true_mask, float("-inf")).amax(1) - z.gather(1, y[:, None]).squeeze(1)).sum()
+        return _margin(z, y).sum()
     return F.kl_div(F.log_softmax(z, dim=1), F.softmax(target_logits.float(), dim=1), reduction="sum")
 
 
@@ -233,6 +232,18 @@ def _robust_flags(model: nn.Module, x: Tensor, y: Tensor, *, restarts: int, gene
     return robust
 
 
+def _metric_setup(model: nn.Module, y: Tensor, eps: float, steps: int, step_size: Optional[float], seed: int,
+                  name: str) -> tuple[float, torch.device, float, torch.Generator]:
+    """What both PGD metrics start with: a start time, the model's device, the step size (Madry et al.'s
+    2.5 * eps / steps unless given) and the random start's generator seeded with ``seed``."""
+    if len(y) == 0:
+        raise ValueError(f"{name} needs at least one example")
+    if step_size is None:
+        step_size = 2.5 * eps / steps if steps > 0 else 0.0
+    device = model_device(model)
+    return time.perf_counter(), device, step_size, torch.Generator(device=device).manual_seed(seed)
+
+
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 40,
                  step_size: Optional[float] = None, norm: Norm | str = Norm.linf, loss: PGDLoss | str = PGDLoss.ce,
                  batch_size: int = 500, seed: int = 0, restarts: int = 1) -> dict:
@@ -247,12 +258,7 @@ def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: i
         ``seconds``.
     """
     norm, loss = choice(Norm, norm, "norm"), AttackLoss(choice(PGDLoss, loss, "loss"))
-    if len(y) == 0:
-        raise ValueError("pgd_accuracy needs at least one example")
-    if step_size is None:
-        step_size = 2.5 * eps / steps if steps > 0 else 0.0
-    t0, device = time.perf_counter(), model_device(model)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    t0, device, step_size, generator = _metric_setup(model, y, eps, steps, step_size, seed, "pgd_accuracy")
     attack = dict(eps=eps, step_size=step_size, steps=steps, norm=norm, loss=loss)
     clean = robust = torch.zeros((), dtype=torch.long, device=device)
     with eval_fp32(model):
@@ -267,3 +273,41 @@ def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: i
     n = len(y)
     return {"clean_acc": clean.item() / n, "robust_acc": robust.item() / n, "n": n, "eps": eps, "norm": norm,
             "steps": steps, "step_size": step_size, "loss": loss, "seconds": time.perf_counter() - t0}
+
+
+def _margin(logits: Tensor, y: Tensor) -> Tensor:
+    """Per example, Carlini-Wagner's margin: the best wrong logit minus the true one (> 0: misclassified)."""
+    z = logits.float()
+    true_mask = torch.zeros_like(z, dtype=torch.bool).scatter_(1, y[:, None], True)
+    return z.masked_fill(true_mask, float("-inf")).amax(1) - z.gather(1, y[:, None]).squeeze(1)
+
+
+def adversarial_loss(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 40,
+                     step_size: Optional[float] = None, norm: Norm | str = Norm.linf, batch_size: int = 500,
+                     seed: int = 0) -> dict:
+    """The adversarial test loss: mean cross-entropy and mean CW margin at PGD-CE examples of every point.
+
+    The loss-type metric of Bartoldson et al.'s (ICML 2024) L(N, D) law (``robustscale fit --law nd``): unlike an
+    accuracy it keeps moving once a point is misclassified, so it resolves large models and long schedules. Every
+    point is attacked (misclassified ones too: their loss counts), in eval mode and fp32, from a random start seeded
+    with ``seed``.
+
+    Returns:
+        ``adv_loss`` (mean CE), ``adv_margin`` (mean margin, best wrong minus true logit), ``n``, ``eps``, ``norm``,
+        ``steps``, ``step_size``, ``seconds``.
+    """
+    norm = choice(Norm, norm, "norm")
+    t0, device, step_size, generator = _metric_setup(model, y, eps, steps, step_size, seed, "adversarial_loss")
+    ce = margin = torch.zeros((), dtype=torch.float64, device=device)
+    with eval_fp32(model):
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            xb, yb = xb.to(device, torch.float32), yb.to(device)
+            x_adv = pgd(model, xb, yb, eps=eps, step_size=step_size, steps=steps, norm=norm, loss=AttackLoss.ce,
+                        generator=generator)
+            with torch.no_grad():
+                logits = model(x_adv).float()
+            ce = ce + F.cross_entropy(logits, yb, reduction="sum").double()
+            margin = margin + _margin(logits, yb).sum().double()
+    n = len(y)
+    return {"adv_loss": ce.item() / n, "adv_margin": margin.item() / n, "n": n, "eps": eps, "norm": norm,
+            "steps": steps, "step_size": step_size, "seconds": time.perf_counter() - t0}

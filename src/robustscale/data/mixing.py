@@ -86,9 +86,26 @@ class MixedBatchSampler:
         real = self._real(step)[self._slice(self.real_per_batch)]
         if self.synthetic_per_batch == 0:
             return real, torch.empty(0, dtype=torch.long)
+        return real, self._synthetic(step)[self._slice(self.synthetic_per_batch)]
+
+    def _synthetic(self, step: int) -> torch.Tensor:
         g = _generator(self.seed, 1, step)
-        synth = torch.randint(self.n_synthetic, (self.synthetic_per_batch,), generator=g)
-        return real, synth[self._slice(self.synthetic_per_batch)]
+        return torch.randint(self.n_synthetic, (self.synthetic_per_batch,), generator=g)
+
+    def unique_images(self, steps: int) -> tuple[int, int]:
+        """Distinct ``(real, synthetic)`` images in the first ``steps`` global batches, over all ranks.
+
+        Real images come in permutation passes, so ``min(n_real, drawn)`` of them are distinct; synthetic ones are
+        drawn uniformly (with replacement), so their draws are replayed: a pure function of ``(seed, step)``, exact
+        after any number of resumes. The N-D law's data axis D counts samples seen; this is its uniqueness.
+        """
+        real = min(self.n_real, steps * self.real_per_batch)
+        if self.synthetic_per_batch == 0:
+            return real, 0
+        seen = torch.zeros(self.n_synthetic, dtype=torch.bool)
+        for step in range(steps):
+            seen[self._synthetic(step)] = True
+        return real, int(seen.sum())
 
 
 @lru_cache(maxsize=4)

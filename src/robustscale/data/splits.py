@@ -103,6 +103,18 @@ def load_train_data(data_cfg) -> DataBundle:
         train_idx, val_idx = split_validation(len(x), data_cfg.val_size)
         bundle = DataBundle(info, x[train_idx], y[train_idx], x[val_idx], y[val_idx])
     if data_cfg.synthetic.path is not None:
-        bundle.synthetic_x, bundle.synthetic_y = load_synthetic(
-            data_cfg.synthetic.path, image_size=x.shape[1], channels=x.shape[3], num_classes=info.num_classes)
+        sx, sy = load_synthetic(data_cfg.synthetic.path, image_size=x.shape[1], channels=x.shape[3],
+                                num_classes=info.num_classes)
+        bundle.synthetic_x, bundle.synthetic_y = _first(sx, sy, data_cfg.synthetic)
     return bundle
+
+
+def _first(x: np.ndarray, y: np.ndarray, synthetic_cfg) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``data.synthetic.n`` images of the synthetic set (all when unset); still memory-mapped."""
+    n = synthetic_cfg.n
+    if n is None:
+        return x, y
+    if n > len(x):
+        raise DataError(f"data.synthetic.n={n} exceeds the {len(x)} images of '{shown(synthetic_cfg.path)}': "
+                        "lower it or unset it to use them all")
+    return x[:n], y[:n]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from robustscale._version import __version__
+from robustscale.config import Config, config_to_dict
 from robustscale.enums import Status
 from robustscale.errors import UserError
 from robustscale.store.atomic import write_json
@@ -68,9 +69,46 @@ def versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- ids
 
 
+# The config keys of run-id scheme 1 (robustscale 0.1, as of the paper-grid fidelity pass): always part of a run's
+# identity. A key added since joins it only when set to something other than its default, so a new knob leaves every
+# existing run's id, and so its folder, as it was: a sweep resumed after an upgrade finds its finished runs.
+_SCHEME1_KEYS = frozenset(f"{section}.{key}" for section, keys in {
+    "data": "dataset root download batch_size val_size val_source augment image_size synthetic",
+    "data.synthetic": "path fraction",
+    "model": "name act_layer kwargs",
+    "attack": "norm eps steps step_size step_size_factor random_start trades_start bn_mode",
+    "train": "loss beta epochs lr lr_base_size momentum nesterov weight_decay decay_bn_and_bias schedule warmup_epochs "
+             "warmup_lr min_lr cooldown_epochs milestones label_smoothing cutmix ema ema_decay ema_warmup precision "
+             "channels_last compile sync_bn grad_clip seed checkpoint_every max_steps",
+    "eval": "pgd_steps pgd_every pgd_step_size_factor pgd_loss autoattack autoattack_n batch_size",
+    "accounting": "pue price_per_kwh carbon_g_per_kwh region gpu_hour_usd power_sample_s",
+}.items() for key in keys.split())
+_SCHEME1_SECTIONS = frozenset({"data", "data.synthetic", "model", "attack", "train", "eval", "accounting"})
+_ABSENT = object()
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    return config_to_dict(Config())
+
+
+def _without_new_defaults(tree: dict[str, Any], defaults: Any, prefix: str) -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        path, default = f"{prefix}{key}", defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
+        if isinstance(value, dict) and path != "model.kwargs":
+            section = _without_new_defaults(value, default, path + ".")
+            if section or path in _SCHEME1_SECTIONS:  # a new section left at its defaults leaves no trace
+                out[key] = section
+        elif path in _SCHEME1_KEYS or value != default:
+            out[key] = value
+    return out
+
+
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that defines *what* is trained (not where it is written)."""
-    return {k: v for k, v in config.items() if k != "output"}
+    """The part of a resolved config that defines *what* is trained (not where it is written): every key of scheme
+    1, and any later key set away from its default."""
+    return _without_new_defaults({k: v for k, v in config.items() if k != "output"}, _defaults(), "")
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -106,6 +144,8 @@ class Metrics:
     clean_acc: float | None = None  # the best checkpoint on the whole test split
     autoattack_acc: float | None = None  # AutoAttack on eval.autoattack_n test points
     autoattack_clean_acc: float | None = None  # clean accuracy on those points
+    adv_loss: float | None = None  # mean cross-entropy at PGD examples of those points (the N-D law's loss)
+    adv_margin: float | None = None  # mean CW margin there: best wrong logit minus the true one
 
 
 @dataclass
@@ -141,6 +181,8 @@ class Accounting:
     flops_per_sample: int | None = None
     paper_convention_flops: int | None = None
     samples_seen: int = 0  # training samples processed, over all ranks (the N-D law's D)
+    unique_images: int | None = None  # distinct training images among them, real + synthetic
+    unique_synthetic_images: int | None = None  # of which synthetic
     eval_samples: int | None = None
     flops_note: str | None = None
     scope_note: str | None = None

@@ -4,7 +4,8 @@ This is the table the scaling-law analysis reads (``robustscale results RUNS_DIR
 ``synthetic``, ``ema`` and ``energy_estimated`` are booleans. Failed runs keep their ``reason``; a run whose record
 says running but whose worker is gone says so in ``reason`` (the next sweep resumes it). A record that cannot be read
 or whose fields have the wrong types (a damaged or hand-edited file) is skipped with a warning naming it and the
-field: one bad folder never breaks ``results``, ``fit`` or ``report`` for the rest.
+field: one bad folder never breaks ``results``, ``fit`` or ``report`` for the rest. The folder of an adaptive sweep
+adds ``adaptive_round`` and ``adaptive_strategy``: which round of which strategy chose each run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from robustscale.errors import UserError
+from robustscale.store.adaptive_plan import chosen_rounds
 from robustscale.store.record import RECORD, RecordError, RunRecord, Status, read_record_json, recipe_id
 from robustscale.store.rundir import claim_is_live
 
@@ -32,15 +34,18 @@ COLUMNS = (
 )
 EXTRA_COLUMNS = ("reason", "run_dir", "wall_s", "samples_seen", "attack_flops", "eval_flops", "mean_power_w",
                  "epochs_run", "best_epoch", "updated", "recipe_id", "eval_wall_s", "eval_energy_kwh",
-                 "total_energy_kwh")
+                 "total_energy_kwh", "adv_loss", "adv_margin", "unique_images", "unique_synthetic_images",
+                 "synthetic_n")
 _BOOL = ("ema", "synthetic", "energy_estimated")
-_INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch")
+_INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch", "unique_images",
+        "unique_synthetic_images", "synthetic_n")
 _FLOAT = ("beta", "synthetic_fraction", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
           "paper_convention_flops", "gpu_hours", "energy_kwh", "cost_usd", "co2_kg", "wall_s", "attack_flops",
-          "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh", "total_energy_kwh")
+          "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh", "total_energy_kwh", "adv_loss",
+          "adv_margin")
 _ACCOUNTING = ("train_flops", "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd",
                "co2_kg", "attack_flops", "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh",
-               "total_energy_kwh")
+               "total_energy_kwh", "unique_images", "unique_synthetic_images")
 
 
 def find_run_dirs(runs_dir: str | Path) -> list[Path]:
@@ -137,8 +142,10 @@ def record_row(record: RunRecord, run_dir: Path) -> dict[str, Any]:
         "attack_steps": _get(cfg, "attack", "steps") if loss not in (None, "standard") else 0,
         "epochs": _get(cfg, "train", "epochs"), "ema": _get(cfg, "train", "ema"), "synthetic": synthetic,
         "synthetic_fraction": _get(cfg, "data", "synthetic", "fraction") if synthetic else 0.0,
+        "synthetic_n": _get(cfg, "data", "synthetic", "n") if synthetic else None,
         "seed": _get(cfg, "train", "seed"),
-        **{k: getattr(metrics, k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch")},
+        **{k: getattr(metrics, k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch", "adv_loss",
+                                            "adv_margin")},
         **{k: getattr(acc, k) for k in _ACCOUNTING},
         "reason": record.reason, "run_dir": str(run_dir), "wall_s": acc.wall_s, "samples_seen": acc.samples_seen,
         "epochs_run": record.epochs_run, "updated": record.updated, "recipe_id": _recipe(cfg),
@@ -169,4 +176,20 @@ def results_table(runs_dir: str | Path) -> pd.DataFrame:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
     for column in _FLOAT:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
+    table = _mark_adaptive(table, Path(runs_dir))
     return table.sort_values("run_id", kind="stable").reset_index(drop=True)
+
+
+def _mark_adaptive(table: pd.DataFrame, runs_dir: Path) -> pd.DataFrame:
+    """An adaptive sweep's folder: add ``adaptive_round`` and ``adaptive_strategy`` (empty for runs it did not
+    choose); a damaged plan costs the two columns, with a warning, not the table."""
+    try:
+        chosen = chosen_rounds(runs_dir) if runs_dir.is_dir() else None
+    except UserError as err:
+        log.warning("%s", err)
+        chosen = None
+    if chosen is None:
+        return table
+    strategy, rounds = chosen
+    return table.assign(adaptive_round=table["run_id"].map(rounds).astype("Int64"),
+                        adaptive_strategy=table["run_id"].map(lambda rid: strategy if rid in rounds else None))

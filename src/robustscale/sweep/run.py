@@ -20,18 +20,9 @@ from robustscale.sweep.executors import make_executor
 from robustscale.sweep.progress import SweepProgress
 from robustscale.sweep.spec import SweepSpec, expand_runs, load_spec
 from robustscale.sweep.worker import ATTEMPTS, ERROR_LOG, RUN_FILES, RunJob, nothing_to_do, outcome, run_one
-from robustscale.training.distributed import DDPLayout
 from robustscale.training.optim import effective_lr
 
 __all__ = ["sweep", "plan_runs", "run_one", "RunJob", "SweepProgress", "ATTEMPTS", "ERROR_LOG"]
-
-
-def _layout(spec: SweepSpec, nodes: int | None, procs_per_node: int | None) -> DDPLayout:
-    """The spec's DDP layout with the command line's ``--nodes`` / ``--procs-per-node`` over it."""
-    for name, value in (("nodes", nodes), ("procs_per_node", procs_per_node)):
-        if value is not None and value < 1:
-            raise ParameterError(f"{name} {value}: use 1 or more", name)
-    return DDPLayout(nodes=nodes or spec.ddp.nodes, procs_per_node=procs_per_node or spec.ddp.procs_per_node)
 
 
 def plan_runs(spec_path: str | Path, *, gpu: str = "h100", nodes: int | None = None,
@@ -42,7 +33,7 @@ def plan_runs(spec_path: str | Path, *, gpu: str = "h100", nodes: int | None = N
     process), ``planned_wall_hours`` and ``planned_gpu_hours`` on ``gpu`` (the budget's model: peak x utilisation,
     time divided over the GPUs, GPU-hours not)."""
     spec = load_spec(spec_path)
-    layout = _layout(spec, nodes, procs_per_node)
+    layout = spec.layout(nodes, procs_per_node)
     runs, gpu_name, wall_assumption = [], gpu, ""
     for run in expand_runs(spec):
         cfg, planned = run.config, plan(run.config, gpu=gpu, gpus=layout.world_size)
@@ -141,7 +132,7 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, executor: Execut
     out = Path(out) if out is not None else spec.out or Path("runs") / spec.name
     runner = make_executor(executor, workers=workers if workers is not None else spec.workers or 1,
                            folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})}, wait=wait,
-                           ddp=_layout(spec, nodes, procs_per_node))
+                           ddp=spec.layout(nodes, procs_per_node))
     prepared = _prepare(spec, out)
     stale_s = float(stale_s or spec.stale_after_s or DEFAULT_STALE_S)
     todo, left = _select(prepared, retry_failed, stale_s)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from robustscale.config import Config, apply_overrides, config_to_dict, parse_override, read_yaml
-from robustscale.errors import ConfigError
+from robustscale.errors import ConfigError, ParameterError
 from robustscale.store.record import run_id
 from robustscale.training.distributed import DDPLayout
 from robustscale.training.run_config import config_from_dict
@@ -71,6 +71,13 @@ class SweepSpec:
     workers: int | None = None
     stale_after_s: float | None = None
     ddp: DDPLayout = field(default_factory=DDPLayout)
+
+    def layout(self, nodes: int | None = None, procs_per_node: int | None = None) -> DDPLayout:
+        """The spec's DDP layout with the command line's ``--nodes`` / ``--procs-per-node`` over it."""
+        for name, value in (("nodes", nodes), ("procs_per_node", procs_per_node)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ParameterError(f"{name} {value}: use a whole number, 1 or more", name)
+        return DDPLayout(nodes=nodes or self.ddp.nodes, procs_per_node=procs_per_node or self.ddp.procs_per_node)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from torch import nn
 
 from robustscale.accounting.run import RunAccounting
 from robustscale.attacks.evaluation import clean_accuracy, evaluate_model
-from robustscale.attacks.pgd import pgd_accuracy
+from robustscale.attacks.autoattack import subset_indices
+from robustscale.attacks.pgd import adversarial_loss, pgd_accuracy
 from robustscale.config import Config, config_to_dict, config_to_yaml
 from robustscale.data import MixedBatchSampler, load_data, load_train_data, step_generator
 from robustscale.enums import Attack, AutoAttackVersion, Loss, Precision
@@ -205,7 +206,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> RunRe
         if dist.owns_group:
             cleanup()
         raise
-    record = _finish(run, record, status, reason)
+    record = _finish(run, record, status, reason, source.sampler)
     barrier()
     if dist.owns_group:
         cleanup()
@@ -415,7 +416,8 @@ def _check_finite(run: Run, summary: dict[str, float]) -> None:
 # ---------------------------------------------------------------------------------------------- the end
 
 
-def _finish(run: Run, record: RunRecord, status: Status, reason: str | None) -> RunRecord | None:
+def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
+            sampler: MixedBatchSampler) -> RunRecord | None:
     """Final evaluation of the best checkpoint (clean test accuracy, AutoAttack), accounting, record."""
     if not run.dist.is_main:
         return None  # only rank 0 writes and reports
@@ -432,19 +434,27 @@ def _finish(run: Run, record: RunRecord, status: Status, reason: str | None) -> 
     record.params = sum(p.numel() for p in run.parts.model.parameters())
     record.epochs_run = state.epoch
     record.accounting = run.accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s)
+    real, synthetic = sampler.unique_images(state.step)
+    record.accounting.unique_images, record.accounting.unique_synthetic_images = real + synthetic, synthetic
     record.hardware = run.accounting.hardware()
     write_record(run.dir, record)
     return record
 
 
 def _final_eval(run: Run, record: RunRecord) -> None:
-    """Clean test accuracy and AutoAttack of the best checkpoint (:mod:`robustscale.attacks.evaluation`), metered
-    and counted as evaluation."""
+    """Clean test accuracy, the adversarial test loss (PGD-CE at AutoAttack's points: the N-D law's metric) and
+    AutoAttack of the best checkpoint (:mod:`robustscale.attacks.evaluation`), metered and counted as evaluation."""
     cfg, metrics = run.cfg, record.metrics
     best = load_model(run.dir, device=run.device)
     x, y = load_data(cfg.data.dataset, "test", root=cfg.data.root, image_size=cfg.data.image_size)
+    idx = subset_indices(len(y), cfg.eval.autoattack_n, cfg.train.seed)  # AutoAttack's points
     with run.accounting.final_eval(best):
         metrics.clean_acc = clean_accuracy(best, x, y, batch_size=cfg.eval.batch_size)
+        loss = adversarial_loss(best, x[idx], y[idx], eps=cfg.attack.eps, norm=cfg.attack.norm,
+                                steps=cfg.eval.pgd_steps, batch_size=cfg.eval.batch_size, seed=cfg.train.seed,
+                                step_size=cfg.eval.pgd_step_size_factor * cfg.attack.eps / cfg.eval.pgd_steps)
+        metrics.adv_loss, metrics.adv_margin = loss["adv_loss"], loss["adv_margin"]
+        record.evaluations = {**record.evaluations, "adv_loss": loss}
         if cfg.eval.autoattack is AutoAttackVersion.none:
             return
         res = evaluate_model(best, x, y, attack=Attack.autoattack, eps=cfg.attack.eps, norm=cfg.attack.norm,
