@@ -141,8 +141,10 @@ def _run(run_dir: Path, config: dict[str, Any], retry_failed: bool, stale_s: flo
         parked = True
         raise
     finally:  # released also on SystemExit from submitit's own requeue: the requeued job reclaims at once
-        if held is not None:
-            held.park() if parked else held.release()
+        if held is not None and parked:
+            held.park()
+        elif held is not None:
+            held.release()
 
 
 def run_one(run_dir: str | Path, config: dict[str, Any], retry_failed: bool = False, *,

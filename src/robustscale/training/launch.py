@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
+import signal
 import socket
+import time
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
@@ -28,6 +32,9 @@ from robustscale.training.loop import train
 from robustscale.training.run_config import config_from_dict
 
 __all__ = ["launch", "train_on_ranks", "RankFailed", "free_port", "gpu_sets", "threads_per_rank", "available_cores"]
+
+# how gloo and NCCL say that a peer of a collective is gone
+_PEER_LOST = re.compile(r"gloo|nccl|connection (closed|reset)|broken pipe|DistBackendError", re.IGNORECASE)
 
 
 class RankFailed(RuntimeError):
@@ -71,22 +78,51 @@ def threads_per_rank(cores: int, runs: int, procs: int) -> int:
 
 
 def _rank_main(local_rank: int, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], procs: int,
-               port: int, threads: int | None, results) -> None:
-    """One spawned rank: describe the group in the environment, run ``fn``, rank 0 hands back the result."""
+               port: int, threads: int | None, reports) -> None:
+    """One spawned rank: describe the group in the environment, run ``fn``; rank 0 hands back the result, and a rank
+    that raises says when (the first to fail is the cause, the others failed on its broken connections)."""
     os.environ.update(rank_env(local_rank, procs, local_rank, procs, "127.0.0.1", port))
     if threads:
         torch.set_num_threads(threads)
-    out = fn(*args, **kwargs)
+    try:
+        out = fn(*args, **kwargs)
+    except Exception as err:
+        first = next((line for line in str(err).splitlines() if line.strip()), "").strip()
+        message = f"{type(err).__name__}: {first}"[:300].rstrip(": ")
+        reports.put(("raised", local_rank, (_lost_a_peer(err), time.time()), message))
+        raise
     if local_rank == 0:
-        results.put(out)
+        reports.put(("result", 0, time.time(), out))
 
 
-def _failure(err: ProcessException, procs: int) -> RankFailed:
+def _lost_a_peer(err: BaseException) -> bool:
+    """Whether an error is a collective failing because another rank went away (a consequence, not a cause)."""
+    return isinstance(err, getattr(dist, "DistError", ())) or bool(_PEER_LOST.search(str(err)))
+
+
+def _drain(reports) -> list[tuple[str, int, float, Any]]:
+    out = []
+    while not reports.empty():
+        out.append(reports.get())
+    return out
+
+
+def _cause(context, err: ProcessException, procs: int, reports: list[tuple[str, int, float, Any]]) -> RankFailed:
+    """The rank that failed first. When one rank dies the others fail too, on its closed connections, and the
+    launcher may see any of them first: a rank killed by a signal other than the launcher's own SIGTERM is the cause,
+    else a rank that raised an error of its own (not a collective that lost its peer; the earliest), else the one
+    torch saw."""
+    codes = [process.exitcode for process in context.processes]
+    killed = [r for r, code in enumerate(codes) if code is not None and code < 0 and -code != signal.SIGTERM]
+    if killed:
+        return RankFailed(killed[0], procs, codes[killed[0]], f"was killed by {signal.Signals(-codes[killed[0]]).name}")
+    raised = sorted((when, rank, message) for kind, rank, when, message in reports if kind == "raised")
+    if raised:
+        return RankFailed(raised[0][1], procs, None, f"raised {raised[0][2]}")
     if isinstance(err, ProcessExitedException):
-        how = (f"was killed by {err.signal_name}" if err.signal_name else f"exited with status {err.exit_code}")
+        how = f"was killed by {err.signal_name}" if err.signal_name else f"exited with status {err.exit_code}"
         return RankFailed(err.error_index, procs, err.exit_code, how)
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return RankFailed(err.error_index, procs, None, f"raised {lines[-1].strip() if lines else 'an error'}")
+    return RankFailed(err.error_index, procs, None, "raised an error")
 
 
 def launch(fn: Callable[..., Any], args: Sequence[Any], procs: int, *, kwargs: dict[str, Any] | None = None,
@@ -101,17 +137,17 @@ def launch(fn: Callable[..., Any], args: Sequence[Any], procs: int, *, kwargs: d
         threads: torch CPU threads per rank (default: torch's own choice).
 
     Raises:
-        RankFailed: a rank died or raised; every other rank has been stopped.
+        RankFailed: a rank died or raised (the first one); every other rank has been stopped.
     """
-    results = mp.get_context("spawn").SimpleQueue()
-    ranks_args = (fn, tuple(args), dict(kwargs or {}), procs, free_port(), threads, results)
+    reports = mp.get_context("spawn").SimpleQueue()
+    ranks_args = (fn, tuple(args), dict(kwargs or {}), procs, free_port(), threads, reports)
     context = torch_mp.start_processes(_rank_main, args=ranks_args, nprocs=procs, join=False, start_method="spawn")
     try:
         while not context.join():  # a failed rank: the others are stopped at once (SIGTERM, then SIGKILL)
             pass
     except ProcessException as err:
-        raise _failure(err, procs) from None
-    return results.get() if not results.empty() else None
+        raise _cause(context, err, procs, _drain(reports)) from None
+    return next((out for kind, _, _, out in _drain(reports) if kind == "result"), None)
 
 
 def _train_rank(config: dict[str, Any], run_dir: str, resume: bool, progress: bool) -> RunRecord | None:
