@@ -117,19 +117,23 @@ def test_preempted_job_resumes_mid_epoch_under_its_claim_and_ends_as_if_uninterr
     assert runs["summaries"]["again"]["trained"] == [] and runs["summaries"]["again"]["done"] == [runs["slurm"].name]
 
 
-def test_a_rank_killed_mid_run_fails_the_run_instead_of_leaving_it_running(tmp_path):
+@pytest.mark.parametrize("executor, rank, cause", [
+    ("local", 1, "rank 1 of 2 was killed by SIGKILL"),  # the launcher sees which rank died
+    ("slurm", 0, "ended without finishing the run"),  # rank 0, the claim's holder, dies: the waiting sweep fails it
+])
+def test_a_rank_killed_mid_run_fails_the_run_instead_of_leaving_it_running(tmp_path, executor, rank, cause):
     spec, out = write_spec(tmp_path, 2), tmp_path / "out"
     summary = {}
-    worker = threading.Thread(target=lambda: summary.update(sweep(spec, out)))
+    worker = threading.Thread(target=lambda: summary.update(sweep(spec, out, executor=executor)))
     worker.start()
     deadline = time.time() + DEADLINE_S
-    wait_for(lambda: out.exists() and any(True for _ in out.iterdir()), "the run folder", deadline)
+    wait_for(lambda: out.exists() and any(not p.name.startswith(".") for p in out.iterdir()), "the run", deadline)
     run_dir = the_run(out)
     wait_for(lambda: attempts(run_dir) and read_record(run_dir).status.value == "running", "training", deadline)
-    os.kill(attempts(run_dir)[0]["ranks"][1]["pid"], signal.SIGKILL)
+    os.kill(attempts(run_dir)[0]["ranks"][rank]["pid"], signal.SIGKILL)
     worker.join(timeout=DEADLINE_S)
     record = read_record(run_dir)
     assert record.status.value == "failed" and record_problems(record) == []
-    assert "rank 1 of 2 was killed by SIGKILL" in (run_dir / ERROR_LOG).read_text()
-    assert summary["failed"] == [run_dir.name] and "rank 1 of 2" in summary["errors"][run_dir.name]
+    assert cause in (run_dir / ERROR_LOG).read_text()
+    assert summary["failed"] == [run_dir.name] and run_dir.name in summary["errors"]
     assert not (run_dir / "claim.json").exists()

@@ -270,8 +270,8 @@ class SlurmExecutor(Executor):
 
     def _died(self, run_dir: Path, job, err: BaseException, stale_s: float) -> dict[str, Any]:
         """A job that ended without rank 0's outcome: its run, if still ``running``, fails (never left running)."""
-        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        reason = f"job {job.job_id} ended without finishing the run ({first[:300]})"
+        reason = (f"job {job.job_id} ended without finishing the run ({type(err).__name__}; its ranks' logs: "
+                  f"{self.folder}/{job.job_id}_*_log.err)")
         fail_abandoned(run_dir, reason, stale_s=stale_s, ended_job=job_key(self._cluster_name(), job.job_id))
         return _crashed(run_dir, err)
 
