@@ -128,3 +128,35 @@ def test_a_worker_that_lost_its_claim_stops_before_its_next_write(tmp_path, digi
         assert record["status"] == "running"  # neither done nor failed: the new holder resumes it
     finally:
         taker["claim"].release()
+
+
+def test_a_parked_claim_waits_for_its_own_requeued_job(tmp_path, monkeypatch):
+    """A preempted job parks its claim: its requeued incarnation (the same scheduler job) adopts it, token and all,
+    while any other worker finds it busy until it goes stale."""
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
+    first = acquire_claim(tmp_path, stale_s=600)
+    first.park()
+    parked = claim_info(tmp_path)
+    assert parked["token"] == first.token and parked["pid"] is None and parked["parked"]
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4343")  # another job (another sweep's) on this host
+    assert claim_is_live(tmp_path, 600) and acquire_claim(tmp_path, stale_s=600) is None
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")  # the requeued job
+    again = acquire_claim(tmp_path, stale_s=600)
+    assert again is not None and again.token == first.token
+    assert claim_info(tmp_path)["pid"] == os.getpid() and "parked" not in claim_info(tmp_path)
+    again.park()
+    _age(tmp_path / CLAIM, 1200)  # the requeued job never came back: stale, anyone may take it
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4343")
+    other = acquire_claim(tmp_path, stale_s=600)
+    assert other is not None and other.token != first.token
+    other.release()
+
+
+def test_the_claim_of_a_job_its_scheduler_says_has_ended_is_free(tmp_path):
+    info = {"host": "node17", "pid": 1234, "job": "slurm:777_3", "token": "dead"}
+    create_exclusive(tmp_path / CLAIM, json.dumps(info).encode())
+    assert acquire_claim(tmp_path, stale_s=600) is None  # live as far as this host can tell
+    assert acquire_claim(tmp_path, stale_s=600, ended_job="slurm:777_4") is None
+    held = acquire_claim(tmp_path, stale_s=600, ended_job="slurm:777_3")
+    assert held is not None
+    held.release()

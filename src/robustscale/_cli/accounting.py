@@ -56,7 +56,11 @@ def budget(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/gowal2020_wrn70_16.yaml.", show_default=False),
     overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU from the table: h100, h200, a100, v100, a10g, l4, ..."),
-    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs the run is spread over."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="GPUs the run is spread over (default: nodes x "
+                                       "procs per node, else 1)."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", min=1, help="DDP: nodes the run trains on."),
+    procs_per_node: Optional[int] = typer.Option(None, "--procs-per-node", min=1,
+                                                 help="DDP: processes (GPUs) per node."),
     utilization: Optional[float] = typer.Option(None, "--utilization", help="Fraction of peak reached (default 0.35)."),
     measure: bool = typer.Option(False, "--measure", help="Time the real training step here instead of the table."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -68,6 +72,10 @@ def budget(
     from robustscale.errors import UserError
     from robustscale.training.run_config import load_config
 
+    layout = (nodes or 1) * (procs_per_node or 1)
+    if gpus is not None and (nodes or procs_per_node) and gpus != layout:
+        raise UserError(f"--gpus {gpus} but --nodes x --procs-per-node is {layout}: give one or the other")
+    gpus = gpus or layout
     cfg = load_config(config, overrides or [])
     spec_name: str | None = get_gpu(gpu).name
     measured = None
@@ -82,6 +90,7 @@ def budget(
                 pass  # an unlisted GPU: keep --gpu for its TDP
     out = plan(cfg, gpu=spec_name, gpus=gpus, utilization=utilization,
                measured_tflops=measured["tflops"] if measured else None)
+    out["nodes"], out["procs_per_node"] = nodes or 1, procs_per_node or gpus // (nodes or 1)
     if measured:
         out["measured"] = measured
         out["assumptions"]["wall_hours"] += (f" (measured on {measured['device']}, batch {measured['batch_size']}: "

@@ -42,6 +42,12 @@ def sweep(
     target_ci: Optional[float] = _adaptive.TARGET_CI,
     seed: Optional[int] = _adaptive.ADAPTIVE_SEED,
     metric: Optional[str] = _adaptive.ADAPTIVE_METRIC,
+    nodes: Optional[int] = typer.Option(None, "--nodes", min=1, help="DDP: nodes per run (Slurm; default: the "
+                                        "spec's ddp.nodes, else 1)."),
+    procs_per_node: Optional[int] = typer.Option(None, "--procs-per-node", min=1, help="DDP: processes per node "
+                                                 "and run, one per GPU (default: the spec's ddp.procs_per_node, "
+                                                 "else 1)."),
+    gpu: str = typer.Option("h100", "--gpu", help="--dry-run: the GPU model to plan wall time and GPU-hours on."),
 ) -> None:
     """Train every run of a sweep spec: done runs are skipped, interrupted ones resumed, each run trained once.
     With --adaptive, only the runs a strategy chooses, in rounds, until a budget (README "Adaptive sweeps")."""
@@ -54,13 +60,15 @@ def sweep(
     if adaptive or any(v is not None for v in chosen_by.values()):
         return _adaptive.sweep_adaptive(spec, out, adaptive, chosen_by, dry_run=dry_run, no_wait=no_wait,
                                         as_json=as_json, executor=executor, workers=workers, slurm=slurm,
-                                        retry_failed=retry_failed, stale_s=stale_after)
+                                        retry_failed=retry_failed, stale_s=stale_after, nodes=nodes,
+                                        procs_per_node=procs_per_node)
     if dry_run:
-        plan = run_sweep(spec, dry_run=True)
+        plan = run_sweep(spec, dry_run=True, nodes=nodes, procs_per_node=procs_per_node, gpu=gpu)
         _print_plan(plan, as_json)
         return
     summary = run_sweep(spec, out, executor=executor, workers=workers, retry_failed=retry_failed,
-                        stale_s=stale_after, slurm=slurm, wait=not no_wait, progress=not as_json)
+                        stale_s=stale_after, slurm=slurm, wait=not no_wait, progress=not as_json, nodes=nodes,
+                        procs_per_node=procs_per_node)
     _print_summary(summary, as_json)
     if summary["failed"]:
         raise typer.Exit(1)
@@ -73,8 +81,11 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         print_json(plan)
         return
     for run in plan["runs"]:
-        typer.echo(f"{run['run_id']:60s} {run['planned_flops']:.3e} FLOPs")
-    typer.echo(f"{len(plan['runs'])} runs, {plan['total_planned_flops']:.3e} FLOPs planned")
+        typer.echo(f"{run['run_id']:60s} {run['planned_flops']:.3e} FLOPs {run['gpus']:3d} GPUs "
+                   f"{run['planned_wall_hours']:9.3g} h wall {run['planned_gpu_hours']:9.3g} GPU-h")
+    typer.echo(f"{len(plan['runs'])} runs, {plan['total_planned_flops']:.3e} FLOPs, "
+               f"{plan['total_planned_gpu_hours']:.4g} GPU-hours planned on {plan['gpu']} x {plan['gpus_per_run']} "
+               f"per run ({plan['total_planned_wall_hours']:.4g} h of wall time one run after another)")
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:

@@ -38,16 +38,17 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the run folder given)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON at the end."),
+    procs_per_node: int = typer.Option(1, "--procs-per-node", min=1, help="DDP on this machine: train on this many "
+                                       "processes (one per GPU; gloo processes sharing the cores on a CPU)."),
 ) -> None:
     """Train one model (PGD-AT, TRADES or standard) and write config.yaml, metrics.jsonl, checkpoints, record.json.
 
-    Multi-GPU: torchrun --nproc_per_node=N -m robustscale train CONFIG ...
+    Multi-GPU: --procs-per-node N on one machine, or torchrun --nproc_per_node=N -m robustscale train CONFIG ...
     """
     from robustscale.enums import Status
-    from robustscale.training.loop import train as run_training
 
     cfg, run_dir, resume = resolve_run(config, overrides, out, resume)
-    record = run_training(cfg, run_dir, resume=resume, progress=not quiet)
+    record = _run(cfg, run_dir, resume, not quiet, procs_per_node)
     if record is None:  # DDP ranks other than 0
         return
     if as_json:
@@ -59,6 +60,21 @@ def train(
     if record.status is Status.failed:
         typer.echo(f"failed: {record.reason}", err=True)
         raise typer.Exit(1)
+
+
+def _run(cfg, run_dir: Path, resume: bool, progress: bool, procs: int):
+    """The run in this process (or as one rank of torchrun's group), or as a DDP job of ``procs`` processes."""
+    if procs == 1:
+        from robustscale.training.loop import train as run_training
+
+        return run_training(cfg, run_dir, resume=resume, progress=progress)
+    from robustscale.training.launch import RankFailed, train_on_ranks
+
+    try:
+        return train_on_ranks(cfg, run_dir, procs, resume=resume, progress=progress)
+    except RankFailed as err:  # the record says failed (rank 0 wrote why, or the launcher did: this line)
+        typer.echo(f"failed: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _print_record(record, run_dir: Path) -> None:

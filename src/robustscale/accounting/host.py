@@ -54,10 +54,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def hardware(gpus: Sequence[str], gpu_count: int | None = None) -> Hardware:
-    """The record's hardware: the GPUs a run used (``gpus``: their names, as far as known; ``gpu_count``: how many,
-    default ``len(gpus)``) and this host's CPU."""
+def hardware(gpus: Sequence[str], gpu_count: int | None = None, *, world_size: int = 1, nodes: int = 1) -> Hardware:
+    """The record's hardware: the GPUs a run used (``gpus``: each rank's name, as far as known; ``gpu_count``: how
+    many, default ``len(gpus)``), its ranks and nodes, and this host's CPU."""
     gpus = list(gpus)
     return Hardware(gpu_name=gpus[0] if gpus else None, gpus=gpus,
                     gpu_count=len(gpus) if gpu_count is None else gpu_count, cpu=cpu_model(),
-                    cpu_count=os.cpu_count(), platform=platform.platform())
+                    cpu_count=os.cpu_count(), platform=platform.platform(), world_size=world_size, nodes=nodes)

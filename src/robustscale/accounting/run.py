@@ -87,11 +87,13 @@ class RunAccounting:
     """
 
     def __init__(self, step: StepFlops, cost: CostModel, *, gpu_indices: list[int] | None = None,
-                 gpu_count: int = 0, count_cpu_package: bool = True, sample_interval_s: float = 1.0):
+                 gpu_count: int = 0, count_cpu_package: bool = True, sample_interval_s: float = 1.0,
+                 world_size: int = 1, nodes: int = 1):
         self.flops = RunFlops(step)
         self.cost = cost
         self.gpu_indices = gpu_indices if gpu_indices is not None else []
         self.gpu_count = gpu_count
+        self.world_size, self.nodes = world_size, nodes
         self.count_cpu_package = count_cpu_package
         self.sample_interval_s = sample_interval_s
         self.energy = EnergyReading()  # every finished segment, all ranks (and what a checkpoint restored)
@@ -101,12 +103,14 @@ class RunAccounting:
 
     @classmethod
     def from_config(cls, cfg: Config, world_size: int = 1, local_rank: int = 0,
-                    device: torch.device | str | None = None) -> "RunAccounting":
-        """For a :class:`~robustscale.config.Config`, on this rank (of ``world_size``) and its ``device``."""
+                    device: torch.device | str | None = None, nodes: int = 1) -> "RunAccounting":
+        """For a :class:`~robustscale.config.Config`, on this rank (of ``world_size``, over ``nodes`` machines) and
+        its ``device``. Each rank meters its own GPU; the CPU package (RAPL) is read by local rank 0 of each node
+        only, so a node's package is counted once however many ranks share it."""
         indices = device_gpus(device)
         return cls(step_flops_for_config(cfg), CostModel.from_config(cfg.accounting), gpu_indices=indices,
                    gpu_count=world_size if indices else 0, count_cpu_package=local_rank == 0,
-                   sample_interval_s=cfg.accounting.power_sample_s)
+                   sample_interval_s=cfg.accounting.power_sample_s, world_size=world_size, nodes=nodes)
 
     # -- FLOPs
 
@@ -205,9 +209,10 @@ class RunAccounting:
                                 eval_reading=evaluation, eval_wall_s=eval_wall_s, total_reading=total)
 
     def hardware(self) -> Hardware:
-        """The record's hardware: the GPUs the run used (all ranks' metered names, else this rank's) and the host."""
+        """The record's hardware: the GPUs the run used (every rank's metered name in rank order, else this rank's),
+        the ranks and nodes, and the host."""
         names = (self.reading + self.phases.done_outside_meter).gpu_names or gpu_names(self.gpu_indices)
-        return hardware(names, self.gpu_count)
+        return hardware(names, self.gpu_count, world_size=self.world_size, nodes=self.nodes)
 
 
 def _distributed() -> bool:

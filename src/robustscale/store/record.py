@@ -150,14 +150,17 @@ class Metrics:
 
 @dataclass
 class Hardware:
-    """The machine a run used: the GPUs it trained on (their metered names when known) and the host."""
+    """The machines a run used: the GPUs it trained on (their metered names when known), its DDP layout, and the
+    host of rank 0."""
 
     gpu_name: str | None = None
-    gpus: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # each rank's GPU, in rank order
     gpu_count: int = 0  # GPUs the run used, over all ranks (0 on CPU): gpu_hours = wall_s x gpu_count / 3600
     cpu: str | None = None
     cpu_count: int | None = None
     platform: str | None = None
+    world_size: int = 1  # DDP processes (ranks) the run trained on
+    nodes: int = 1  # machines they ran on
 
 
 @dataclass

@@ -7,6 +7,11 @@ belongs to an earlier incarnation of the same Slurm job (a requeue). Takeovers o
 ``flock`` on ``.claim.lock`` (released by the kernel if the taker dies), and the taker moves the old claim aside under
 a name only it knows, checks that what it moved is still takeable (else puts it back), then creates its own claim
 exclusively: of many workers racing for one dead claim exactly one wins.
+
+A job that the scheduler preempts (or that reaches its time limit) *parks* its claim instead of releasing it
+(:meth:`Claim.park`): the heartbeat stops and the claim says so, the requeued incarnation of the same job adopts it
+(same token) as soon as it starts, and any other worker must wait until it is stale. So a preempted run is not
+grabbed by another sweep while its own job waits in the queue, and its attempts log shows one claim throughout.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from robustscale.store.atomic import _fsync_dir, shared_mode
 from robustscale.store.record import now
 
 __all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim_info", "claim_is_live",
-           "create_exclusive", "write_json_exclusive"]
+           "create_exclusive", "write_json_exclusive", "job_key"]
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +99,22 @@ def write_json_exclusive(path: str | Path, obj: Any) -> bool:
 
 
 def _job_id() -> str | None:
-    """The scheduler's id for this job, kept across a Slurm requeue (so a requeued job reclaims its own run)."""
+    """The scheduler's id for this job, kept across a requeue (so a requeued job reclaims its own run): Slurm's, or
+    that of submitit's local executor (its controller process, on this host), which requeues in place."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array and task:
         return f"slurm:{array}_{task}"
     job = os.environ.get("SLURM_JOB_ID")
-    return f"slurm:{job}" if job else None
+    if job:
+        return f"slurm:{job}"
+    local = os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    return f"submitit-local:{socket.gethostname()}:{local}" if local else None
+
+
+def job_key(cluster: str, job_id: str) -> str:
+    """How a claim names the scheduler job ``job_id`` of submitit's ``cluster`` (``slurm`` or ``local``), as
+    :func:`_job_id` names it from inside the job."""
+    return f"slurm:{job_id}" if cluster == "slurm" else f"submitit-local:{socket.gethostname()}:{job_id}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -128,8 +143,9 @@ def _age_s(path: Path) -> float | None:
         return None
 
 
-def _owner_gone(path: Path, stale_s: float) -> str | None:
-    """Why the claim at ``path`` may be taken over, or None while its owner may still be working."""
+def _owner_gone(path: Path, stale_s: float, ended_job: str | None = None) -> str | None:
+    """Why the claim at ``path`` may be taken over, or None while its owner may still be working (``ended_job``: a
+    scheduler job known to have ended, whose claims are free)."""
     age = _age_s(path)
     if age is None:
         return None
@@ -147,6 +163,8 @@ def _owner_gone(path: Path, stale_s: float) -> str | None:
     job = _job_id()
     if job is not None and info.get("job") == job and info.get("pid") != os.getpid():
         return f"earlier incarnation of job {job}"
+    if ended_job is not None and info.get("job") == ended_job:
+        return f"job {ended_job} has ended"
     return None
 
 
@@ -193,13 +211,26 @@ class Claim:
         self._thread.start()
         return self
 
-    def release(self) -> None:
+    def _stop_heartbeat(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def release(self) -> None:
+        self._stop_heartbeat()
         if self.owned():
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+    def park(self) -> None:
+        """Keep the claim for this job's requeued incarnation (preemption, time limit): the heartbeat stops, the claim
+        is marked parked (no live process), and only the same scheduler job adopts it before it goes stale."""
+        self._stop_heartbeat()
+        with _takeover_lock(self.path.parent) as locked:
+            info = claim_info(self.path.parent)
+            if not locked or info is None or info.get("token") != self.token:
+                return
+            _replace_claim(self.path, {**info, "pid": None, "parked": now()})
 
 
 @contextlib.contextmanager
@@ -227,25 +258,25 @@ def _takeover_lock(run_dir: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def _take_over(path: Path, stale_s: float) -> bool:
+def _take_over(path: Path, stale_s: float, ended_job: str | None = None) -> bool:
     """Move a claim whose owner is gone out of the way; False when it is live or another worker is taking it over."""
-    if _owner_gone(path, stale_s) is None:
+    if _owner_gone(path, stale_s, ended_job) is None:
         return False
     with _takeover_lock(path.parent) as locked:
-        return locked and _move_aside(path, stale_s)
+        return locked and _move_aside(path, stale_s, ended_job)
 
 
-def _move_aside(path: Path, stale_s: float) -> bool:
+def _move_aside(path: Path, stale_s: float, ended_job: str | None = None) -> bool:
     if not path.exists():  # released, or moved aside by the taker before us: race for the free name
         return True
-    if _owner_gone(path, stale_s) is None:  # checked again under the lock: a taker before us may have won
+    if _owner_gone(path, stale_s, ended_job) is None:  # checked again under the lock: a taker before us may have won
         return False
     moved = path.with_name(f".{CLAIM}.stale-{uuid.uuid4().hex}")
     try:
         os.rename(path, moved)
     except FileNotFoundError:  # another taker moved it first: race for the free name below
         return True
-    why = _owner_gone(moved, stale_s)
+    why = _owner_gone(moved, stale_s, ended_job)
     if why is None:  # between our check and the rename a live worker claimed it: give it back
         with contextlib.suppress(FileExistsError):
             os.link(moved, path)
@@ -256,22 +287,59 @@ def _move_aside(path: Path, stale_s: float) -> bool:
     return True
 
 
+def _replace_claim(path: Path, info: dict[str, Any]) -> None:
+    """Rewrite a claim this process holds (temp file, fsync, rename): readers see the old content or the new."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(json.dumps(info).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, shared_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _adopt(path: Path, heartbeat_s: float) -> Claim | None:
+    """The claim an earlier incarnation of this very job parked (a requeue), taken back with its token."""
+    job = _job_id()
+    info = claim_info(path.parent)
+    if job is None or info is None or not info.get("parked") or info.get("job") != job:
+        return None
+    with _takeover_lock(path.parent) as locked:
+        info = claim_info(path.parent)
+        if not locked or info is None or not info.get("parked") or info.get("job") != job:
+            return None
+        info = {k: v for k, v in info.items() if k != "parked"}
+        _replace_claim(path, {**info, "host": socket.gethostname(), "pid": os.getpid(), "resumed": now()})
+    log.info("adopting %s, parked by an earlier incarnation of job %s", path, job)
+    return Claim(path, info["token"], heartbeat_s).start()
+
+
 def acquire_claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S,
-                  heartbeat_s: float | None = None) -> Claim | None:
+                  heartbeat_s: float | None = None, *, ended_job: str | None = None) -> Claim | None:
     """Claim ``run_dir`` for this process, or None when another live worker holds it.
 
     Args:
         run_dir: the run folder (created).
         stale_s: a claim whose heartbeat is older than this is taken over.
         heartbeat_s: seconds between heartbeats (default: a tenth of ``stale_s``, at most 30 s).
+        ended_job: a scheduler job (:func:`job_key`) its scheduler says has ended: its claim is free at once.
     """
     path = Path(run_dir) / CLAIM
     heartbeat_s = heartbeat_s if heartbeat_s is not None else min(30.0, stale_s / 10)
+    adopted = _adopt(path, heartbeat_s)
+    if adopted is not None:
+        return adopted
     token = uuid.uuid4().hex
     info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "token": token, "started": now()}
     for _ in range(3):
         if create_exclusive(path, json.dumps(info).encode()):
             return Claim(path, token, heartbeat_s).start()
-        if not _take_over(path, stale_s):
+        if not _take_over(path, stale_s, ended_job):
             return None
     return None

@@ -105,7 +105,8 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
                    target_ci: float | None = None, metric: str | None = None, bins: int | None = None,
                    executor: ExecutorKind | str = ExecutorKind.local, workers: int | None = None,
                    round_size: int | None = None, retry_failed: bool = False, stale_s: float | None = None,
-                   slurm: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+                   slurm: dict[str, Any] | None = None, progress: bool = False, nodes: int | None = None,
+                   procs_per_node: int | None = None) -> dict[str, Any]:
     """Train the runs of a spec in rounds chosen by ``strategy`` until a limit is reached; resumable.
 
     Args:
@@ -118,7 +119,8 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
         metric: the accuracy the law is fitted to (default: the plan's, else ``autoattack_acc``, or ``pgd40_acc``
             when the spec's runs skip AutoAttack).
         bins: FLOP bins of the law (default: the plan's, else the paper's 19).
-        executor, workers, retry_failed, stale_s, slurm: as for :func:`robustscale.sweep.sweep`.
+        executor, workers, retry_failed, stale_s, slurm, nodes, procs_per_node: as for
+            :func:`robustscale.sweep.sweep`.
         round_size: runs per round (default: ``workers``, else the spec's ``workers``, else 1).
         progress: show the live progress view and one line per round on stderr.
 
@@ -133,7 +135,8 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
     out = Path(out) if out is not None else spec.out or Path("runs") / spec.name
     grid = grid_candidates(spec, out)
     workers = workers if workers is not None else spec.workers or 1
-    runner = make_executor(executor, workers=workers, folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})})
+    runner = make_executor(executor, workers=workers, folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})},
+                           ddp=spec.layout(nodes, procs_per_node))
     if out.exists() and not out.is_dir():
         raise ParameterError(f"out '{shown(out)}' is a file: pass a folder for the run folders", "out")
     out.mkdir(parents=True, exist_ok=True)

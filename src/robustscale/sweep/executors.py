@@ -1,10 +1,17 @@
 """Executors: where the runs of a sweep execute. All call the same :func:`robustscale.sweep.worker.run_one`.
 
 - :class:`LocalExecutor`: one run after another in this process, or ``workers`` spawned processes (one per visible
-  GPU when there are GPUs, else CPU workers sharing the cores).
-- :class:`SlurmExecutor`: one submitit job per run, as a job array on Slurm. A preempted or timed-out job requeues
-  itself and resumes from the run's checkpoint. ``cluster="local"`` runs the same code path through submitit's local
-  executor (how the tests exercise it without a cluster).
+  GPU when there are GPUs, else CPU workers sharing the cores). With ``procs_per_node`` P > 1 every run is a DDP job
+  of P processes (:func:`robustscale.training.launch.launch`): with G visible GPUs, floor(G / P) runs train at once,
+  each on its own P GPUs (``CUDA_VISIBLE_DEVICES``); on CPUs the runs' P gloo processes share the cores (torch
+  threads per process = cores / (runs at once x P)).
+- :class:`SlurmExecutor`: one submitit job per run, as a job array on Slurm; a DDP run is a job of ``nodes`` x
+  ``tasks_per_node`` tasks with one GPU each, every task one rank. A preempted or timed-out job checkpoints at the
+  next step boundary, requeues itself and resumes from that step. ``cluster="local"`` runs the same code path
+  through submitit's local executor (one node; how the tests exercise it without a cluster).
+
+A rank that dies fails its run: the launcher (the local executor) or the sweep waiting on the job (Slurm) marks a
+run still ``running`` as ``failed`` with the rank and the cause (:func:`robustscale.sweep.worker.fail_abandoned`).
 
 Because the runs coordinate through claims in their folders, executors need no bookkeeping of their own: any mix of
 them, any number of times, over one output folder, trains each run once.
@@ -28,9 +35,12 @@ import torch
 from robustscale.accounting.host import visible_gpus
 from robustscale.enums import ExecutorKind, choice
 from robustscale.errors import ParameterError, UserError
-from robustscale.sweep.worker import RunJob, run_one
+from robustscale.store.rundir import job_key
+from robustscale.sweep.worker import RunJob, fail_abandoned, run_one
+from robustscale.training.distributed import DDPLayout
+from robustscale.training.launch import RankFailed, available_cores, gpu_sets, launch, threads_per_rank
 
-__all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor", "available_cores"]
+__all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor", "available_cores", "slurm_options"]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +67,11 @@ def _crashed(run_dir: Path, err: BaseException) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- local
 
 
-def available_cores() -> int:
-    """Cores this process may run on: the affinity mask, which containers, Slurm and ``taskset`` narrow (not the
-    host's count, which would oversubscribe a 2-core allocation on a 64-core node)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _init_worker(threads: int, gpus, parent_pid: int) -> None:
-    """Spawned worker setup: its own GPU (before CUDA starts), its share of the cores, and death with the parent."""
+    """Spawned worker setup: its own GPU(s) (before CUDA starts), its share of the cores, and death with the
+    parent."""
     if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())  # before this process starts CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get()  # before this process (or a rank it launches) starts CUDA
     torch.set_num_threads(threads)
 
     def orphaned() -> None:  # a killed sweep leaves no worker training on: the next sweep takes its claims over
@@ -77,36 +82,71 @@ def _init_worker(threads: int, gpus, parent_pid: int) -> None:
     threading.Thread(target=orphaned, daemon=True).start()
 
 
-class LocalExecutor(Executor):
-    """This machine: ``workers=1`` runs in this process; more spawn that many processes."""
+def run_ddp(run_dir: Path, config: dict[str, Any], retry_failed: bool, stale_s: float, procs: int,
+            threads: int | None) -> dict[str, Any]:
+    """One run as a DDP job of ``procs`` processes on this machine; a rank that dies fails the run (the others are
+    stopped), so it is never left ``running``."""
+    try:
+        return launch(run_one, (run_dir, config, retry_failed), procs, kwargs={"stale_s": stale_s}, threads=threads)
+    except RankFailed as err:
+        record = fail_abandoned(run_dir, str(err), stale_s=stale_s)
+        return {"run_id": Path(run_dir).name, "action": "crashed",
+                "status": record.status.value if record else "running", "reason": str(err)}
 
-    def __init__(self, workers: int = 1):
+
+class LocalExecutor(Executor):
+    """This machine: ``workers=1`` runs in this process; more spawn that many processes. ``procs_per_node`` > 1:
+    every run is a DDP job of that many processes, ``workers`` (at most floor(GPUs / procs) on GPUs) at once."""
+
+    def __init__(self, workers: int = 1, procs_per_node: int = 1):
         if workers < 1:
             raise ParameterError(f"workers {workers}: use 1 or more", "workers")
-        self.workers = workers
+        if procs_per_node < 1:
+            raise ParameterError(f"procs_per_node {procs_per_node}: use 1 or more", "procs_per_node")
+        self.workers, self.procs = workers, procs_per_node
 
     def describe(self) -> str:
-        return f"local ({self.workers} worker{'s' if self.workers > 1 else ''})"
+        ddp = f", {self.procs} processes per run" if self.procs > 1 else ""
+        return f"local ({self.workers} worker{'s' if self.workers > 1 else ''}{ddp})"
+
+    def _at_once(self, n_tasks: int, n_gpus: int) -> int:
+        """Runs trained side by side: the workers asked for, at most one per task and one per set of P GPUs."""
+        if n_gpus and n_gpus < self.procs:
+            raise ParameterError(f"procs_per_node {self.procs}: each run needs {self.procs} GPUs and {n_gpus} are "
+                                 "visible; lower procs_per_node", "procs_per_node")
+        if self.procs == 1:  # as before DDP: workers beyond the GPUs share them round-robin
+            return min(self.workers, n_tasks)
+        return min(self.workers, n_tasks, *([n_gpus // self.procs] if n_gpus else []))
 
     def run(self, tasks: Sequence[Task], *, retry_failed: bool, stale_s: float) -> list[dict[str, Any]]:
-        if self.workers == 1 or len(tasks) == 1:
+        n_gpus = len(visible_gpus())
+        workers = self._at_once(len(tasks), n_gpus)
+        if workers == 1 and self.procs == 1:
             return [run_one(run_dir, config, retry_failed, stale_s=stale_s) for run_dir, config in tasks]
-        return self._pool(tasks, retry_failed, stale_s)
+        if workers == 1:
+            threads = threads_per_rank(available_cores(), 1, self.procs)
+            return [run_ddp(run_dir, config, retry_failed, stale_s, self.procs, threads) for run_dir, config in tasks]
+        return self._pool(tasks, retry_failed, stale_s, workers, n_gpus)
 
-    def _pool(self, tasks: Sequence[Task], retry_failed: bool, stale_s: float) -> list[dict[str, Any]]:
+    def _job(self, pool: ProcessPoolExecutor, task: Task, retry_failed: bool, stale_s: float, threads: int):
+        run_dir, config = task
+        if self.procs == 1:
+            return pool.submit(run_one, run_dir, config, retry_failed, stale_s=stale_s)
+        return pool.submit(run_ddp, run_dir, config, retry_failed, stale_s, self.procs, threads)
+
+    def _pool(self, tasks: Sequence[Task], retry_failed: bool, stale_s: float, workers: int,
+              n_gpus: int) -> list[dict[str, Any]]:
         ctx = mp.get_context("spawn")  # no fork: CUDA and torch's thread pools do not survive it
-        workers = min(self.workers, len(tasks))
-        n_gpus, gpus = len(visible_gpus()), None
+        gpus = None
         if n_gpus:
-            gpus = ctx.Queue()
+            gpus, sets = ctx.Queue(), gpu_sets(n_gpus, self.procs)
             for k in range(workers):
-                gpus.put(k % n_gpus)
-        threads = max(1, available_cores() // workers)
+                gpus.put(sets[k % len(sets)])
+        threads = threads_per_rank(available_cores(), workers, self.procs)
         outcomes = []
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads, gpus, os.getpid())) as pool:
-            futures = {pool.submit(run_one, run_dir, config, retry_failed, stale_s=stale_s): run_dir
-                       for run_dir, config in tasks}
+            futures = {self._job(pool, task, retry_failed, stale_s, threads): task[0] for task in tasks}
             for future in as_completed(futures):
                 try:
                     outcomes.append(future.result())
@@ -123,6 +163,35 @@ _SLURM_ALIASES = {"partition": "slurm_partition", "account": "slurm_account", "q
                   "time": "timeout_min", "gpus": "gpus_per_node", "cpus": "cpus_per_task", "mem": "mem_gb",
                   "signal_delay_s": "slurm_signal_delay_s", "setup": "slurm_setup"}
 _SLURM_DEFAULTS = {"gpus_per_node": 1, "timeout_min": 24 * 60, "cpus_per_task": 8, "tasks_per_node": 1, "nodes": 1}
+# requeues after a time limit before submitit gives a job up (preemptions do not count): submitit's default, 3, would
+# end a run of the paper's largest model ("more than 16 days on a node with four Nvidia V100 GPUs", its Section V) in
+# 24-hour jobs after 4 days
+MAX_TIMEOUT_REQUEUES = 60
+
+
+def slurm_options(slurm: dict[str, Any], ddp: DDPLayout | None = None) -> dict[str, Any]:
+    """submitit's parameters for runs of layout ``ddp``: ``nodes``, ``tasks_per_node`` = procs per node (one rank per
+    task), ``gpus_per_node`` = procs per node (or 0 for a CPU cluster), short names (``partition``, ``gpus``,
+    ``time``, ...) resolved. GPUs that no rank would use are refused: a job of 4 GPUs training on one is the silent
+    waste this layout exists to prevent."""
+    ddp = ddp or DDPLayout()
+    given = {_SLURM_ALIASES.get(k, k): v for k, v in slurm.items() if v is not None}
+    for key, want in (("nodes", ddp.nodes), ("tasks_per_node", ddp.procs_per_node)):
+        if key in given and given[key] != want:
+            raise ParameterError(f"slurm {key} {given[key]} differs from the run's DDP layout ({want}): set nodes and "
+                                 "procs_per_node in the spec's ddp section (or --nodes / --procs-per-node) only")
+    gpus = given.get("gpus_per_node", ddp.procs_per_node)
+    if gpus not in (0, ddp.procs_per_node):
+        raise ParameterError(f"slurm gpus {gpus} per node, but each node runs {ddp.procs_per_node} DDP process(es), "
+                             f"one per GPU: set ddp procs_per_node to {gpus} (--procs-per-node {gpus}) to train on "
+                             "all of them, or gpus to match (0 on a CPU cluster)", "gpus")
+    return {**_SLURM_DEFAULTS, **given, "nodes": ddp.nodes, "tasks_per_node": ddp.procs_per_node,
+            "gpus_per_node": gpus}
+
+
+def _rank0_result(job) -> dict[str, Any]:
+    """The outcome of a job: its rank 0's (a DDP job has a task per rank; rank 0 claims and reports)."""
+    return job.task(0).result() if job.num_tasks > 1 else job.result()
 
 
 class SlurmExecutor(Executor):
@@ -137,18 +206,19 @@ class SlurmExecutor(Executor):
             as short names.
     """
 
-    def __init__(self, folder: str | Path, cluster: str | None = None, wait: bool = True, **options: Any):
+    def __init__(self, folder: str | Path, cluster: str | None = None, wait: bool = True,
+                 ddp: DDPLayout | None = None, **options: Any):
         self.folder, self.cluster, self.wait = Path(folder), cluster, wait
+        self.ddp = ddp or DDPLayout()
+        self.options = slurm_options(options, self.ddp)
+        self.max_num_timeout = int(self.options.pop("max_num_timeout", MAX_TIMEOUT_REQUEUES))
         if cluster is None:
             self._check_slurm()
-        self.options = {**_SLURM_DEFAULTS}
-        for key, value in options.items():
-            if value is not None:
-                self.options[_SLURM_ALIASES.get(key, key)] = value
         self.jobs: list[Any] = []
 
     def describe(self) -> str:
-        return f"slurm via submitit ({self.cluster or 'slurm'})"
+        ddp = f", {self.ddp.nodes} x {self.ddp.procs_per_node} processes per run" if self.ddp.distributed else ""
+        return f"slurm via submitit ({self.cluster or 'slurm'}{ddp})"
 
     @staticmethod
     def _check_slurm() -> None:
@@ -164,7 +234,9 @@ class SlurmExecutor(Executor):
 
     def _executor(self) -> submitit.AutoExecutor:
         try:
-            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
+                                             slurm_max_num_timeout=self.max_num_timeout,
+                                             local_max_num_timeout=self.max_num_timeout)
         except (RuntimeError, ValueError) as err:
             raise ParameterError(f"executor slurm: {err} (is this a Slurm login node?)", "executor") from None
         options = dict(self.options)
@@ -181,7 +253,7 @@ class SlurmExecutor(Executor):
         configs = [config for _, config in tasks]
         threads = None
         if executor.cluster != "slurm":  # every job on this machine: share its cores instead of oversubscribing
-            threads = max(1, available_cores() // len(tasks))
+            threads = threads_per_rank(available_cores(), len(tasks), self.ddp.procs_per_node)
         n = len(tasks)
         self.jobs = executor.map_array(RunJob(threads), dirs, configs, [retry_failed] * n, [stale_s] * n)
         log.info("submitted %d jobs (%s)", len(self.jobs), ", ".join(j.job_id for j in self.jobs[:5]))
@@ -191,16 +263,31 @@ class SlurmExecutor(Executor):
         outcomes = []
         for run_dir, job in zip(dirs, self.jobs):
             try:
-                outcomes.append(job.result())
-            except Exception as err:  # the job died outside run_one (node failure, out of requeues)
-                outcomes.append(_crashed(Path(run_dir), err))
+                outcomes.append(_rank0_result(job))
+            except Exception as err:  # the job died outside run_one (a rank or node lost, out of requeues)
+                outcomes.append(self._died(Path(run_dir), job, err, stale_s))
         return outcomes
+
+    def _died(self, run_dir: Path, job, err: BaseException, stale_s: float) -> dict[str, Any]:
+        """A job that ended without rank 0's outcome: its run, if still ``running``, fails (never left running)."""
+        reason = (f"job {job.job_id} ended without finishing the run ({type(err).__name__}; its ranks' logs: "
+                  f"{self.folder}/{job.job_id}_*_log.err)")
+        fail_abandoned(run_dir, reason, stale_s=stale_s, ended_job=job_key(self._cluster_name(), job.job_id))
+        return _crashed(run_dir, err)
+
+    def _cluster_name(self) -> str:
+        return "slurm" if self.cluster in (None, "slurm") else str(self.cluster)
 
 
 def make_executor(kind: ExecutorKind | str, *, workers: int = 1, folder: str | Path = ".submitit",
-                  slurm: dict[str, Any] | None = None, wait: bool = True) -> Executor:
-    """The executor of ``kind`` (``local`` or ``slurm``), configured from the spec and the command line."""
+                  slurm: dict[str, Any] | None = None, wait: bool = True, ddp: DDPLayout | None = None) -> Executor:
+    """The executor of ``kind`` (``local`` or ``slurm``), configured from the spec and the command line; ``ddp``: the
+    processes each run trains on."""
+    ddp = ddp or DDPLayout()
     if choice(ExecutorKind, kind, "executor") is ExecutorKind.local:
-        return LocalExecutor(workers)
+        if ddp.nodes > 1:
+            raise ParameterError(f"nodes {ddp.nodes}: the local executor trains on this machine only; use executor "
+                                 "slurm for runs across several nodes", "nodes")
+        return LocalExecutor(workers, ddp.procs_per_node)
     options = dict(slurm or {})
-    return SlurmExecutor(folder, cluster=options.pop("cluster", None), wait=wait, **options)
+    return SlurmExecutor(folder, cluster=options.pop("cluster", None), wait=wait, ddp=ddp, **options)

@@ -25,19 +25,33 @@ from robustscale.training.optim import effective_lr
 __all__ = ["sweep", "plan_runs", "run_one", "RunJob", "SweepProgress", "ATTEMPTS", "ERROR_LOG"]
 
 
-def plan_runs(spec_path: str | Path) -> dict[str, Any]:
+def plan_runs(spec_path: str | Path, *, gpu: str = "h100", nodes: int | None = None,
+              procs_per_node: int | None = None) -> dict[str, Any]:
     """The dry run: every run of the spec with its resolved config, the epochs it trains (cool-down included), its
-    global batch and peak lr, and planned FLOPs (``planned_flops``: training and PGD validation, from the budget
-    planner, over all ``epochs``)."""
-    runs = []
-    for run in expand_runs(load_spec(spec_path)):
-        cfg, planned = run.config, plan(run.config)
+    global batch and peak lr, planned FLOPs (``planned_flops``: training and PGD validation, from the budget planner,
+    over all ``epochs``), and the time they take on the run's GPUs: ``gpus`` (nodes x procs per node, one per DDP
+    process), ``planned_wall_hours`` and ``planned_gpu_hours`` on ``gpu`` (the budget's model: peak x utilisation,
+    time divided over the GPUs, GPU-hours not)."""
+    spec = load_spec(spec_path)
+    layout = spec.layout(nodes, procs_per_node)
+    runs, gpu_name, wall_assumption = [], gpu, ""
+    for run in expand_runs(spec):
+        cfg, planned = run.config, plan(run.config, gpu=gpu, gpus=layout.world_size)
+        gpu_name, wall_assumption = planned["gpu"], planned["assumptions"]["wall_hours"]
         runs.append({"run_id": run.run_id, "config": config_to_dict(cfg),
                      "epochs": cfg.train.epochs, "cooldown_epochs": cfg.train.cooldown_epochs,
                      "batch_size": cfg.data.batch_size, "lr": effective_lr(cfg.train, cfg.data.batch_size),
                      "optimizer_steps": planned["optimizer_steps"], "planned_train_flops": float(planned["train_flops"]),
-                     "planned_flops": float(planned["total_flops"])})
-    return {"runs": runs, "total_planned_flops": sum(r["planned_flops"] for r in runs)}
+                     "planned_flops": float(planned["total_flops"]), "gpus": layout.world_size,
+                     "planned_wall_hours": planned["wall_hours"], "planned_gpu_hours": planned["gpu_hours"]})
+    return {"runs": runs, "total_planned_flops": sum(r["planned_flops"] for r in runs),
+            "total_planned_gpu_hours": sum(r["planned_gpu_hours"] for r in runs),
+            "total_planned_wall_hours": sum(r["planned_wall_hours"] for r in runs),
+            "gpu": gpu_name, "gpus_per_run": layout.world_size,
+            "ddp": {"nodes": layout.nodes, "procs_per_node": layout.procs_per_node},
+            "assumptions": {"planned_wall_hours": wall_assumption,
+                            "total_planned_wall_hours": "the runs one after another (divide by the runs that train "
+                                                        "at once)"}}
 
 
 def _prepare(spec: SweepSpec, out: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -90,7 +104,8 @@ def _summary(out: Path, prepared, outcomes: Sequence[dict[str, Any]]) -> dict[st
 def sweep(spec_path: str | Path, out: str | Path | None = None, executor: ExecutorKind | str = ExecutorKind.local,
           workers: int | None = None,
           retry_failed: bool = False, dry_run: bool = False, *, stale_s: float | None = None,
-          slurm: dict[str, Any] | None = None, wait: bool = True, progress: bool = False) -> dict[str, Any]:
+          slurm: dict[str, Any] | None = None, wait: bool = True, progress: bool = False,
+          nodes: int | None = None, procs_per_node: int | None = None, gpu: str = "h100") -> dict[str, Any]:
     """Run (or plan) every run of a sweep spec; safe to rerun and to run from several processes at once.
 
     Args:
@@ -104,17 +119,20 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, executor: Execut
         slurm: submitit options overriding the spec's ``slurm`` section (partition, account, gpus_per_node, ...).
         wait: for slurm, wait for the jobs (False: submit and return).
         progress: show the live progress view.
+        nodes, procs_per_node: every run as a DDP job of nodes x procs_per_node processes (over the spec's ``ddp``).
+        gpu: the GPU the dry run plans time on (the budget's table).
 
     Returns:
         Lists of run ids: ``done``, ``failed``, ``running``, ``pending`` (the state at the end), ``trained`` (by this
         call), ``skipped`` (done, failed without ``retry_failed``, or ``busy``: claimed by another worker).
     """
     if dry_run:
-        return plan_runs(spec_path)
+        return plan_runs(spec_path, gpu=gpu, nodes=nodes, procs_per_node=procs_per_node)
     spec = load_spec(spec_path)
     out = Path(out) if out is not None else spec.out or Path("runs") / spec.name
     runner = make_executor(executor, workers=workers if workers is not None else spec.workers or 1,
-                           folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})}, wait=wait)
+                           folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})}, wait=wait,
+                           ddp=spec.layout(nodes, procs_per_node))
     prepared = _prepare(spec, out)
     stale_s = float(stale_s or spec.stale_after_s or DEFAULT_STALE_S)
     todo, left = _select(prepared, retry_failed, stale_s)

@@ -16,7 +16,13 @@ A spec is YAML::
     seeds: [0]                      # replicates: set train.seed (optional)
     exclude: [{model.name: wrn_10_1, train.loss: trades}]   # drop runs matching every key:value (optional)
     out: runs/my_sweep              # default --out (optional)
-    slurm: {gpus_per_node: 1, timeout_min: 1440, partition: gpu, account: lab}   # submitit options (optional)
+    slurm: {timeout_min: 1440, partition: gpu, account: lab}   # submitit options (optional)
+    ddp: {nodes: 1, procs_per_node: 4}   # each run one DDP job of nodes x procs_per_node processes (optional)
+
+``ddp`` makes every run one data-parallel job (default: one process): on Slurm ``nodes`` x ``procs_per_node``
+tasks with one GPU each, on the local executor ``procs_per_node`` processes (:mod:`robustscale.sweep.executors`).
+It says *where* a run trains, not *what* it trains: it is not part of the run id (``data.batch_size`` stays the
+global batch, split between the processes).
 
 ``rules`` say what a grid cannot: values that depend on other values (the paper's code used a smaller batch for
 its largest models, ``scripts/job.sh``). A rule's ``when`` is matched against the run's values so far (axes, zip
@@ -36,14 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from robustscale.config import Config, apply_overrides, config_to_dict, parse_override, read_yaml
-from robustscale.errors import ConfigError
+from robustscale.errors import ConfigError, ParameterError
 from robustscale.store.record import run_id
+from robustscale.training.distributed import DDPLayout
 from robustscale.training.run_config import config_from_dict
 
-__all__ = ["SweepSpec", "Rule", "load_spec", "expand_runs", "PlannedRun"]
+__all__ = ["SweepSpec", "Rule", "load_spec", "expand_runs", "PlannedRun", "ddp_layout"]
 
 _KEYS = ("base", "axes", "zip", "overrides", "rules", "seeds", "exclude", "out", "name", "description", "slurm",
-         "workers", "stale_after_s")
+         "workers", "stale_after_s", "ddp")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,14 @@ class SweepSpec:
     slurm: dict[str, Any] = field(default_factory=dict)
     workers: int | None = None
     stale_after_s: float | None = None
+    ddp: DDPLayout = field(default_factory=DDPLayout)
+
+    def layout(self, nodes: int | None = None, procs_per_node: int | None = None) -> DDPLayout:
+        """The spec's DDP layout with the command line's ``--nodes`` / ``--procs-per-node`` over it."""
+        for name, value in (("nodes", nodes), ("procs_per_node", procs_per_node)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ParameterError(f"{name} {value}: use a whole number, 1 or more", name)
+        return DDPLayout(nodes=nodes or self.ddp.nodes, procs_per_node=procs_per_node or self.ddp.procs_per_node)
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,23 @@ def _rules(path: Path, raw: Any, axes: dict[str, list[Any]]) -> list[Rule]:
     return rules
 
 
+def ddp_layout(raw: Any, where: str = "ddp") -> DDPLayout:
+    """A :class:`DDPLayout` from ``{nodes: N, procs_per_node: P}`` (either may be left out: 1). Raises
+    :class:`ConfigError` naming ``where`` and the key."""
+    if raw is None:
+        return DDPLayout()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where}' must be a mapping like {{nodes: 1, procs_per_node: 4}}")
+    unknown = sorted(set(raw) - {"nodes", "procs_per_node"})
+    if unknown:
+        raise ConfigError(f"'{where}': unknown key '{unknown[0]}': allowed are nodes, procs_per_node")
+    for key in ("nodes", "procs_per_node"):
+        value = raw.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+            raise ConfigError(f"'{where}.{key}' must be a whole number from 1 to 4096, not {value!r}")
+    return DDPLayout(nodes=raw.get("nodes", 1), procs_per_node=raw.get("procs_per_node", 1))
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a sweep spec (its shape only: the configs are checked by :func:`expand_runs`)."""
     path = Path(path)
@@ -181,11 +213,15 @@ def load_spec(path: str | Path) -> SweepSpec:
     workers = raw.get("workers")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise _fail(path, "'workers' must be a positive integer")
+    try:
+        ddp = ddp_layout(raw.get("ddp"))
+    except ConfigError as err:
+        raise _fail(path, str(err)) from None
     return SweepSpec(path=path, base=base, axes=axes, zip=zipped, overrides=overrides,
                      rules=_rules(path, raw.get("rules"), axes), seeds=_seeds(path, raw.get("seeds")),
                      exclude=_exclude(path, raw.get("exclude")), out=Path(raw["out"]) if raw.get("out") else None,
                      name=str(raw.get("name") or path.stem), slurm=dict(slurm), workers=workers,
-                     stale_after_s=raw.get("stale_after_s"))
+                     stale_after_s=raw.get("stale_after_s"), ddp=ddp)
 
 
 # ---------------------------------------------------------------------------------------------- expansion

@@ -7,32 +7,48 @@ of training appends one line to ``attempts.jsonl``, so "trained exactly once" ca
 trains, every write into the run folder is fenced by the claim (:mod:`robustscale.store.fence`): a worker paused past
 the stale time, whose claim another worker took over, stops before its next write (outcome ``lost``). Run folders are
 plain names under the sweep's output and never symbolic links, nor are the logs appended to there.
+
+A run can be a DDP job (a spec's ``ddp`` section): then every rank calls ``run_one``, in a process group the
+environment describes (torchrun's variables; :func:`robustscale.training.launch.launch` on one machine,
+:class:`RunJob` from Slurm's tasks). Rank 0 alone decides, claims, heartbeats and writes; it tells the other ranks
+what to do (a broadcast), and they train beside it. When a rank dies, whoever launched the group calls
+:func:`fail_abandoned`, so the run ends ``failed`` (``--retry-failed`` resumes it), never ``running``.
+
+Under submitit :class:`RunJob` also listens for the scheduler's preemption / time-limit signal: training stops at the
+next step boundary with a checkpoint of that step (:mod:`robustscale.training.preemption`), the claim is parked for
+the job's requeued incarnation, and submitit requeues the job, which resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import submitit
 import torch
-from submitit.helpers import DelayedSubmission
+from submitit.core.utils import UncompletedJobError
+from submitit.helpers import DelayedSubmission, TorchDistributedEnvironment
 
+import robustscale.training.preemption as preemption
 from robustscale.errors import UserError
 from robustscale.store.atomic import append_line
 from robustscale.store.fence import WriteFenced, fence
 from robustscale.store.record import RECORD, RunRecord, Status, failed_record, now, read_record, write_record
-from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, LOCK, acquire_claim
+from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, LOCK, Claim, acquire_claim
 from robustscale.store.safe_paths import check_run_folder
-from robustscale.training.checkpoint import CHECKPOINT
+from robustscale.training.checkpoint import CHECKPOINT, saved_step
+from robustscale.training.distributed import DistInfo, broadcast_object, cleanup, gather_objects, init_distributed
 from robustscale.training.loop import train
 from robustscale.training.run_config import config_from_dict
 
-__all__ = ["run_one", "RunJob", "outcome", "nothing_to_do", "ATTEMPTS", "ERROR_LOG", "RUN_FILES"]
+__all__ = ["run_one", "RunJob", "outcome", "nothing_to_do", "fail_abandoned", "ATTEMPTS", "ERROR_LOG", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +70,89 @@ def nothing_to_do(record: RunRecord | None, retry_failed: bool) -> bool:
     return status is Status.done or (status is Status.failed and not retry_failed)
 
 
+def _stamp() -> str:
+    return f"--- {now()} {socket.gethostname()} pid {os.getpid()}\n"
+
+
 def _failure(run_dir: Path, config: dict[str, Any], err: BaseException) -> RunRecord:
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
     reason = message if isinstance(err, UserError) else f"{type(err).__name__}: {message}".rstrip(": ")
-    stamp = f"--- {now()} {socket.gethostname()} pid {os.getpid()}\n"
-    append_line(run_dir / ERROR_LOG, stamp + "".join(traceback.format_exception(err)))
+    append_line(run_dir / ERROR_LOG, _stamp() + "".join(traceback.format_exception(err)))
     record = failed_record(config, f"{reason} (traceback in {ERROR_LOG})", read_record(run_dir))
     write_record(run_dir, record)
     return record
 
 
-def _train(run_dir: Path, config: dict[str, Any], token: str) -> RunRecord | None:
-    resume = (run_dir / CHECKPOINT).is_file()
-    append_line(run_dir / ATTEMPTS, json.dumps({"started": now(), "host": socket.gethostname(), "pid": os.getpid(),
-                                                "resume": resume, "claim": token}))
+def _log_attempt(run_dir: Path, plan: dict[str, Any], ranks: list[dict[str, Any]] | None) -> None:
+    """One line in attempts.jsonl: when, where, from which step (a resume), under which claim, on which ranks."""
+    line = {"started": now(), "host": socket.gethostname(), "pid": os.getpid(), "resume": plan["resume"],
+            "claim": plan["token"]}
+    if plan["resume"]:
+        line["from_step"] = saved_step(run_dir / CHECKPOINT)
+    if ranks is not None:
+        line["ranks"] = ranks
+    append_line(run_dir / ATTEMPTS, json.dumps(line))
+
+
+def _train(run_dir: Path, config: dict[str, Any], plan: dict[str, Any], dist: DistInfo) -> RunRecord | None:
+    ranks = gather_objects({"host": socket.gethostname(), "pid": os.getpid()}) if dist.enabled else None
+    if dist.is_main:
+        _log_attempt(run_dir, plan, ranks)
     try:
-        return train(config_from_dict(config), run_dir, resume=resume, progress=False)
-    except WriteFenced:  # the claim is lost: another worker owns the folder now, write nothing more
+        return train(config_from_dict(config), run_dir, resume=plan["resume"], progress=False)
+    except (WriteFenced, preemption.Preempted):  # the claim is lost / the job is requeued: write nothing more
         raise
     except Exception as err:  # a failed run is a result; the sweep goes on
+        if not dist.is_main:  # rank 0 writes the record; this rank's death is what its launcher reports
+            raise
         log.warning("run %s failed: %s", run_dir.name, err)
         return _failure(run_dir, config, err)
+
+
+def _decide(run_dir: Path, retry_failed: bool, stale_s: float) -> tuple[dict[str, Any], Claim | None]:
+    """Rank 0's decision, as a plan every rank can follow: ``{"action": train|skipped|busy, "token", "resume"}``,
+    and the claim it now holds (None unless training)."""
+    if nothing_to_do(read_record(run_dir), retry_failed):
+        return {"action": "skipped"}, None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = acquire_claim(run_dir, stale_s)
+    if held is None:
+        return {"action": "busy"}, None
+    if nothing_to_do(read_record(run_dir), retry_failed):  # it may have finished while we were claiming it
+        held.release()
+        return {"action": "skipped"}, None
+    return {"action": "train", "token": held.token, "resume": (run_dir / CHECKPOINT).is_file()}, held
+
+
+def _run(run_dir: Path, config: dict[str, Any], retry_failed: bool, stale_s: float, dist: DistInfo) -> dict[str, Any]:
+    plan, held = _decide(run_dir, retry_failed, stale_s) if dist.is_main else (None, None)
+    plan = broadcast_object(plan)
+    if plan["action"] != "train":
+        return outcome(run_dir, plan["action"], read_record(run_dir))
+    claim = held or Claim(run_dir / CLAIM, plan["token"], heartbeat_s=0.0)  # other ranks: the fence only
+    parked = False
+    try:
+        with fence(run_dir, claim.holds, "claim"):
+            return outcome(run_dir, "trained", _train(run_dir, config, plan, dist))
+    except WriteFenced as err:
+        log.warning("run %s: %s", run_dir.name, err)
+        return {**outcome(run_dir, "lost", read_record(run_dir)), "reason": str(err)}
+    except preemption.Preempted:
+        parked = True
+        raise
+    finally:  # released also on SystemExit from submitit's own requeue: the requeued job reclaims at once
+        if held is not None and parked:
+            held.park()
+        elif held is not None:
+            held.release()
 
 
 def run_one(run_dir: str | Path, config: dict[str, Any], retry_failed: bool = False, *,
             stale_s: float = DEFAULT_STALE_S) -> dict[str, Any]:
     """Bring one run to an end state unless it is already there or another worker is on it.
+
+    Under DDP every rank of the run calls it (the environment describes the group, as torchrun's does); rank 0 claims
+    and writes, and its return value is the one that counts.
 
     Args:
         run_dir: the run's folder (``OUT/<run_id>``), created if needed.
@@ -90,33 +163,91 @@ def run_one(run_dir: str | Path, config: dict[str, Any], retry_failed: bool = Fa
     Returns:
         ``{"run_id", "action": trained|skipped|busy|lost, "status", "reason"}`` (``lost``: paused past the stale
         time, this worker lost the claim to another and stopped before its next write).
+
+    Raises:
+        Preempted: the scheduler asked the job to stop (only under :class:`RunJob`); the step it stopped at is
+            checkpointed and the claim parked for the requeued job.
     """
     run_dir = check_run_folder(run_dir, RUN_FILES)
-    record = read_record(run_dir)
-    if nothing_to_do(record, retry_failed):
-        return outcome(run_dir, "skipped", record)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    held = acquire_claim(run_dir, stale_s)
-    if held is None:
-        return outcome(run_dir, "busy", read_record(run_dir))
+    dist = init_distributed()
     try:
-        with fence(run_dir, held.holds, "claim"):
-            record = read_record(run_dir)  # it may have finished while we were claiming it
-            if nothing_to_do(record, retry_failed):
-                return outcome(run_dir, "skipped", record)
-            return outcome(run_dir, "trained", _train(run_dir, config, held.token))
-    except WriteFenced as err:
-        log.warning("run %s: %s", run_dir.name, err)
-        return {**outcome(run_dir, "lost", read_record(run_dir)), "reason": str(err)}
-    finally:  # also on SystemExit from a preemption signal: the requeued job reclaims at once
+        return _run(run_dir, config, retry_failed, stale_s, dist)
+    finally:
+        if dist.owns_group:
+            cleanup()
+
+
+def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT_STALE_S,
+                   ended_job: str | None = None) -> RunRecord | None:
+    """A run whose processes died (a rank killed, a node lost, a job out of requeues) without writing its end: when
+    its record still says ``running`` and nobody live holds it, mark it ``failed`` with ``reason`` (and log it), so
+    it is never left ``running``; ``--retry-failed`` resumes it from its checkpoint.
+
+    Args:
+        run_dir: the run folder.
+        reason: one line naming what died.
+        stale_s: as for :func:`run_one`; the dead processes' claim is free at once on this host (their pids are gone).
+        ended_job: the scheduler job that trained it (:func:`robustscale.store.rundir.job_key`), which its scheduler
+            says has ended: its claim is free though its host is another.
+
+    Returns:
+        The failed record written, or None (another worker holds the run, or it is not ``running``).
+    """
+    run_dir = Path(run_dir)
+    held = acquire_claim(run_dir, stale_s, ended_job=ended_job)
+    if held is None:
+        return None
+    try:
+        append_line(run_dir / ERROR_LOG, _stamp() + reason + "\n")  # what died, whatever the record says
+        record = read_record(run_dir)
+        if record is None or record.status is not Status.running:
+            return None
+        record = record.failed(f"{reason}; rerun with --retry-failed to resume from the last checkpoint")
+        write_record(run_dir, record)
+        log.warning("run %s failed: %s", run_dir.name, reason)
+        return record
+    finally:
         held.release()
 
 
-class RunJob:
-    """``run_one`` as a submitit job that requeues itself when preempted or timed out.
+# ---------------------------------------------------------------------------------------------- submitit
 
-    submitit calls ``checkpoint`` from its signal handler; the resubmitted call is the same ``run_one``, which resumes
-    from the run's ``checkpoint.safetensors`` (training checkpoints every epoch, so nothing needs saving here).
+
+def _join_job_group() -> None:
+    """A job of several tasks (Slurm's ``nodes`` x ``tasks_per_node``) describes its process group in torchrun's
+    variables, from Slurm's environment as submitit reads it: master address from the job's first node, a port
+    derived from the job id (the same in every task and across requeues). GPUs stay all visible: rank ``r`` trains
+    on ``cuda:LOCAL_RANK``."""
+    if os.environ.get("SUBMITIT_EXECUTOR") and submitit.JobEnvironment().num_tasks > 1:
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+
+
+def _listen_for_preemption() -> tuple[int, Callable[..., Any]] | None:
+    """Replace submitit's handler of the preemption / time-limit signal by one that asks training to stop at its next
+    step boundary; outside the training steps (setup, final evaluation) submitit's own handler acts at once.
+    Returns the signal and submitit's handler (None when this process is not a submitit job)."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    signum = submitit.JobEnvironment._usr_sig()
+    submitits = signal.getsignal(signum)
+    if not callable(submitits):
+        return None
+
+    def on_signal(received: int, frame: Any) -> None:
+        preemption.request()
+        if not preemption.stoppable_now():
+            submitits(received, frame)
+
+    signal.signal(signum, on_signal)
+    return signum, submitits
+
+
+class RunJob:
+    """``run_one`` as a submitit job (one task, or one per rank) that requeues itself when preempted or timed out.
+
+    On the signal the ranks stop at the next step boundary with a checkpoint of it, rank 0 parks the run's claim, and
+    submitit's handler (which calls :meth:`checkpoint`) requeues the job; the requeued ``run_one`` adopts the claim
+    and resumes from that step. A job out of requeues ends its run ``failed`` instead of leaving it ``running``.
     """
 
     def __init__(self, threads: int | None = None):
@@ -125,7 +256,24 @@ class RunJob:
     def __call__(self, run_dir: str, config: dict[str, Any], retry_failed: bool, stale_s: float) -> dict[str, Any]:
         if self.threads:
             torch.set_num_threads(self.threads)
-        return run_one(run_dir, config, retry_failed, stale_s=stale_s)
+        _join_job_group()
+        listening = _listen_for_preemption()
+        try:
+            with preemption.armed() if listening else contextlib.nullcontext():
+                return run_one(run_dir, config, retry_failed, stale_s=stale_s)
+        except preemption.Preempted:
+            return self._requeue(run_dir, stale_s, *listening)
+
+    @staticmethod
+    def _requeue(run_dir: str, stale_s: float, signum: int, submitits: Callable[..., Any]) -> dict[str, Any]:
+        """Hand over to submitit's handler: on rank 0 it checkpoints this job and requeues it (the process exits);
+        on other ranks it does nothing, and the rank ends (the requeue restarts every task)."""
+        try:
+            submitits(signum, None)
+        except UncompletedJobError as err:  # out of requeues: the run must not stay `running`
+            fail_abandoned(run_dir, f"job not requeued ({err})", stale_s=stale_s)
+            raise
+        return {"run_id": Path(run_dir).name, "action": "preempted", "status": Status.running.value, "reason": None}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         return DelayedSubmission(self, *args, **kwargs)

@@ -111,14 +111,23 @@ def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def saved_epoch(path: str | Path) -> int | None:
-    """The epoch a checkpoint holds, read from its metadata only (None when there is none or it is unreadable)."""
+def _saved_progress(path: str | Path, key: str) -> int | None:
     try:
         with safe_open(str(path), framework="pt") as fh:
-            epoch = json.loads((fh.metadata() or {})["state"])["progress"]["epoch"]
+            value = json.loads((fh.metadata() or {})["state"])["progress"][key]
     except Exception:  # no checkpoint, or not one of ours: nothing is kept
         return None
-    return epoch if isinstance(epoch, int) else None
+    return value if isinstance(value, int) else None
+
+
+def saved_epoch(path: str | Path) -> int | None:
+    """The epoch a checkpoint holds, read from its metadata only (None when there is none or it is unreadable)."""
+    return _saved_progress(path, "epoch")
+
+
+def saved_step(path: str | Path) -> int | None:
+    """The optimiser step a checkpoint holds (mid-epoch after a preemption), from its metadata only."""
+    return _saved_progress(path, "step")
 
 
 class NonFiniteCheckpoint(RuntimeError):

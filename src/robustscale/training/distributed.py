@@ -1,13 +1,35 @@
-"""DDP helpers: a run launched with ``torchrun --nproc_per_node=N -m robustscale train ...`` trains on N processes
-(NCCL on GPUs, gloo on CPUs), each taking a slice of every global batch. Only rank 0 writes."""
+"""DDP helpers: a run launched with ``torchrun --nproc_per_node=N -m robustscale train ...``, by
+``robustscale train --procs-per-node N`` (:mod:`robustscale.training.launch`) or as a Slurm job of N tasks per node
+(:mod:`robustscale.sweep.worker`) trains on all its processes (NCCL on GPUs, gloo on CPUs), each taking a slice of
+every global batch. Every launcher describes the group the same way, in torchrun's environment variables
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). Only rank 0
+writes."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DDPLayout:
+    """The processes one run trains on: ``nodes`` machines x ``procs_per_node`` processes each (one per GPU on a GPU
+    machine), all in one process group; the global batch (``data.batch_size``) is split between them."""
+
+    nodes: int = 1
+    procs_per_node: int = 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
 
 
 @dataclass(frozen=True)
@@ -16,6 +38,12 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False  # this call created the process group, so its caller destroys it (cleanup)
+    local_world_size: int = 1  # ranks on this node
+
+    @property
+    def nodes(self) -> int:
+        """Machines the group spans (every node runs ``local_world_size`` ranks, as torchrun and Slurm start them)."""
+        return max(1, self.world_size // max(1, self.local_world_size))
 
     @property
     def is_main(self) -> bool:
@@ -32,13 +60,22 @@ def init_distributed() -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     owns = not dist.is_initialized()
     if owns:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank, world, local, owns)
+    return DistInfo(rank, world, local, owns, local_world)
+
+
+def rank_env(rank: int, world_size: int, local_rank: int, local_world_size: int, master_addr: str,
+             master_port: int) -> dict[str, str]:
+    """torchrun's description of one rank of a process group, as environment variables (what
+    :func:`init_distributed` reads)."""
+    return {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank),
+            "LOCAL_WORLD_SIZE": str(local_world_size), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
 
 
 def is_main_process() -> bool:
@@ -58,6 +95,24 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (a collective; ``obj`` itself without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (a collective; ``[obj]`` without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

@@ -34,15 +34,17 @@ from robustscale.store.atomic import append_line, keep_lines, remove_stale_temp_
 from robustscale.store.record import Metrics, RunRecord, Status, mark_failed_if_running, read_record, write_record
 import robustscale.training.checkpoint as ckpt
 from robustscale.training.batches import BatchSource
-from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for,
+from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for, gather_objects,
                                               init_distributed, is_main_process)
 from robustscale.training.ema import ModelEMA
 from robustscale.training.losses import compute_loss
 from robustscale.training.model_files import create_from_config, load_model, save_model
 from robustscale.training.optim import make_optimizer, make_scheduler
 from robustscale.training.precision import autocast
+from robustscale.training.preemption import Preempted, agreed, stoppable
 
-__all__ = ["train", "train_step", "build_step", "StepParts", "Run", "Progress", "BatchSource", "Divergence"]
+__all__ = ["train", "train_step", "build_step", "StepParts", "Run", "Progress", "BatchSource", "Divergence",
+           "Preempted"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class Progress:
     wall_s: float = 0.0  # the training steps only (what train_flops and energy_kwh cover)
     eval_s: float = 0.0  # PGD validation
     history: list[dict[str, Any]] = field(default_factory=list)
+    # an epoch stopped at a step boundary (preemption): each rank's stats so far, and its training time so far
+    partial_stats: list[list[float]] | None = None
+    partial_s: float = 0.0
 
 
 class Divergence(RuntimeError):
@@ -157,6 +162,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: b
     its record says ``failed`` and why, and the error propagates."""
     try:
         return _train(cfg, Path(run_dir), resume=resume, progress=progress)
+    except Preempted:  # not a failure: the checkpoint of the step it stopped at resumes it
+        raise
     except Exception as err:
         if is_main_process():
             mark_failed_if_running(run_dir, err)
@@ -175,7 +182,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> RunRe
     parts = build_step(cfg, device, sampler.steps_per_epoch, dist)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune the convolutions once
-    accounting = RunAccounting.from_config(cfg, dist.world_size, dist.local_rank, device)
+    accounting = RunAccounting.from_config(cfg, dist.world_size, dist.local_rank, device, nodes=dist.nodes)
     run = Run(cfg, dist, device, run_dir, parts, accounting)
 
     record = read_record(run_dir) if resume else None
@@ -190,11 +197,15 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> RunRe
            torch.as_tensor(data.val_y).to(device))
 
     try:
-        with accounting.meter():
+        with accounting.meter(), stoppable():
             _epochs(run, source, val, progress)
         status, reason = Status.done, None
     except Divergence as err:
         status, reason = Status.failed, str(err)
+    except Preempted:
+        if dist.owns_group:
+            cleanup()
+        raise
     record = _finish(run, record, status, reason, source.sampler)
     barrier()
     if dist.owns_group:
@@ -209,11 +220,15 @@ def _epochs(run: Run, source: BatchSource, val, progress: bool) -> None:
         while state.epoch < cfg.train.epochs:
             with accounting.phase("train"):  # energy_kwh covers what wall_s and train_flops cover
                 t0 = time.perf_counter()
-                summary = _summary(_train_epoch(run, source, bar))  # a host sync: the epoch's GPU work is done
-                epoch_s = time.perf_counter() - t0
+                stats = _train_epoch(run, source, bar)
+                summary = _summary(stats) if stats is not None else None  # a host sync: the epoch's GPU work is done
+                elapsed_s = time.perf_counter() - t0
+            if summary is None:
+                _stop(run, elapsed_s)
             _check_finite(run, summary)
             state.epoch += 1
-            state.wall_s += epoch_s
+            state.wall_s += elapsed_s
+            epoch_s, state.partial_s = state.partial_s + elapsed_s, 0.0
             row = {"epoch": state.epoch, "step": state.step, "lr": run.parts.optimizer.param_groups[0]["lr"],
                    **summary, "img_per_s": summary["n"] / max(epoch_s, 1e-9), "epoch_s": epoch_s,
                    "samples_seen": accounting.samples_seen, "train_flops": accounting.train_flops}
@@ -225,16 +240,20 @@ def _epochs(run: Run, source: BatchSource, val, progress: bool) -> None:
             _log_and_checkpoint(run, row)
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
+    if agreed(run.device):  # asked during the last validation: stop before the final evaluation, which no step
+        _stop(run, 0.0)  # boundary interrupts
 
 
-def _train_epoch(run: Run, source: BatchSource, bar: "_ProgressBar") -> torch.Tensor:
-    """One epoch's optimiser steps; returns the stats summed over ranks (the epoch's one collective)."""
+def _train_epoch(run: Run, source: BatchSource, bar: "_ProgressBar") -> torch.Tensor | None:
+    """One epoch's optimiser steps (its remaining ones, resumed mid-epoch); returns the stats summed over ranks (the
+    epoch's one collective), or None when the ranks agreed to stop at a step boundary (:mod:`.preemption`): each
+    rank's stats so far are then in ``run.progress.partial_stats``, for the checkpoint."""
     cfg, state = run.cfg, run.progress
     steps_per_epoch = source.sampler.steps_per_epoch
     run.parts.model.train()
-    stats = torch.zeros(4, device=run.device)
+    stats = _stats_so_far(run)
     first = state.epoch * steps_per_epoch
-    for step in range(first, first + steps_per_epoch):
+    for step in range(max(first, state.step), first + steps_per_epoch):
         if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
             break
         gen = step_generator(cfg.train.seed, step, run.device)
@@ -244,7 +263,32 @@ def _train_epoch(run: Run, source: BatchSource, bar: "_ProgressBar") -> torch.Te
         state.step = step + 1
         if bar.enabled and (step + 1 - first) % LOG_EVERY == 0:  # the only host sync inside an epoch
             bar.update(state, _summary(stats), step + 1 - first)
+        if agreed(run.device):  # armed only under a scheduler that may preempt: a collective then, else free
+            state.partial_stats = gather_objects(stats.tolist())
+            return None
     return all_reduce_sum(stats)
+
+
+def _stats_so_far(run: Run) -> torch.Tensor:
+    """This rank's epoch stats at the step the epoch resumes from: the checkpoint's (an epoch stopped mid-way), else
+    zeros. Summed in the same order as without the stop, so the epoch's log line is the same bit for bit."""
+    partial, run.progress.partial_stats = run.progress.partial_stats, None
+    if partial is None or run.dist.rank >= len(partial):  # (another world size: not exact anyway, and warned)
+        return torch.zeros(4, device=run.device)
+    return torch.tensor(partial[run.dist.rank], dtype=torch.float32, device=run.device)
+
+
+def _stop(run: Run, elapsed_s: float) -> None:
+    """Stop at this step boundary: every rank gathers the energy so far, rank 0 checkpoints this exact step (the
+    epoch's partial stats and time included), and :class:`Preempted` tells the caller to requeue."""
+    state = run.progress
+    state.wall_s += elapsed_s
+    state.partial_s += elapsed_s
+    run.accounting.sync()  # a collective, as before every checkpoint
+    if run.dist.is_main:
+        _save(run)
+    barrier()
+    raise Preempted(f"stopped at step {state.step} (epoch {state.epoch + 1}) and checkpointed it")
 
 
 def _summary(stats: torch.Tensor) -> dict[str, float]:
