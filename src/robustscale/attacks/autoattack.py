@@ -13,11 +13,19 @@ own, with the seed reset), and records after every batch, atomically, which poin
 
 The model runs in eval mode and fp32 (autocast off; TF32 as configured) and comes back in its previous mode; the
 global torch RNG, which the attacks reseed, is restored too.
+
+On a CPU the attacks run on a channels-last copy of the model, and on few points with PyTorch's own convolution
+kernels instead of oneDNN's: after APGD-CE only the still-robust points are attacked (two to twenty on the demo's
+8x8 digits), one or two at a time through FAB-T's 9 x 100 iterations and Square's 5,000 queries, where oneDNN's
+fixed cost of ~0.15 ms per convolution call (buffer allocation and layout reorders, profiled) dominates. Both are the
+same arithmetic on the same weights, equal up to float rounding, and chosen by the number of points alone, so a
+result does not depend on how busy the machine was (BENCHMARKS.md, "AutoAttack on a CPU").
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -38,6 +46,10 @@ ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 VERSIONS = ("standard", "plus", "rand", "custom")
 _AA_NORM = {"linf": "Linf", "l2": "L2"}
 _STATE_FORMAT = "robustscale-autoattack-state-1"
+# Attack calls on at most this many pixel positions (points x height x width) use PyTorch's native convolutions on
+# a CPU: 24 digits of 8x8. Measured on the demo's WRN-10-1, WRN-16-1 and WRN-10-2 (BENCHMARKS.md): native kernels
+# on channels-last weights are 1.4-2.3x faster than oneDNN from 2 to 13 points and 2-3x slower at 40.
+CPU_NATIVE_MAX_PIXELS = 24 * 8 * 8
 _log = logging.getLogger(__name__)
 
 
@@ -167,6 +179,26 @@ def _clean_flags(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device
                 for f in (model(xb.to(device)).argmax(1).cpu() == yb)]
 
 
+def _cpu_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model the attacks call: on a CPU a channels-last copy (oneDNN and the native kernels both skip a layout
+    reorder per call; the caller's model is left as it was), elsewhere the model itself."""
+    return copy.deepcopy(model).to(memory_format=torch.channels_last) if device.type == "cpu" else model
+
+
+@contextlib.contextmanager
+def _conv_kernels(x: Tensor, device: torch.device) -> Iterator[None]:
+    """PyTorch's native convolutions instead of oneDNN's for an attack call on a CPU batch of at most
+    :data:`CPU_NATIVE_MAX_PIXELS` pixel positions; the flag is restored after (set directly: the ``flags`` context
+    manager warns about Intel GPUs, and the warning would land in the result)."""
+    native = device.type == "cpu" and x.dim() == 4 and len(x) * x.shape[-2] * x.shape[-1] <= CPU_NATIVE_MAX_PIXELS
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled and not native
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
 def _attack_batch(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, key: dict[str, Any],
                   device: torch.device) -> Tensor:
     """One ``run_standard_evaluation`` call with a single attack on one batch of robust points: the per-point
@@ -177,7 +209,8 @@ def _attack_batch(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, key: d
     aa = AutoAttack(model, device=device, eps=key["eps"], norm=_AA_NORM[key["norm"]], seed=key["seed"],
                     version=key["version"], attacks=key["attacks"] if custom else None)
     aa.attacks_to_run = [attack]  # a fresh object, configured by its version, restricted to the one attack
-    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=key["batch_size"])
+    with _conv_kernels(x, device):
+        _, y_adv = aa.run_standard_evaluation(x, y, batch_size=key["batch_size"])
     return y_adv.cpu()
 
 
@@ -254,9 +287,10 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
         def clock() -> float:
             return before + time.perf_counter() - t0
 
+        attacked = _cpu_model(model, device)
         for attack in attacks:
             if attack not in state["done"]:
-                _run_attack(model, x, y, attack, state, key=key, device=device, path=path, clock=clock, sink=sink)
+                _run_attack(attacked, x, y, attack, state, key=key, device=device, path=path, clock=clock, sink=sink)
         _square_check(state, len(idx))
         state["seconds"] = clock()
     state["warnings"] = _unique(state["warnings"] + notes + sink)
