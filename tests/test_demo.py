@@ -22,7 +22,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_reduced_demo_end_to_end(tmp_path, repo_root, one_thread):
+def test_reduced_demo_end_to_end(tmp_path, repo_root, one_thread, capsys):
     spec = yaml.safe_load(spec_path("small").read_text())
     spec["base"] = str(repo_root / "configs" / "digits.yaml")
     spec["axes"] = {"model.name": ["wrn_10_1", "wrn_16_1", "wrn_10_2"], "train.loss": ["at", "trades"]}
@@ -36,9 +36,13 @@ def test_reduced_demo_end_to_end(tmp_path, repo_root, one_thread):
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
 
     out = tmp_path / "demo"
-    head = run_demo(out, spec=tmp_path / "spec.yaml", workers=1, progress=False, synthetic_n=400, bootstrap=50,
+    head = run_demo(out, spec=tmp_path / "spec.yaml", workers=1, progress=True, synthetic_n=400, bootstrap=50,
                     metric="pgd40_acc")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "8 adversarial training runs on the embedded 8x8 digits: models wrn_10_1, wrn_10_2, wrn_16_1" in said
+    assert "expected: about" in said and "minutes on this machine for 8 runs with 1 workers" in said
     assert head["runs_done"] == 8 and head["runs_trained"] == 8
+    assert set(head["answers"]) == {"drivers", "compute", "target"} and "α = " in head["answers"]["compute"]
     assert head["alpha"] is not None and len(head["alpha_ci"]) == 2
     assert head["top_feature"] and head["predictor_r2"] is not None
     html = (out / "report.html").read_text()

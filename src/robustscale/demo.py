@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 import yaml
 from rich.console import Console
 
@@ -18,11 +20,20 @@ from robustscale.analysis import build_report
 from robustscale.data.generate import synthesize
 from robustscale.errors import ParameterError, UserError
 from robustscale.store.atomic import write_text
+from robustscale.store.record import Status, read_record
 from robustscale.store.results import results_table
 from robustscale.sweep import sweep
 from robustscale.sweep.executors import available_cores
+from robustscale.sweep.spec import expand_runs, load_spec
 
 BUDGETS = {"small": "demo.yaml", "medium": "demo-medium.yaml"}
+# What one run of each budget costs on the reference machine (2-core AMD EPYC, 2026-11-29: CPU-seconds per run,
+# training and evaluation, BENCHMARKS.md), and how long PROBE takes there (best of five, seconds): the start-up
+# estimate scales the one by how much slower this machine runs the other right now.
+RUN_CORE_S = {"small": 30.0, "medium": 95.0}
+PROBE_REFERENCE_S = 0.25
+ANALYSIS_S = 25.0  # results table, laws with 500 bootstrap draws, predictor and report, on the reference machine
+SYNTHETIC_S = 15.0  # drawing the synthetic digits (step 1), when they are not there yet
 SPEC_SYNTHETIC = "runs/demo/synthetic.npz"  # the placeholder the demo specs use for the synthetic set
 SYNTHETIC_N = 20000
 # The GMM, not the diffusion model (`synth`'s default): on the demo's synthetic recipe the diffusion samples beat the
@@ -52,6 +63,76 @@ def _resolved_spec(src: Path, out: Path) -> Path:
     return write_text(out / "spec.yaml", f"# resolved from {src}\n{text}")
 
 
+def _probe_s() -> float:
+    """Wall seconds of a fixed small-convolution workload like the demo's (forward and input gradient of a 16-channel
+    8x8 convolution stack, batch 8, one thread): how fast this machine runs the demo now, load included."""
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(16, 16, 3, 3, generator=generator) * 0.1 for _ in range(4)]
+    x = torch.rand(8, 16, 8, 8, generator=generator)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        for _ in range(60):
+            h = x.clone().requires_grad_()
+            out = h
+            for w in weights:
+                out = F.relu(F.conv2d(out, w, padding=1))
+            torch.autograd.grad(out.sum(), h)
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _status(run_dir: Path) -> Status | None:
+    record = read_record(run_dir)
+    return record.status if record is not None else None
+
+
+def _plan(spec: Path, out: Path) -> dict[str, Any]:
+    """What the sweep will train: run counts (all, already done) and the knobs' values, from the spec itself."""
+    runs = expand_runs(load_spec(spec))
+    done = sum(1 for run in runs if _status(out / "runs" / run.run_id) is Status.done)
+    configs = [run.config for run in runs]
+
+    def values(get: Any) -> str:
+        found = {get(c) for c in configs}
+        return ", ".join(str(v) for v in sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, str)
+                                                                       else float(v))))
+
+    return {"n": len(runs), "done": done, "synthetic_ready": (out / "synthetic.npz").exists(),
+            "models": values(lambda c: c.model.name),
+            "losses": values(lambda c: getattr(c.train.loss, "value", c.train.loss)),
+            "steps": values(lambda c: c.attack.steps), "epochs": values(lambda c: c.train.epochs),
+            "ema": sum(c.train.ema for c in configs), "synthetic": sum(bool(c.data.synthetic.path) for c in configs),
+            "autoattack_n": min(c.eval.autoattack_n for c in configs),
+            "autoattack": values(lambda c: getattr(c.eval.autoattack, "value", c.eval.autoattack))}
+
+
+def expected_s(plan: dict[str, Any], budget: str, workers: int, probe_s: float) -> float:
+    """Seconds the demo should take here: the runs still to train, spread over the workers, plus the analysis, all
+    scaled by the probe against the reference machine (a rough guide: the sweep's live ETA refines it)."""
+    todo = plan["n"] - plan["done"]
+    slowdown = max(probe_s / PROBE_REFERENCE_S, 0.2)
+    per_run = RUN_CORE_S.get(budget, RUN_CORE_S["small"])
+    setup = 0.0 if plan.get("synthetic_ready", True) else SYNTHETIC_S
+    return slowdown * (per_run * todo / max(min(workers, todo), 1) + ANALYSIS_S + setup)
+
+
+def _announce(progress: bool, plan: dict[str, Any], budget: str, workers: int) -> None:
+    if not progress:
+        return
+    todo, minutes = plan["n"] - plan["done"], expected_s(plan, budget, workers, min(_probe_s() for _ in range(3))) / 60
+    resumed = f" ({plan['done']} already done: resuming)" if plan["done"] else ""
+    _say(progress, f"{plan['n']} adversarial training runs{resumed} on the embedded 8x8 digits: models "
+                   f"{plan['models']}; losses {plan['losses']}; attack steps {plan['steps']}; epochs {plan['epochs']} "
+                   f"({plan['ema']} runs with EMA, {plan['synthetic']} with synthetic data). Each run is evaluated "
+                   f"with PGD-40 and AutoAttack ({plan['autoattack']}, {plan['autoattack_n']} test points); then the "
+                   "scaling laws, the robustness predictor and report.html.")
+    _say(progress, f"expected: about {max(minutes, 1):.0f} minutes on this machine for {todo} runs with {workers} "
+                   "workers (from a short benchmark of it just now; the live ETA below refines it)")
+
+
 def _say(progress: bool, message: str) -> None:
     if progress:
         Console(stderr=True, soft_wrap=True).print(f"[bold cyan]demo[/] {message}")
@@ -74,6 +155,7 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     spec = Path(spec) if spec is not None else spec_path(budget)
     out = Path(out if out is not None else default_out(budget)).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    _announce(progress, _plan(_resolved_spec(spec, out), out), budget, workers or available_cores())
     synthetic = out / "synthetic.npz"
     if not synthetic.exists():
         _say(progress, f"1/4 drawing {synthetic_n} synthetic digits from a density model of the training split")
@@ -91,7 +173,8 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     table = table[table["run_id"].isin(summary["done"])]  # this spec's runs only, whatever else the folder holds
     write_text(out / "results.csv", table.to_csv(index=False))
     _say(progress, "4/4 scaling laws, predictor and report")
-    report = build_report(table, out / "report.html", bootstrap=bootstrap, metric=metric)
+    report = build_report(table, out / "report.html", bootstrap=bootstrap, metric=metric,
+                          name=f"robustscale demo ({budget}, {len(table)} runs)")
     return _headline(report, summary, out, time.perf_counter() - t0)
 
 
@@ -103,4 +186,5 @@ def _headline(report: dict[str, Any], summary: dict[str, Any], out: Path, second
     return {"report": str(out / "report.html"), "results": str(out / "results.csv"),
             "runs_done": len(summary.get("done", [])), "runs_trained": len(summary.get("trained", [])),
             "alpha": law.get("alpha"), "alpha_ci": (law.get("ci") or {}).get("alpha"), "r2_law": law.get("r2"),
-            "predictor_r2": predictor.get("r2"), "top_feature": top, "seconds": seconds}
+            "predictor_r2": predictor.get("r2"), "top_feature": top, "seconds": seconds,
+            "answers": {key: answer["line"] for key, answer in (report.get("answers") or {}).items()}}

@@ -246,10 +246,25 @@ def test_report_holds_every_figure_embedded_and_on_disk(report):
     out, content = report
     page = out.read_text()
     for name in ("fig1a", "fig1b", "fig1c", "fig2", "fig3a", "fig3b", "fig3c"):
-        assert f"<figure id='{name}'><img alt='{name}' src='data:image/png;base64," in page
+        assert f"<figure id='{name}'" in page and f"<img alt='{name}' src='data:image/png;base64," in page
         assert Path(content["figures"][name]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert Path(content["figures"][name]["svg"]).read_text().lstrip().startswith("<?xml")
     assert "<script" not in page and "<link" not in page and "http" not in page.split("<body>")[0]  # offline
+
+
+def test_report_opens_on_the_answers_before_any_table(report):
+    """The first screen answers the paper's three questions; alpha and its interval are in it, the tables after."""
+    out, content = report
+    page = out.read_text()
+    start, end = page.index('<section id="summary">'), page.index("</section>")
+    summary = page[start:end]
+    assert start < page.index("<table") and start < page.index("<figure id='fig1a'")
+    law = content["fit"]["accuracy_law"]
+    alpha_ci = " to ".join(f"{v:.3g}" for v in law["ci"]["alpha"])
+    assert f"α = {law['alpha']:.3g} (95% CI {alpha_ci}" in summary
+    assert "<img alt='fig3a'" in summary and summary.count("class='answer'") == 3
+    assert page.index("<figure id='fig1a'") < page.index("<figure id='fig1b'") < page.index("<figure id='fig3c'")
+    assert "<title>Scaling laws of adversarial robustness: runs.csv</title>" in page
 
 
 def test_report_shows_fits_with_intervals_predictor_and_extrapolations(report):

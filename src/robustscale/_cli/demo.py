@@ -25,11 +25,10 @@ def demo(
 
         print_json(head)
         return
-    lo, hi = head["alpha_ci"] or (float("nan"), float("nan"))
     typer.echo(f"\nreport: {head['report']}  ({head['runs_done']} runs, {head['seconds'] / 60:.1f} min)")
-    typer.echo(f"  accuracy = C * FLOPs^alpha: alpha = {head['alpha']:.3f} (95% CI {lo:.3f} .. {hi:.3f})")
-    typer.echo(f"  robustness predictor: held-out R^2 = {head['predictor_r2']:.2f}")
-    typer.echo(f"  most important knob: {head['top_feature']}")
+    for label, key in (("what drives robustness", "drivers"), ("what compute buys", "compute"),
+                       ("what more robustness costs", "target")):
+        typer.echo(f"  {label}: {head['answers'].get(key, 'n/a')}")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,13 @@ own, with the seed reset), and records after every batch, atomically, which poin
 
 The model runs in eval mode and fp32 (autocast off; TF32 as configured) and comes back in its previous mode; the
 global torch RNG, which the attacks reseed, is restored too.
+
+On a CPU the attacks run with the model's 4-D weights in channels-last layout, and on few points with PyTorch's
+native convolutions instead of oneDNN's. After APGD-CE only the still-robust points are attacked (2 to 20 of the
+demo's 40 digits), through FAB-T's 9 x 100 iterations and Square's 5,000 queries, and on batches that small oneDNN's
+fixed cost of ~0.15 ms per convolution call (aligned buffer allocation and layout reorders, profiled) is most of a
+forward pass. Both kernels compute the same convolution of the same weights, equal up to float rounding, and the
+choice depends on the number of points alone, never on timing (BENCHMARKS.md, "AutoAttack on a CPU").
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")  # pyautoa
 VERSIONS = ("standard", "plus", "rand", "custom")  # pyautoattack's versions; custom: an attack list
 _AA_NORM = {Norm.linf: "Linf", Norm.l2: "L2"}
 _STATE_FORMAT = "robustscale-autoattack-state-1"
+# Attack calls on at most this many pixel positions (points x height x width) use PyTorch's native convolutions on
+# a CPU: 24 digits of 8x8. Measured on the demo's WRN-10-1, WRN-16-1 and WRN-10-2 (BENCHMARKS.md): native kernels
+# on channels-last weights are 1.4-2.3x faster than oneDNN from 2 to 13 points and 2-3x slower at 40.
+CPU_NATIVE_MAX_PIXELS = 24 * 8 * 8
 _log = logging.getLogger(__name__)
 
 
@@ -199,6 +210,35 @@ def _clean_flags(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device
                 for f in (model(xb.to(device)).argmax(1).cpu() == yb)]
 
 
+@contextlib.contextmanager
+def _channels_last(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """On a CPU, the model's 4-D weights in channels-last layout for the duration (oneDNN and the native kernels both
+    skip a layout reorder per call). The same parameters keep their values; their original tensors are put back
+    after, so the caller's model (a wrapper that counts calls, an optimizer holding the parameters) is untouched."""
+    saved = [(p, p.data) for p in model.parameters() if p.dim() == 4] if device.type == "cpu" else []
+    try:
+        for param, data in saved:
+            param.data = data.contiguous(memory_format=torch.channels_last)
+        yield
+    finally:
+        for param, data in saved:
+            param.data = data
+
+
+@contextlib.contextmanager
+def _conv_kernels(x: Tensor, device: torch.device) -> Iterator[None]:
+    """PyTorch's native convolutions instead of oneDNN's for an attack call on a CPU batch of at most
+    :data:`CPU_NATIVE_MAX_PIXELS` pixel positions; the flag is restored after (set directly: the ``flags`` context
+    manager warns about Intel GPUs, and the warning would land in the result)."""
+    native = device.type == "cpu" and x.dim() == 4 and len(x) * x.shape[-2] * x.shape[-1] <= CPU_NATIVE_MAX_PIXELS
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled and not native
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
 def _attack_batch(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, key: dict[str, Any],
                   device: torch.device) -> Tensor:
     """One ``run_standard_evaluation`` call with a single attack on one batch of robust points: the per-point
@@ -207,7 +247,8 @@ def _attack_batch(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, key: d
     aa = AutoAttack(model, device=device, eps=key["eps"], norm=_AA_NORM[key["norm"]], seed=key["seed"],
                     version=key["version"], attacks=key["attacks"] if custom else None)
     aa.attacks_to_run = [attack]  # a fresh object, configured by its version, restricted to the one attack
-    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=key["batch_size"])
+    with _conv_kernels(x, device):
+        _, y_adv = aa.run_standard_evaluation(x, y, batch_size=key["batch_size"])
     return y_adv.cpu()
 
 
@@ -282,9 +323,10 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
         def clock() -> float:
             return before + time.perf_counter() - t0
 
-        for attack in attacks:
-            if attack not in state["done"]:
-                _run_attack(model, x, y, attack, state, key=key, device=device, path=path, clock=clock, sink=sink)
+        with _channels_last(model, device):
+            for attack in attacks:
+                if attack not in state["done"]:
+                    _run_attack(model, x, y, attack, state, key=key, device=device, path=path, clock=clock, sink=sink)
         _square_check(state, len(idx))
         state["seconds"] = clock()
     state["warnings"] = _unique(state["warnings"] + notes + sink)
