@@ -146,17 +146,18 @@ def test_wrapper_matches_a_direct_pyautoattack_call(mlp, test_set, version, atta
     assert res["points_per_s"] > 0 and res["warnings"] == []
 
 
+@pytest.mark.slow
 def test_on_a_cpu_conv_kernels_change_nothing_but_time(model, test_set):
-    """Channels-last weights and, on 24 points or fewer, native convolutions: the result of a direct pyautoattack
-    call on the model as it is, and the caller's weights (same storage, same layout) and oneDNN flag come back."""
+    """Channels-last weights and, on 16 points or fewer, native convolutions: the result of a direct pyautoattack
+    call on the model as it is, and the caller's weights (same storage, same layout) and kernel flags come back."""
     kw = dict(eps=EPS / 2, version="custom", attacks=["apgd-ce"], batch_size=500)
     weights = [(p, p.data_ptr(), p.stride()) for p in model.parameters()]
-    res = run_autoattack(model, *test_set, n=20, **kw)
-    idx = subset_indices(len(test_set[1]), 20, seed=0)
+    res = run_autoattack(model, *test_set, n=16, **kw)  # 16 points: native kernels
+    idx = subset_indices(len(test_set[1]), 16, seed=0)
     assert 0 < res["robust_acc"] < res["clean_acc"]
     assert res["robust_acc"] == _direct(model, test_set[0][idx], test_set[1][idx], **kw)
     assert all(p.data_ptr() == ptr and p.stride() == stride for p, ptr, stride in weights)
-    assert torch.backends.mkldnn.enabled and res["warnings"] == []
+    assert torch.backends.mkldnn.enabled and torch._C._get_nnpack_enabled() and res["warnings"] == []
 
 
 def test_subset_is_seeded_and_sorted():

@@ -15,11 +15,12 @@ The model runs in eval mode and fp32 (autocast off; TF32 as configured) and come
 global torch RNG, which the attacks reseed, is restored too.
 
 On a CPU the attacks run with the model's 4-D weights in channels-last layout, and on few points with PyTorch's
-native convolutions instead of oneDNN's. After APGD-CE only the still-robust points are attacked (2 to 20 of the
-demo's 40 digits), through FAB-T's 9 x 100 iterations and Square's 5,000 queries, and on batches that small oneDNN's
-fixed cost of ~0.15 ms per convolution call (aligned buffer allocation and layout reorders, profiled) is most of a
-forward pass. Both kernels compute the same convolution of the same weights, equal up to float rounding, and the
-choice depends on the number of points alone, never on timing (BENCHMARKS.md, "AutoAttack on a CPU").
+native convolutions instead of oneDNN's (or NNPACK's). After APGD-CE only the still-robust points are attacked (2 to
+21 of the demo's 40 digits), through FAB-T's 9 x 100 iterations and Square's 5,000 queries, and on batches that
+small oneDNN's fixed cost of ~0.15 ms per convolution call (aligned buffer allocation and layout reorders, profiled)
+is most of a forward pass. The kernels compute the same convolution of the same weights, equal up to float
+rounding, and the choice depends on the number of points alone, never on timing (BENCHMARKS.md, "AutoAttack on a
+CPU").
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ VERSIONS = ("standard", "plus", "rand", "custom")  # pyautoattack's versions; cu
 _AA_NORM = {Norm.linf: "Linf", Norm.l2: "L2"}
 _STATE_FORMAT = "robustscale-autoattack-state-1"
 # Attack calls on at most this many pixel positions (points x height x width) use PyTorch's native convolutions on
-# a CPU: 24 digits of 8x8. Measured on the demo's WRN-10-1, WRN-16-1 and WRN-10-2 (BENCHMARKS.md): native kernels
-# on channels-last weights are 1.4-2.3x faster than oneDNN from 2 to 13 points and 2-3x slower at 40.
-CPU_NATIVE_MAX_PIXELS = 24 * 8 * 8
+# a CPU, NNPACK off: 16 digits of 8x8. Measured on the demo's WRN-10-1, WRN-16-1 and WRN-10-2 (BENCHMARKS.md): on
+# channels-last weights they are 1.4-2.3x faster than oneDNN from 2 to 12 points, level at 16-26 and slower at 40;
+# NNPACK, which PyTorch picks from 16 images on, is 2-3x slower than both.
+CPU_NATIVE_MAX_PIXELS = 16 * 8 * 8
 _log = logging.getLogger(__name__)
 
 
@@ -227,16 +229,19 @@ def _channels_last(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _conv_kernels(x: Tensor, device: torch.device) -> Iterator[None]:
-    """PyTorch's native convolutions instead of oneDNN's for an attack call on a CPU batch of at most
-    :data:`CPU_NATIVE_MAX_PIXELS` pixel positions; the flag is restored after (set directly: the ``flags`` context
-    manager warns about Intel GPUs, and the warning would land in the result)."""
+    """PyTorch's native convolutions (neither oneDNN nor NNPACK) for an attack call on a CPU batch of at most
+    :data:`CPU_NATIVE_MAX_PIXELS` pixel positions; both flags are restored after. They are set directly: the
+    ``flags`` context managers warn about Intel GPUs, and the warning would land in the result."""
     native = device.type == "cpu" and x.dim() == 4 and len(x) * x.shape[-2] * x.shape[-1] <= CPU_NATIVE_MAX_PIXELS
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = enabled and not native
+    mkldnn, nnpack = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
+    if native:
+        torch._C._set_mkldnn_enabled(False)
+        torch._C._set_nnpack_enabled(False)
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = enabled
+        torch._C._set_mkldnn_enabled(mkldnn)
+        torch._C._set_nnpack_enabled(nnpack)
 
 
 def _attack_batch(model: nn.Module, x: Tensor, y: Tensor, attack: str, *, key: dict[str, Any],
