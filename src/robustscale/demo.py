@@ -177,6 +177,7 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     _say(progress, "3/4 results table")
     table = results_table(out / "runs")
     table = table[table["run_id"].isin(summary["done"])]  # this spec's runs only, whatever else the folder holds
+    table.attrs["source"] = str(out / "runs")
     write_text(out / "results.csv", table.to_csv(index=False))
     _say(progress, "4/4 scaling laws, predictor and report")
     report = build_report(table, out / "report.html", bootstrap=bootstrap, metric=metric,

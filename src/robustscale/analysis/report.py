@@ -435,7 +435,8 @@ def _runs_section(runs: list[dict]) -> str:
 def _meta(content: dict) -> str:
     dropped = ", ".join(f"{k}: {v}" for k, v in content["fit"]["dropped"].items() if v) or "none"
     hardware = f"; trained on {html.escape(content['hardware'])}" if content.get("hardware") else ""
-    return (f"<p class='meta'>{content['n_runs']} usable runs from <code>{html.escape(content['source'])}</code> "
+    source = f" from <code>{html.escape(content['source'])}</code>" if content["source"] != "table" else ""
+    return (f"<p class='meta'>{content['n_runs']} usable runs{source} "
             f"(set aside: {html.escape(dropped)}); metric <code>{content['metric']}</code> "
             f"({content['units']['accuracy']}){hardware}.</p>")
 
