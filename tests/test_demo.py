@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from robustscale.demo import SPEC_SYNTHETIC, default_out, run_demo, spec_path
+from robustscale.demo import PROBE_REFERENCE_S, SPEC_SYNTHETIC, default_out, expected_s, run_demo, spec_path
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,12 @@ def test_reduced_demo_end_to_end(tmp_path, repo_root, one_thread, capsys):
 
 def test_each_budget_has_its_own_folder():
     assert str(default_out("small")) == "runs/demo" and str(default_out("medium")) == "runs/demo-medium"
+
+
+def test_the_start_up_estimate_scales_with_the_work_and_the_machine():
+    plan = {"n": 27, "done": 0, "synthetic_ready": True}
+    idle = expected_s(plan, "small", 2, PROBE_REFERENCE_S)
+    assert expected_s({**plan, "done": 25}, "small", 2, PROBE_REFERENCE_S) < idle / 5  # resuming: 2 runs left
+    assert expected_s(plan, "small", 2, 2 * PROBE_REFERENCE_S) == pytest.approx(2 * idle)  # a machine half as fast
+    assert expected_s(plan, "small", 2, PROBE_REFERENCE_S, load=2.0, cores=2) == pytest.approx(2 * idle)  # shared
+    assert expected_s({**plan, "synthetic_ready": False}, "small", 2, PROBE_REFERENCE_S) > idle

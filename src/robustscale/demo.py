@@ -27,11 +27,11 @@ from robustscale.sweep.executors import available_cores
 from robustscale.sweep.spec import expand_runs, load_spec
 
 BUDGETS = {"small": "demo.yaml", "medium": "demo-medium.yaml"}
-# What one run of each budget costs on the reference machine (2-core AMD EPYC, 2026-11-29: CPU-seconds per run,
-# training and evaluation, BENCHMARKS.md), and how long PROBE takes there (best of five, seconds): the start-up
-# estimate scales the one by how much slower this machine runs the other right now.
+# What one run of each budget costs on the reference machine (the 2-core AMD EPYC VM of BENCHMARKS.md: core-seconds
+# per run, training and evaluation), and how long _probe_s takes there (best of three): the start-up estimate scales
+# the one by how much slower this machine runs the other, and by the share of its cores other jobs leave.
 RUN_CORE_S = {"small": 30.0, "medium": 95.0}
-PROBE_REFERENCE_S = 0.25
+PROBE_REFERENCE_S = 0.12
 ANALYSIS_S = 25.0  # results table, laws with 500 bootstrap draws, predictor and report, on the reference machine
 SYNTHETIC_S = 15.0  # drawing the synthetic digits (step 1), when they are not there yet
 SPEC_SYNTHETIC = "runs/demo/synthetic.npz"  # the placeholder the demo specs use for the synthetic set
@@ -109,11 +109,14 @@ def _plan(spec: Path, out: Path) -> dict[str, Any]:
             "autoattack": values(lambda c: getattr(c.eval.autoattack, "value", c.eval.autoattack))}
 
 
-def expected_s(plan: dict[str, Any], budget: str, workers: int, probe_s: float) -> float:
+def expected_s(plan: dict[str, Any], budget: str, workers: int, probe_s: float, load: float = 0.0,
+               cores: int = 2) -> float:
     """Seconds the demo should take here: the runs still to train, spread over the workers, plus the analysis, all
-    scaled by the probe against the reference machine (a rough guide: the sweep's live ETA refines it)."""
+    scaled by the probe against the reference machine and by the cores' share other jobs leave (``load``, the load
+    average before the demo starts). A rough guide: the sweep's live ETA refines it."""
     todo = plan["n"] - plan["done"]
-    slowdown = max(probe_s / PROBE_REFERENCE_S, 0.2)
+    share = min(1.0, cores / max(load + min(workers, cores), 1e-9))  # CPU-bound: each process gets its share
+    slowdown = max(probe_s / PROBE_REFERENCE_S, 0.2) / share
     per_run = RUN_CORE_S.get(budget, RUN_CORE_S["small"])
     setup = 0.0 if plan.get("synthetic_ready", True) else SYNTHETIC_S
     return slowdown * (per_run * todo / max(min(workers, todo), 1) + ANALYSIS_S + setup)
@@ -122,7 +125,14 @@ def expected_s(plan: dict[str, Any], budget: str, workers: int, probe_s: float) 
 def _announce(progress: bool, plan: dict[str, Any], budget: str, workers: int) -> None:
     if not progress:
         return
-    todo, minutes = plan["n"] - plan["done"], expected_s(plan, budget, workers, min(_probe_s() for _ in range(3))) / 60
+    import os
+
+    from robustscale.sweep.executors import available_cores
+
+    load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), available_cores()
+    todo = plan["n"] - plan["done"]
+    minutes = expected_s(plan, budget, workers, min(_probe_s() for _ in range(3)), load, cores) / 60
+    busy = f"; the machine is busy: load average {load:.1f} on {cores} cores" if load > 0.5 * cores else ""
     resumed = f" ({plan['done']} already done: resuming)" if plan["done"] else ""
     _say(progress, f"{plan['n']} adversarial training runs{resumed} on the embedded 8x8 digits: models "
                    f"{plan['models']}; losses {plan['losses']}; attack steps {plan['steps']}; epochs {plan['epochs']} "
@@ -130,7 +140,7 @@ def _announce(progress: bool, plan: dict[str, Any], budget: str, workers: int) -
                    f"with PGD-40 and AutoAttack ({plan['autoattack']}, {plan['autoattack_n']} test points); then the "
                    "scaling laws, the robustness predictor and report.html.")
     _say(progress, f"expected: about {max(minutes, 1):.0f} minutes on this machine for {todo} runs with {workers} "
-                   "workers (from a short benchmark of it just now; the live ETA below refines it)")
+                   f"workers (from a short benchmark of it just now{busy}; the live ETA below refines it)")
 
 
 def _say(progress: bool, message: str) -> None:
@@ -171,6 +181,7 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     _say(progress, "3/4 results table")
     table = results_table(out / "runs")
     table = table[table["run_id"].isin(summary["done"])]  # this spec's runs only, whatever else the folder holds
+    table.attrs["source"] = str(out / "runs")
     write_text(out / "results.csv", table.to_csv(index=False))
     _say(progress, "4/4 scaling laws, predictor and report")
     report = build_report(table, out / "report.html", bootstrap=bootstrap, metric=metric,

@@ -87,3 +87,13 @@ def test_a_target_the_better_law_never_reaches_is_priced_by_the_other_one_and_sa
                                      "law (the better extrapolator here): it levels off at 61.0%.")
     assert "The power law puts 65.0% at 5×10²² training FLOPs" in target["text"]
     assert "Warning" not in target["text"] and not target["beyond_data"]  # inside the data: no warning
+
+
+def test_small_amounts_read_in_small_units_and_an_open_interval_says_so():
+    content = fake_content(better="power_law", saturating_reaches=True, flops=2e12)
+    at = content["extrapolations"][0]["power_law"]
+    at.update(energy_kwh={"value": 5.7e-4}, co2_kg={"value": 3.2e-4}, cost_usd={"value": 6.8e-5},
+              interval=[1.47e12, float("inf")])
+    text = answers(content, demo_like().assign(train_flops=1e12))["target"]["text"]
+    assert "0.57 Wh, $0.000068 and 0.32 g CO2" in text
+    assert "(95% CI 1.47×10¹² or more: some bootstrap fits never reach it)" in text

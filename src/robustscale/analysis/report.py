@@ -1,9 +1,12 @@
 """One self-contained HTML report (and the same content as JSON) from a results table.
 
-The report is what a researcher attaches to a paper: every law with its interval and R^2, the held-out check of
-which law extrapolates, the predictor's scores and importances, the compute a few target accuracies would need, the
-seven figures, the runs themselves, and the methodology and units. Figures are embedded as base64 PNG, with no
-external CSS or JavaScript, so the file opens offline; PNG and SVG copies are written next to it for papers.
+The report reads like the paper's results section. Its first screen (``id="summary"``) answers the paper's three
+questions for this table in sentences with their numbers and intervals (:mod:`.summary`), beside figure 3a; then come
+the seven figures in the paper's order, each with a caption that says what it shows, and then the tables a
+researcher attaches to a paper: every law with its interval and R^2, the held-out check of which law extrapolates,
+the compute a few target accuracies would need, the predictor's scores and importances, the runs themselves, and
+the methodology and units. Figures are embedded as base64 PNG, with no external CSS or JavaScript, so the file opens
+offline; PNG and SVG copies are written next to it for papers.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ METHODOLOGY = [
     "plateau A bounded by 100% (R^2 in accuracy space).",
     "Held-out check: each law is refitted on the envelope points below the top quarter of the log10(FLOPs) range and "
     "scored (RMSE, accuracy units) on the points above it: the lower error extrapolates better on this table.",
-    "Cost, energy and CO2 laws: the same power law against FLOPs over all runs.",
+    "Cost, energy and CO2 laws: the same power law against FLOPs over the envelope's runs (as the paper's Fig. 3b/c "
+    "over its best configurations): the cost of the compute that buys the accuracy law.",
     "Extrapolation: the FLOPs at which each law reaches the target (interval from the bootstrap draws); energy, cost "
     "and CO2 from their fitted laws at those FLOPs; GPU time = FLOPs / (peak * utilisation) on the named GPU; "
     f"TDP energy = GPU-hours * TDP * PUE {PUE}.",
@@ -437,7 +441,8 @@ def _runs_section(runs: list[dict]) -> str:
 def _meta(content: dict) -> str:
     dropped = ", ".join(f"{k}: {v}" for k, v in content["fit"]["dropped"].items() if v) or "none"
     hardware = f"; trained on {html.escape(content['hardware'])}" if content.get("hardware") else ""
-    return (f"<p class='meta'>{content['n_runs']} usable runs from <code>{html.escape(content['source'])}</code> "
+    source = f" from <code>{html.escape(content['source'])}</code>" if content["source"] != "table" else ""
+    return (f"<p class='meta'>{content['n_runs']} usable runs{source} "
             f"(set aside: {html.escape(dropped)}); metric <code>{content['metric']}</code> "
             f"({content['units']['accuracy']}){hardware}.</p>")
 

@@ -46,7 +46,7 @@ def _g(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if math.isinf(value):
-        return "unreachable" if value > 0 else "-inf"
+        return "∞" if value > 0 else "-∞"
     if value == 0:
         return "0"
     exponent = math.floor(math.log10(abs(value)))
@@ -63,7 +63,10 @@ def _g(value: float | None, digits: int = 3) -> str:
 def _span(interval: Any, digits: int = 3) -> str:
     if not interval or len(interval) != 2 or any(v is None for v in interval):
         return "no interval"
-    return f"{_g(interval[0], digits)} to {_g(interval[1], digits)}"
+    low, high = interval
+    if isinstance(high, float) and math.isinf(high) and high > 0:
+        return f"{_g(low, digits)} or more: some bootstrap fits never reach it"
+    return f"{_g(low, digits)} to {_g(high, digits)}"
 
 
 def _acc(value: float, unit: str) -> str:
@@ -230,10 +233,18 @@ def headline_extrapolation(extrapolations: list[dict]) -> dict | None:
     return extrapolations[len(extrapolations) // 2] if extrapolations else None
 
 
+def _amount(value: float, unit: str, small_unit: str, what: str = "") -> str:
+    """``value`` in ``unit`` (kWh, kg), or in the thousandth ``small_unit`` (Wh, g) below one."""
+    if math.isfinite(value) and 0 < abs(value) < 1:
+        value, unit = value * 1000, small_unit
+    return f"{_g(value, 2)} {unit}{what}"
+
+
 def _priced(at: Mapping[str, Any]) -> str:
     """Energy, dollars and CO2 at the target's FLOPs by the fitted cost laws ('' when the table has none)."""
-    parts = [f"{_g(at[key]['value'], 2)} {unit}" if key != "cost_usd" else _money(at[key]["value"])
-             for key, unit in (("energy_kwh", "kWh"), ("cost_usd", ""), ("co2_kg", "kg CO2")) if at.get(key)]
+    parts = [_amount(at["energy_kwh"]["value"], "kWh", "Wh")] if at.get("energy_kwh") else []
+    parts += [_money(at["cost_usd"]["value"])] if at.get("cost_usd") else []
+    parts += [_amount(at["co2_kg"]["value"], "kg", "g", " CO2")] if at.get("co2_kg") else []
     return _join(parts) if parts else ""
 
 
