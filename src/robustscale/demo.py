@@ -7,6 +7,7 @@ any sweep: run it again after an interruption and only the unfinished runs train
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,6 @@ def expected_s(plan: dict[str, Any], budget: str, workers: int, probe_s: float, 
 def _announce(progress: bool, plan: dict[str, Any], budget: str, workers: int) -> None:
     if not progress:
         return
-    import os
-
-    from robustscale.sweep.executors import available_cores
-
     load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), available_cores()
     todo = plan["n"] - plan["done"]
     minutes = expected_s(plan, budget, workers, min(_probe_s() for _ in range(3)), load, cores) / 60
