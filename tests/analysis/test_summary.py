@@ -97,3 +97,12 @@ def test_small_amounts_read_in_small_units_and_an_open_interval_says_so():
     text = answers(content, demo_like().assign(train_flops=1e12))["target"]["text"]
     assert "0.57 Wh, $0.000068 and 0.32 g CO2" in text
     assert "(95% CI 1.47×10¹² or more: some bootstrap fits never reach it)" in text
+
+
+def test_without_a_bootstrap_the_answers_say_there_is_no_interval():
+    content = fake_content(better="power_law", saturating_reaches=True, flops=2e12)
+    content["fit"]["accuracy_law"]["ci"] = None
+    content["extrapolations"][0]["power_law"]["interval"] = [2e12, 2e12]
+    result = answers(content, demo_like().assign(train_flops=1e12))
+    assert "α = 0.1 (no interval: no bootstrap; R² 0.90)" in result["compute"]["text"]
+    assert "2×10¹² training FLOPs (no interval: every bootstrap draw gave the same value" in result["target"]["text"]

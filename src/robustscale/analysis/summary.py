@@ -61,12 +61,16 @@ def _g(value: float | None, digits: int = 3) -> str:
 
 
 def _span(interval: Any, digits: int = 3) -> str:
+    """A 95% interval in words: "95% CI a to b", open above when some bootstrap fits never get there, or why there is
+    none (no bootstrap draws, or all of them agreeing)."""
     if not interval or len(interval) != 2 or any(v is None for v in interval):
-        return "no interval"
+        return "no interval: no bootstrap"
     low, high = interval
     if isinstance(high, float) and math.isinf(high) and high > 0:
-        return f"{_g(low, digits)} or more: some bootstrap fits never reach it"
-    return f"{_g(low, digits)} to {_g(high, digits)}"
+        return f"95% CI {_g(low, digits)} or more: some bootstrap fits never reach it"
+    if _g(low, digits) == _g(high, digits):
+        return "no interval: every bootstrap draw gave the same value, or there was no bootstrap"
+    return f"95% CI {_g(low, digits)} to {_g(high, digits)}"
 
 
 def _acc(value: float, unit: str) -> str:
@@ -190,7 +194,7 @@ def _compute(fit: Mapping[str, Any], metric: str, unit: str) -> dict[str, Any]:
     law, sat, holdout = fit["accuracy_law"], fit["saturating_law"], fit["holdout"]
     alpha_ci = (law.get("ci") or {}).get("alpha")
     text = (f"Along the best-run envelope ({law['n']} runs), {_metric_name(metric)} = C·FLOPs^α with α = "
-            f"{law['alpha']:.3g} (95% CI {_span(alpha_ci)}; R² {law['r2']:.2f}): ten times the compute "
+            f"{law['alpha']:.3g} ({_span(alpha_ci)}; R² {law['r2']:.2f}): ten times the compute "
             f"{_growth(law['alpha'], alpha_ci)}. The saturating law A − B·FLOPs^−γ levels off at "
             f"{_acc(sat['A'], unit)}")
     better = holdout.get("better")
@@ -204,11 +208,12 @@ def _compute(fit: Mapping[str, Any], metric: str, unit: str) -> dict[str, Any]:
     costs = [(label, fit.get(name)) for name, label in (("cost_law", "Electricity cost"), ("co2_law", "CO2"))]
     costs = [(label, c) for label, c in costs if c]
     if costs:
-        laws = [f"{label} as FLOPs^{c['alpha']:.3g} ({_span((c.get('ci') or {}).get('alpha'))})" for label, c in costs]
+        laws = [f"{label} as FLOPs^{c['alpha']:.3g} ({_span((c.get('ci') or {}).get('alpha')).removeprefix('95% CI ')})"
+                for label, c in costs]
         text += f" {laws[0].replace(' as ', ' grows as ', 1)}" + (f" and {laws[1]}" if len(laws) > 1 else "") + "."
     else:
         text += " The table has no cost or CO2 column, so no cost law."
-    line = (f"accuracy = C·FLOPs^α, α = {law['alpha']:.3g} (95% CI {_span(alpha_ci)})"
+    line = (f"accuracy = C·FLOPs^α, α = {law['alpha']:.3g} ({_span(alpha_ci)})"
             + (f"; the {better.replace('_', ' ')} extrapolates better" if better else "")
             + (f"; cost ∝ FLOPs^{costs[0][1]['alpha']:.3g}" if costs else ""))
     return {"text": text, "line": line, "alpha": law["alpha"], "alpha_ci": alpha_ci, "better": better}
@@ -298,14 +303,14 @@ def _target(ext: dict | None, fit: Mapping[str, Any], frame: pd.DataFrame, unit:
     largest = float(pd.to_numeric(frame["train_flops"], errors="coerce").max())
     priced, beyond = _priced(at), flops > largest
     text = (lead + f"{'The ' + _law_words(name) + ' puts' if lead else 'Reaching'} {target} "
-            f"{'at' if lead else 'would take'} {_g(flops)} training FLOPs (95% CI {_span(at['interval'])})"
+            f"{'at' if lead else 'would take'} {_g(flops)} training FLOPs ({_span(at['interval'])})"
             + ("" if lead else f" by the {_law_words(name)} ({why})") + ": "
             + (f"{priced} by the fitted cost laws; " if priced else "")
             + f"{_device_time(flops, throughput, hardware, ext)}.")
     if beyond:
         text += (f" Warning: this extrapolates beyond the data, to {_g(flops / largest, 2)}× the largest run's FLOPs "
                  f"({_g(largest)}).")
-    line = (line_lead + f"{short} would take {_g(flops)} FLOPs (95% CI {_span(at['interval'])})"
+    line = (line_lead + f"{short} would take {_g(flops)} FLOPs ({_span(at['interval'])})"
             + (f" under the {_law_words(name)}" if line_lead else "")
             + (f", {priced}" if priced else "")
             + (f", {duration(flops / throughput['flops_per_s'])} on the runs' hardware" if throughput else "")

@@ -1,0 +1,114 @@
+"""Where AutoAttack's time goes on a CPU, and what the convolution kernels cost on the demo's tiny models.
+
+Two measurements, one thread, CPU seconds (``time.process_time``: less sensitive than wall time to a shared box):
+
+    python benchmarks/autoattack_cpu.py kernels                 # forward / forward+input-gradient per call
+    python benchmarks/autoattack_cpu.py attacks RUN [RUN ...]   # AutoAttack standard per attack on run folders
+
+``kernels`` times the demo's WRN-10-1, WRN-16-1 and WRN-10-2 on 8x8 batches of 2 to 40 images with oneDNN (torch's
+default), oneDNN on channels-last weights, and PyTorch's native kernels (NNPACK off) on channels-last weights: the
+three choices :mod:`robustscale.attacks.autoattack` has. The points robust after APGD-CE (2 to 21 of the demo's 40)
+are what FAB-T and Square iterate on, thousands of calls each. ``attacks`` runs ``run_autoattack`` exactly as a
+run's final evaluation does (eps 0.15, 40 points, batch 500) and prints each attack's CPU seconds and points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from typing import Any, Iterator
+
+import torch
+
+MODELS = ("wrn_10_1", "wrn_16_1", "wrn_10_2")
+BATCHES = (2, 8, 13, 16, 26, 40)
+
+
+@contextlib.contextmanager
+def kernels(mkldnn: bool, nnpack: bool) -> Iterator[None]:
+    saved = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
+    torch._C._set_mkldnn_enabled(mkldnn)
+    torch._C._set_nnpack_enabled(nnpack)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(saved[0])
+        torch._C._set_nnpack_enabled(saved[1])
+
+
+def per_call_ms(fn: Any, calls: int) -> float:
+    fn()
+    start = time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - start) / calls * 1e3
+
+
+def bench_kernels(repeats: int) -> None:
+    import copy
+
+    import timm
+
+    import robustscale  # noqa: F401  (registers the WideResNets)
+
+    print("model     batch | forward ms: oneDNN  oneDNN+CL  native+CL | forward+grad ms: oneDNN  oneDNN+CL  native+CL")
+    for name in MODELS:
+        plain = timm.create_model(name, num_classes=10).eval()
+        last = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+        for batch in BATCHES:
+            x = torch.rand(batch, 3, 8, 8)
+
+            def forward(model: Any) -> None:
+                with torch.no_grad():
+                    model(x)
+
+            def gradient(model: Any) -> None:
+                h = x.clone().requires_grad_()
+                torch.autograd.grad(model(h).sum(), h)
+
+            cells = []
+            for step, calls in ((forward, 30), (gradient, 15)):
+                for model, mkldnn in ((plain, True), (last, True), (last, False)):
+                    with kernels(mkldnn, nnpack=False):
+                        cells.append(min(per_call_ms(lambda: step(model), calls) for _ in range(repeats)))
+            print(f"{name:9} {batch:5} | " + "  ".join(f"{c:6.2f}" for c in cells[:3]) + "   |  "
+                  + "  ".join(f"{c:6.2f}" for c in cells[3:]))
+
+
+def bench_attacks(runs: list[str]) -> None:
+    import robustscale.attacks.autoattack as aa
+    from robustscale.data import load_data
+    from robustscale.models import load_model
+
+    x, y = load_data("digits", "test")
+    original = aa._attack_batch
+    for run in runs:
+        times: dict[str, tuple[float, int]] = {}
+
+        def timed(model: Any, xb: Any, yb: Any, attack: str, **kw: Any) -> Any:
+            start = time.process_time()
+            out = original(model, xb, yb, attack, **kw)
+            times[attack] = (round(time.process_time() - start, 1), len(yb))
+            return out
+
+        aa._attack_batch = timed
+        start = time.process_time()
+        result = aa.run_autoattack(load_model(run), x, y, eps=0.15, version="standard", n=40, seed=0, batch_size=500)
+        aa._attack_batch = original
+        print(f"{run}: {time.process_time() - start:.1f} CPU-s, robust {result['robust_acc']:.3f}; per attack "
+              f"(CPU-s, points): {times}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("kernels").add_argument("--repeats", type=int, default=3)
+    sub.add_parser("attacks").add_argument("runs", nargs="+")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    bench_kernels(args.repeats) if args.what == "kernels" else bench_attacks(args.runs)
+
+
+if __name__ == "__main__":
+    main()
