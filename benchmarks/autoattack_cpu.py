@@ -50,7 +50,7 @@ def bench_kernels(repeats: int) -> None:
 
     import timm
 
-    import robustscale  # noqa: F401  (registers the WideResNets)
+    import robustscale.models  # noqa: F401  (registers the WideResNets)
 
     print("model     batch | forward ms: oneDNN  oneDNN+CL  native+CL | forward+grad ms: oneDNN  oneDNN+CL  native+CL")
     for name in MODELS:
@@ -79,16 +79,16 @@ def bench_kernels(repeats: int) -> None:
 def bench_attacks(runs: list[str]) -> None:
     import robustscale.attacks.autoattack as aa
     from robustscale.data import load_data
-    from robustscale.models import load_model
+    from robustscale.training.model_files import load_model
 
     x, y = load_data("digits", "test")
     original = aa._attack_batch
     for run in runs:
         times: dict[str, tuple[float, int]] = {}
 
-        def timed(model: Any, xb: Any, yb: Any, attack: str, **kw: Any) -> Any:
+        def timed(model: Any, attacked: Any, xb: Any, yb: Any, attack: str, **kw: Any) -> Any:
             start = time.process_time()
-            out = original(model, xb, yb, attack, **kw)
+            out = original(model, attacked, xb, yb, attack, **kw)
             times[attack] = (round(time.process_time() - start, 1), len(yb))
             return out
 
@@ -96,7 +96,8 @@ def bench_attacks(runs: list[str]) -> None:
         start = time.process_time()
         result = aa.run_autoattack(load_model(run), x, y, eps=0.15, version="standard", n=40, seed=0, batch_size=500)
         aa._attack_batch = original
-        print(f"{run}: {time.process_time() - start:.1f} CPU-s, robust {result['robust_acc']:.3f}; per attack "
+        print(f"{run}: {time.process_time() - start:.1f} CPU-s, robust {result['robust_acc']:.3f} (attacked: "
+              f"{result['attacked']}); per attack "
               f"(CPU-s, points): {times}")
 
 

@@ -160,6 +160,28 @@ def test_on_a_cpu_conv_kernels_change_nothing_but_time(model, test_set):
     assert torch.backends.mkldnn.enabled and torch._C._get_nnpack_enabled() and res["warnings"] == []
 
 
+@pytest.mark.slow
+def test_on_a_cpu_a_wideresnet_is_attacked_through_its_folded_copy(model, test_set, monkeypatch):
+    """The same result as a direct pyautoattack call on the model; a copy whose logits differ is refused."""
+    import robustscale.attacks.autoattack as aa
+
+    kw = dict(eps=EPS / 2, version="custom", attacks=["apgd-ce", "square"], batch_size=500)
+    res = run_autoattack(model, *test_set, n=24, **kw)
+    idx = subset_indices(len(test_set[1]), 24, seed=0)
+    assert res["attacked"] == "folded copy" and 0 < res["robust_acc"] < res["clean_acc"]
+    assert res["robust_acc"] == _direct(model, test_set[0][idx], test_set[1][idx], **kw)
+
+    fold = aa.fold_batchnorm
+
+    def off_by_a_bit(net):
+        folded = fold(net)
+        folded.head_b = folded.head_b + 1e-3
+        return folded
+
+    monkeypatch.setattr(aa, "fold_batchnorm", off_by_a_bit)
+    assert run_autoattack(model, *test_set, n=8, eps=EPS / 2, attacks=["apgd-ce"])["attacked"] == "model"
+
+
 def test_subset_is_seeded_and_sorted():
     a, b, c = subset_indices(360, 50, 0), subset_indices(360, 50, 0), subset_indices(360, 50, 1)
     assert torch.equal(a, b) and not torch.equal(a, c) and torch.equal(a, a.sort().values) and len(a.unique()) == 50
