@@ -4,6 +4,7 @@ Two measurements, one thread, CPU seconds (``time.process_time``: less sensitive
 
     python benchmarks/autoattack_cpu.py kernels                 # forward / forward+input-gradient per call
     python benchmarks/autoattack_cpu.py attacks RUN [RUN ...]   # AutoAttack standard per attack on run folders
+    python benchmarks/autoattack_cpu.py folded                  # the model vs its BatchNorm-folded copy per call
 
 ``kernels`` times the demo's WRN-10-1, WRN-16-1 and WRN-10-2 on 8x8 batches of 2 to 40 images with oneDNN (torch's
 default), oneDNN on channels-last weights, and PyTorch's native kernels (NNPACK off) on channels-last weights: the
@@ -76,6 +77,39 @@ def bench_kernels(repeats: int) -> None:
                   + "  ".join(f"{c:6.2f}" for c in cells[3:]))
 
 
+def bench_folded(repeats: int) -> None:
+    """Per call on 2 and 13 digits: the channels-last model (with the kernels ``run_autoattack`` picks) against the
+    copy :func:`robustscale.models.folded.fold_batchnorm` makes, with BatchNorm statistics away from the identity."""
+    from robustscale.attacks.autoattack import _conv_kernels
+    from robustscale.models import create_model
+    from robustscale.models.folded import fold_batchnorm
+
+    print("model     batch | forward ms: model  folded | forward+grad ms: model  folded")
+    for name in MODELS:
+        torch.manual_seed(0)
+        model = create_model(name, mean=(0.5,) * 3, std=(0.25,) * 3).eval()
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+        folded = fold_batchnorm(model)
+        model = model.to(memory_format=torch.channels_last)
+        for batch in (2, 13):
+            x = torch.rand(batch, 3, 8, 8)
+
+            def forward(net: Any) -> None:
+                with torch.no_grad():
+                    net(x)
+
+            def gradient(net: Any) -> None:
+                h = x.clone().requires_grad_()
+                torch.autograd.grad(net(h).sum(), h)
+
+            with _conv_kernels(x, torch.device("cpu")):
+                cells = [min(per_call_ms(lambda: step(net), calls) for _ in range(repeats))
+                         for step, calls in ((forward, 100), (gradient, 50)) for net in (model, folded)]
+            print(f"{name:9} {batch:5} | {cells[0]:6.2f} {cells[1]:6.2f}   | {cells[2]:6.2f} {cells[3]:6.2f}")
+
+
 def bench_attacks(runs: list[str]) -> None:
     import robustscale.attacks.autoattack as aa
     from robustscale.data import load_data
@@ -106,9 +140,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("kernels").add_argument("--repeats", type=int, default=3)
     sub.add_parser("attacks").add_argument("runs", nargs="+")
+    sub.add_parser("folded").add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    bench_kernels(args.repeats) if args.what == "kernels" else bench_attacks(args.runs)
+    if args.what == "attacks":
+        bench_attacks(args.runs)
+    else:
+        (bench_kernels if args.what == "kernels" else bench_folded)(args.repeats)
 
 
 if __name__ == "__main__":
