@@ -46,6 +46,17 @@ def per_call_ms(fn: Any, calls: int) -> float:
     return (time.process_time() - start) / calls * 1e3
 
 
+def forward(net: Any, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        net(x)
+
+
+def gradient(net: Any, x: torch.Tensor) -> None:
+    """A forward pass and the input gradient, as the white-box attacks take it."""
+    h = x.clone().requires_grad_()
+    torch.autograd.grad(net(h).sum(), h)
+
+
 def bench_kernels(repeats: int) -> None:
     import copy
 
@@ -59,20 +70,11 @@ def bench_kernels(repeats: int) -> None:
         last = copy.deepcopy(plain).to(memory_format=torch.channels_last)
         for batch in BATCHES:
             x = torch.rand(batch, 3, 8, 8)
-
-            def forward(model: Any) -> None:
-                with torch.no_grad():
-                    model(x)
-
-            def gradient(model: Any) -> None:
-                h = x.clone().requires_grad_()
-                torch.autograd.grad(model(h).sum(), h)
-
             cells = []
             for step, calls in ((forward, 30), (gradient, 15)):
                 for model, mkldnn in ((plain, True), (last, True), (last, False)):
                     with kernels(mkldnn, nnpack=False):
-                        cells.append(min(per_call_ms(lambda: step(model), calls) for _ in range(repeats)))
+                        cells.append(min(per_call_ms(lambda: step(model, x), calls) for _ in range(repeats)))
             print(f"{name:9} {batch:5} | " + "  ".join(f"{c:6.2f}" for c in cells[:3]) + "   |  "
                   + "  ".join(f"{c:6.2f}" for c in cells[3:]))
 
@@ -95,17 +97,8 @@ def bench_folded(repeats: int) -> None:
         model = model.to(memory_format=torch.channels_last)
         for batch in (2, 13):
             x = torch.rand(batch, 3, 8, 8)
-
-            def forward(net: Any) -> None:
-                with torch.no_grad():
-                    net(x)
-
-            def gradient(net: Any) -> None:
-                h = x.clone().requires_grad_()
-                torch.autograd.grad(net(h).sum(), h)
-
             with _conv_kernels(x, torch.device("cpu")):
-                cells = [min(per_call_ms(lambda: step(net), calls) for _ in range(repeats))
+                cells = [min(per_call_ms(lambda: step(net, x), calls) for _ in range(repeats))
                          for step, calls in ((forward, 100), (gradient, 50)) for net in (model, folded)]
             print(f"{name:9} {batch:5} | {cells[0]:6.2f} {cells[1]:6.2f}   | {cells[2]:6.2f} {cells[3]:6.2f}")
 

@@ -258,7 +258,8 @@ class SaturatingLaw(BaseEstimator):
         if not len(self.draws_):
             return [self.flops_for(target)] * 2
         flops = _saturating_flops_for(self.draws_[:, 0], self.draws_[:, 1], self.draws_[:, 2], target)
-        return _interval(flops * self.flops_ref_, self.level)
+        with np.errstate(over="ignore"):  # a draw that barely reaches the target needs more FLOPs than a float holds
+            return _interval(flops * self.flops_ref_, self.level)
 
 
 def _saturating_flops_for(a: Any, b: Any, gamma: Any, target: float) -> np.ndarray:

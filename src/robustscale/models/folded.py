@@ -4,8 +4,9 @@ In eval mode a BatchNorm is a fixed per-channel affine map. In the pre-activatio
 act -> conv) the second BN follows the first conv directly, so it folds into that conv's weights and a bias; the
 others follow a residual sum and become one fused multiply-add each. With the module tree gone too, a forward pass
 is a straight list of tensor calls. On a CPU, on the few points AutoAttack's FAB-T and Square iterate on thousands
-of times, that fixed cost per call is most of the time: WRN-10-1 on 2 digits, 0.67 -> 0.27 ms a forward pass and
-1.50 -> 0.86 ms with the input gradient (BENCHMARKS.md, "AutoAttack on a CPU").
+of times, that fixed cost per call is most of the time: WRN-10-1 on 2 digits, 0.91 -> 0.36 ms a forward pass and
+2.04 -> 1.73 ms with the input gradient; one run's AutoAttack 21.1 -> 13.2 CPU-s (BENCHMARKS.md, "AutoAttack on a
+CPU").
 
 The copy computes the model's function up to float rounding, never a different one: :func:`fold_batchnorm` returns
 ``None`` for anything it does not know exactly (another architecture, a model in train mode, non-fp32 weights), and
