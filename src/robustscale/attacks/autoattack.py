@@ -307,7 +307,8 @@ def _unique(items: list[str]) -> list[str]:
 
 def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: Norm | str = Norm.linf,
                    version: AutoAttackVersion | str = AutoAttackVersion.standard,
-                   attacks: Optional[Sequence[str]] = None, n: Optional[int] = None, seed: int = 0, batch_size: int = 500, state_path: Optional[str | Path] = None) -> dict[str, Any]:
+                   attacks: Optional[Sequence[str]] = None, n: Optional[int] = None, seed: int = 0,
+                   batch_size: int = 500, state_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Robust accuracy under AutoAttack, the number the paper (and RobustBench) reports.
 
     Args:
@@ -323,7 +324,8 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
     Returns:
         ``clean_acc``, ``robust_acc``, ``per_attack`` (attack -> robust accuracy after it, in run order), ``n``,
         ``seconds`` and ``points_per_s`` (over all sessions of a resumed run), ``warnings``, ``version``,
-        ``attacks``, ``eps``, ``norm``, ``seed``, ``resumed``.
+        ``attacks``, ``eps``, ``norm``, ``seed``, ``resumed``, ``attacked`` (``"folded copy"`` when the attacks ran
+        on the BatchNorm-folded copy, else ``"model"``; the points are scored on the model either way).
     """
     norm = choice(Norm, norm, "norm")
     version, attacks = attack_list(version, attacks, norm)
@@ -357,13 +359,13 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
     _save_state(path, state)
     for message in state["warnings"]:
         _log.warning("AutoAttack: %s", message)
-    return {**_result(state, key, resumed), "attacked": "folded copy" if attacked is not model else "model"}
+    return _result(state, key, resumed, folded=attacked is not model)
 
 
-def _result(state: dict[str, Any], key: dict[str, Any], resumed: bool) -> dict[str, Any]:
+def _result(state: dict[str, Any], key: dict[str, Any], resumed: bool, folded: bool) -> dict[str, Any]:
     n, seconds = key["n"], state["seconds"]
     return {"attack": "autoattack", "version": key["version"], "attacks": key["attacks"], "eps": key["eps"],
             "norm": key["norm"], "n": n, "seed": key["seed"], "clean_acc": state["clean"] / n,
             "robust_acc": sum(state["robust"]) / n, "per_attack": {a: state["done"][a] / n for a in key["attacks"]},
             "seconds": seconds, "points_per_s": n / seconds if seconds > 0 else None,
-            "warnings": list(state["warnings"]), "resumed": resumed}
+            "warnings": list(state["warnings"]), "resumed": resumed, "attacked": "folded copy" if folded else "model"}

@@ -75,8 +75,9 @@ class FoldedWideResNet(nn.Module):
 
 
 def fold_batchnorm(model: nn.Module) -> Optional[FoldedWideResNet]:
-    """A folded copy of ``model`` when it is a :class:`NormalizedModel` around a :class:`WideResNet` in eval mode with
-    fp32 weights on the CPU and no dropout; ``None`` otherwise (the caller then uses the model itself)."""
+    """A folded copy of ``model`` when it is a :class:`NormalizedModel` around a :class:`WideResNet` in eval mode
+    (where dropout is the identity) with fp32 weights on the CPU; ``None`` otherwise (the caller then uses the model
+    itself)."""
     net = getattr(model, "model", None)
     if not (isinstance(model, NormalizedModel) and type(net) is WideResNet and not model.training):
         return None
