@@ -54,6 +54,7 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode
 
 from robustscale.config import Config
@@ -289,17 +290,25 @@ class ModelCalls:
 def count_model_calls(model: nn.Module) -> Iterator[ModelCalls]:
     """Count the samples ``model`` is called on inside the block (AutoAttack's cost depends on the data: it stops
     attacking points it has broken, so it is counted from its calls, not planned). A forward run with autograd on
-    is taken as an attack step, whose backward computes the input gradient only."""
+    is taken as an attack step, whose backward computes the input gradient only.
+
+    A copy that computes ``model``'s function and names it in its ``counted_as`` (a weak reference: the BatchNorm-
+    folded copy AutoAttack runs on a CPU, :mod:`robustscale.models.folded`) is counted as ``model``, at the model's
+    FLOPs per call: the work is the model's, whichever module carries it out. A global hook (PyTorch's profiling
+    hook) sees calls of modules created inside the block too."""
     calls = ModelCalls()
 
-    def hook(_module, args):
+    def hook(module, args):
+        counted_as = getattr(module, "counted_as", None)
+        if module is not model and (counted_as is None or counted_as() is not model):
+            return
         n = int(args[0].shape[0]) if args and hasattr(args[0], "shape") and args[0].dim() > 0 else 0
         if torch.is_grad_enabled():
             calls.with_grad += n
         else:
             calls.plain += n
 
-    handle = model.register_forward_pre_hook(hook)
+    handle = register_module_forward_pre_hook(hook)
     try:
         yield calls
     finally:

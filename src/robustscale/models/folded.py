@@ -15,6 +15,7 @@ its caller checks agreement on the points before using it (:mod:`robustscale.att
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -46,6 +47,7 @@ class FoldedWideResNet(nn.Module):
 
     def __init__(self, model: NormalizedModel):
         super().__init__()
+        self.counted_as = weakref.ref(model)  # whose calls these are (a FLOP counter charges them to the model)
         net: WideResNet = model.model
         self.mean, self.std = model.normalize.mean.detach().clone(), model.normalize.std.detach().clone()
         self.stem = _channels_last(net.stem.weight)

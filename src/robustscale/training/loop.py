@@ -433,6 +433,8 @@ def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
         final_s = time.perf_counter() - t0
     record.status, record.reason = status, reason
     record.params = sum(p.numel() for p in run.parts.model.parameters())
+    norm = run.parts.model.normalize
+    record.normalization = {"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()}
     record.epochs_run = state.epoch
     record.accounting = run.accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s)
     real, synthetic = sampler.unique_images(state.step)
