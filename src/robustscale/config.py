@@ -208,6 +208,12 @@ class Config(_Section):
 
 def _check_recipe(cfg: "Config") -> None:
     """Combinations that cannot train as meant: one line naming the key to change."""
+    info = dataset_info(cfg.data.dataset)
+    n_real = info.train_size - (cfg.data.val_size if cfg.data.val_source is ValSource.train else 0)
+    if cfg.data.drop_last and 0 < n_real < cfg.data.batch_size:
+        raise ValueError(f"config key 'data.drop_last': a global batch of {cfg.data.batch_size} above the {n_real} "
+                         f"training images of {info.name} leaves no step in an epoch: lower data.batch_size or set "
+                         "drop_last to false")
     if cfg.eval.pgd_step_divisor is StepDivisor.attack_steps and cfg.attack.steps == 0:
         raise ValueError("config key 'eval.pgd_step_divisor': attack_steps divides by attack.steps, which is 0 here: "
                          "use pgd_steps")
