@@ -166,13 +166,35 @@ def test_parse_override(item, expected):
     ("model.name=wrn_11_2", "model.name"),
     ("model.name=no_such_net", "model.name"),
     ("data=3", "data"),
+    ("data.std=[0.2,0.2]", "data.std"),
+    ("data.std=[0.2,0,0.2]", "data.std"),
+    ("data.mean=0.5", "data.mean"),
+    ("data.batch_size=2000", "data.drop_last"),  # with the override below: drop_last=true leaves no step
+    ("eval.pgd_step_divisor=train", "eval.pgd_step_divisor"),
+    ("model.kwargs.style=tf", "style"),
 ])
 def test_bad_values_raise_one_line_config_error_naming_the_key(override, key, assert_one_line):
     """Through the loader a run uses (the schema, then the model checks that need timm)."""
+    extra = ["data.drop_last=true"] if key == "data.drop_last" else []
     with pytest.raises(ConfigError) as err:
-        run_config.load_config(None, [override])
+        run_config.load_config(None, [override, *extra])
     assert key in assert_one_line(err.value)
     assert isinstance(err.value, UserError)
+
+
+def test_the_papers_pgd40_step_divides_by_the_training_steps():
+    """src/setup_task.py, resolve_attack_cfg(args, eval=True): ``1.5 * eps / args.attack_steps`` (the training K)
+    for the 40-step evaluation attack; robustscale's default divides by the evaluation's own 40 steps."""
+    from robustscale.config import pgd_eval_step_size
+
+    paper = ["eval.pgd_step_size_factor=1.5", "eval.pgd_step_divisor=attack_steps", "attack.eps=8/255"]
+    assert pgd_eval_step_size(run_config.load_config(None, [*paper, "attack.steps=1"])) == pytest.approx(1.5 * 8 / 255)
+    assert pgd_eval_step_size(run_config.load_config(None, [*paper, "attack.steps=10"])) == \
+        pytest.approx(0.15 * 8 / 255)
+    ours = run_config.load_config(None, ["attack.eps=8/255", "attack.steps=1"])
+    assert pgd_eval_step_size(ours) == pytest.approx(2.5 * 8 / 255 / 40)
+    with pytest.raises(ConfigError, match="eval.pgd_step_divisor"):
+        run_config.load_config(None, [*paper, "attack.steps=0"])
 
 
 @pytest.mark.parametrize("override,key", [("no.such.key=1", "no.such.key"), ("train.lrr=0.1", "train.lrr"),

@@ -24,14 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from robustscale.config_checks import MAX_BATCH, MAX_SEED, check_limits, check_model_kwargs
 from robustscale.datasets import dataset_info
 from robustscale.enums import (Activation, AutoAttackVersion, BNMode, Dataset, Loss, Norm, PGDLoss, Precision,
-                               Schedule, TradesStart, ValSource)
+                               Schedule, StepDivisor, TradesStart, ValSource)
 from robustscale.errors import ConfigError, one_line, shown
 from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_file
 
 # the enums are re-exported: ``robustscale.config.Loss`` is ``robustscale.enums.Loss``
 __all__ = ["Config", "load_config", "apply_overrides", "parse_override", "config_to_yaml", "config_from_dict",
            "config_to_dict", "read_yaml", "parse_number", "Dataset", "Activation", "Norm", "Loss", "Schedule",
-           "BNMode", "TradesStart", "ValSource", "Precision", "AutoAttackVersion", "PGDLoss"]
+           "BNMode", "TradesStart", "ValSource", "Precision", "AutoAttackVersion", "PGDLoss", "StepDivisor",
+           "pgd_eval_step_size"]
 
 
 def parse_number(value: Any) -> Any:
@@ -76,7 +77,21 @@ class DataConfig(_Section):
     val_source: ValSource = ValSource.train  # test: the paper's choice (selects on test points; see README)
     augment: bool = True  # random crop with padding + horizontal flip (no flip for digits)
     image_size: Optional[int] = Field(None, ge=4)  # digits only: 8 (native) or 16 (upsampled)
+    # per-channel normalisation inside the model, (x - mean) / std: null is the dataset's own statistics (true std);
+    # the paper's code passed CIFAR-10's std as (0.2023, 0.1994, 0.2010) (scripts/job.sh STD)
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    drop_last: bool = False  # true: an epoch is floor(n_train / batch) steps (timm's training loader drops the last
+    # partial batch: the paper's code); false: ceil (every image once per epoch)
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _three_channels(cls, value: Optional[list[float]], info) -> Optional[list[float]]:
+        if value is not None and (len(value) != 3 or (info.field_name == "std" and min(value) <= 0)):
+            raise ValueError("three per-channel values (RGB; digits repeat one channel), std > 0, or null for the "
+                             "dataset's own statistics")
+        return value
 
 
 class ModelConfig(_Section):
@@ -122,6 +137,9 @@ class TrainConfig(_Section):
     ema: bool = False  # evaluate and save an exponential moving average of the weights (Gowal et al.)
     ema_decay: float = Field(0.995, gt=0.0, lt=1.0)
     ema_warmup: bool = True  # decay min(ema_decay, (1+t)/(10+t)); false: ema_decay from the first step (timm)
+    at_clean_forward: bool = False  # PGD-AT only: also a forward of the clean batch in train mode, no gradient, so
+    # BatchNorm's running statistics see clean and adversarial batches and the clean logits give the train accuracy
+    # (the paper's code: src/attacks.py, AdvTrainingLoss.forward); false: adversarial batches only (Madry et al.)
     precision: Precision = Precision.fp32  # autocast for attack and update; evaluation is always fp32
     channels_last: bool = False
     compile: bool = False
@@ -135,7 +153,9 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     pgd_steps: int = Field(40, ge=1)  # PGD-40 on the validation subset: the early-stopping metric
     pgd_every: int = Field(1, ge=1)  # epochs between PGD evaluations
-    pgd_step_size_factor: float = Field(2.5, gt=0.0)  # PGD-40 step = factor * eps / pgd_steps (paper's code: 1.5)
+    pgd_step_size_factor: float = Field(2.5, gt=0.0)  # PGD-40 step = factor * eps / divisor (paper's code: 1.5)
+    pgd_step_divisor: StepDivisor = StepDivisor.pgd_steps  # pgd_steps: / eval.pgd_steps, the same attack for every
+    # run; attack_steps: / attack.steps, the training K, as the paper's code (src/setup_task.py, resolve_attack_cfg)
     pgd_loss: PGDLoss = PGDLoss.ce
     autoattack: AutoAttackVersion = AutoAttackVersion.standard  # at the end, on the best checkpoint
     autoattack_n: int = Field(10000, ge=1)  # test points (a seeded subset when smaller than the test set)
@@ -188,6 +208,15 @@ class Config(_Section):
 
 def _check_recipe(cfg: "Config") -> None:
     """Combinations that cannot train as meant: one line naming the key to change."""
+    info = dataset_info(cfg.data.dataset)
+    n_real = info.train_size - (cfg.data.val_size if cfg.data.val_source is ValSource.train else 0)
+    if cfg.data.drop_last and 0 < n_real < cfg.data.batch_size:
+        raise ValueError(f"config key 'data.drop_last': a global batch of {cfg.data.batch_size} above the {n_real} "
+                         f"training images of {info.name} leaves no step in an epoch: lower data.batch_size or set "
+                         "drop_last to false")
+    if cfg.eval.pgd_step_divisor is StepDivisor.attack_steps and cfg.attack.steps == 0:
+        raise ValueError("config key 'eval.pgd_step_divisor': attack_steps divides by attack.steps, which is 0 here: "
+                         "use pgd_steps")
     if cfg.train.loss is Loss.trades and not cfg.attack.random_start and cfg.attack.steps > 0:
         raise ValueError("config key 'attack.random_start': TRADES' attack cannot start at x (the KL gradient is "
                          "exactly zero there, so x_adv never moves): set it to true")
@@ -198,6 +227,17 @@ def _check_recipe(cfg: "Config") -> None:
         raise ValueError("config key 'train.warmup_epochs': warm-up and cool-down together exceed train.epochs")
     if cfg.train.milestones is not None and any(m < 0 or m >= cfg.train.epochs for m in cfg.train.milestones):
         raise ValueError(f"config key 'train.milestones': epochs must lie in [0, train.epochs={cfg.train.epochs})")
+
+
+def pgd_eval_step_size(cfg: "Config") -> float:
+    """The PGD metric's step size (validation and the final adversarial loss): ``eval.pgd_step_size_factor x eps``
+    over ``eval.pgd_steps``, or over the training ``attack.steps`` as the paper's code (``eval.pgd_step_divisor``).
+
+    The paper's rule (``src/setup_task.py``, ``resolve_attack_cfg(args, eval=True)``: ``1.5 * eps /
+    args.attack_steps`` with ``steps = args.eval_attack_steps``) takes 40 steps of 1.5 eps / K: a K=1 model is
+    evaluated with steps of 1.5 eps, a K=10 model with 0.15 eps."""
+    divisor = cfg.eval.pgd_steps if cfg.eval.pgd_step_divisor is StepDivisor.pgd_steps else cfg.attack.steps
+    return cfg.eval.pgd_step_size_factor * cfg.attack.eps / divisor
 
 
 # ---------------------------------------------------------------- loading, overrides, errors

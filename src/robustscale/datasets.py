@@ -6,11 +6,12 @@ FLOP counts read shapes from it, all without importing each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from robustscale.enums import Dataset, choice
 
-__all__ = ["DatasetInfo", "dataset_info"]
+__all__ = ["DatasetInfo", "dataset_info", "epoch_steps"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +46,9 @@ _INFO = {
 def dataset_info(dataset: Dataset | str) -> DatasetInfo:
     """Info for a :class:`~robustscale.enums.Dataset` (or its name)."""
     return _INFO[choice(Dataset, dataset, "dataset")]
+
+
+def epoch_steps(n_real: int, batch_size: int, drop_last: bool = False) -> int:
+    """Global batches in one epoch: one pass worth of the ``n_real`` real training images, the last partial batch
+    kept (ceil) or dropped (floor, ``data.drop_last``: timm's training loader, as the paper's code ran it)."""
+    return n_real // batch_size if drop_last else math.ceil(n_real / batch_size)

@@ -14,8 +14,8 @@ from enum import Enum
 from robustscale.errors import ParameterError, shown
 
 __all__ = ["Dataset", "Activation", "Norm", "Loss", "Schedule", "BNMode", "TradesStart", "ValSource", "Precision",
-           "AutoAttackVersion", "PGDLoss", "AttackLoss", "Attack", "ExecutorKind", "Law", "CostRuns", "TableFormat",
-           "Status", "choice"]
+           "AutoAttackVersion", "PGDLoss", "StepDivisor", "WRNStyle", "AttackLoss", "Attack", "ExecutorKind", "Law",
+           "CostRuns", "TableFormat", "Status", "choice"]
 
 
 class _Choice(str, Enum):
@@ -71,6 +71,13 @@ class ValSource(_Choice):
     test = "test"  # the first data.val_size test points, as the paper's code (timm's split "validation" = test)
 
 
+class WRNStyle(_Choice):
+    """The two WideResNet implementations of the paper's grid (``model.kwargs.style``); same layers and FLOPs."""
+
+    robustbench = "robustbench"  # TRADES'/RobustBench's code (the paper's ReLU arm, src/models/wide_resnet.py)
+    deepmind = "deepmind"  # Gowal et al.'s code (the paper's SiLU arm, src/models/wide_resnet_deepmind.py)
+
+
 class Precision(_Choice):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -89,6 +96,13 @@ class PGDLoss(_Choice):
 
     ce = "ce"
     margin = "margin"  # Carlini-Wagner: best wrong logit minus the true one
+
+
+class StepDivisor(_Choice):
+    """What the PGD metric's step size divides ``eval.pgd_step_size_factor x eps`` by (``eval.pgd_step_divisor``)."""
+
+    pgd_steps = "pgd_steps"  # the metric's own steps (40): robustscale's default, the same attack for every run
+    attack_steps = "attack_steps"  # the training attack's K: the paper's code (src/setup_task.py, resolve_attack_cfg)
 
 
 class AttackLoss(_Choice):

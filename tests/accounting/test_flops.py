@@ -78,6 +78,18 @@ def test_flops_are_linear_in_batch():
     assert counts[1] == 2 * counts[0] and counts[2] == 4 * counts[0]
 
 
+def test_at_clean_forward_adds_one_forward_per_sample():
+    """The paper's PGD-AT step runs K attack steps, a clean and an adversarial forward (src/attacks.py,
+    AdvTrainingLoss.forward): (2K + 4) F - stem exactly, one F more than the adversarial-only step."""
+    plain = step_flops("wrn_28_10", image_size=32, loss="at", steps=10)
+    paper = step_flops("wrn_28_10", image_size=32, loss="at", steps=10, clean_forward=True)
+    assert paper.train - plain.train == paper.forward
+    assert paper.train == (2 * 10 + 4) * paper.forward - paper.stem
+    assert paper.attack == plain.attack and paper.paper_convention == plain.paper_convention  # 3 (K + 2) F either way
+    assert step_flops("wrn_28_10", image_size=32, loss="trades", steps=10, clean_forward=True) == \
+        step_flops("wrn_28_10", image_size=32, loss="trades", steps=10)  # TRADES already has its clean forward
+
+
 def test_module_counted_on_a_copy_equals_the_name():
     model = create_model("wrn_10_1", num_classes=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -96,17 +108,18 @@ def test_bad_arguments_are_one_line_errors(capsys):
 # ------------------------------------------------------------------------ exact totals on real training code
 
 
-@pytest.mark.parametrize("loss", ["standard", "at", "trades"])
-def test_training_n_samples_counts_exactly_per_sample_times_n(loss):
-    """Real attack + loss + backward + SGD step (the trainer's own code) on a tiny model, under the counter."""
+@pytest.mark.parametrize("loss, clean_forward", [("standard", False), ("at", False), ("at", True), ("trades", False)])
+def test_training_n_samples_counts_exactly_per_sample_times_n(loss, clean_forward):
+    """Real attack + loss + backward + SGD step (the trainer's own code) on a tiny model, under the counter; PGD-AT
+    with the paper's clean forward (``train.at_clean_forward``) too."""
     from robustscale.training.losses import compute_loss
 
     cfg = load_config("configs/digits.yaml", ["model.name=wrn_10_1", f"train.loss={loss}", "attack.steps=3",
-                                              "attack.step_size=0.05"])
+                                              "attack.step_size=0.05", f"train.at_clean_forward={clean_forward}"])
     torch.manual_seed(0)
     model = create_model("wrn_10_1", num_classes=10).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    run = RunFlops(step_flops(model, image_size=8, loss=loss, steps=3))
+    run = RunFlops(step_flops(model, image_size=8, loss=loss, steps=3, clean_forward=clean_forward))
     counted = 0
     for batch in (5, 3, 8):  # N = 16 samples in uneven batches
         x, y = torch.rand(batch, 3, 8, 8), torch.randint(0, 10, (batch,))

@@ -72,7 +72,7 @@ def test_fit_cli_prints_the_contract_object(capsys, table_csv):
     assert {"A", "B", "gamma", "holdout_error"} <= set(result["saturating_law"])
     # the energy law is fitted on the envelope's runs (<= 19 of the 300): the exponent is looser than on all of them
     assert result["energy_law"]["n"] == law["n"] and result["energy_law"]["alpha"] == pytest.approx(0.95, abs=0.08)
-    assert result["units"] == {"accuracy": "fraction", "flops": "as given"}
+    assert result["units"]["accuracy"] == "fraction" and result["units"]["flops"].startswith("train_flops:")
     assert result["metric"] == "autoattack_acc"
 
 

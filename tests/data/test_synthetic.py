@@ -185,3 +185,49 @@ def test_synthetic_n_keeps_the_first_images_and_refuses_more_than_the_file_holds
     with pytest.raises(DataError) as err:
         load_train_data(load_config(digits_yaml, [f"data.synthetic.path={path}", "data.synthetic.n=31"]).data)
     assert "data.synthetic.n=31" in assert_one_line(err.value) and "30 images" in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["gmm", "ddpm"])
+def test_the_generator_never_sees_an_early_stopping_image(tmp_path, monkeypatch, method):
+    """``synth`` fits on the training split less its validation subset (issue 28, item 9): the images handed to
+    either generator exclude every image PGD-40 early stopping of a run with ``data.val_size <= holdout`` uses."""
+    import robustscale.data.generate as generate
+    from robustscale.data import load_arrays, split_validation
+
+    seen = {}
+
+    def capture(images, labels, n, **_):
+        seen["images"] = images
+        return images[:n], labels[:n]
+
+    monkeypatch.setattr(generate, "sample_class_conditional", capture)
+    monkeypatch.setattr(generate.diffusion, "sample_class_conditional", capture)
+    generate.synthesize("digits", 10, tmp_path / "s.npz", method=method)
+    x, _ = load_arrays("digits", "train")
+    fitted = {img.tobytes() for img in seen["images"]}
+    assert len(seen["images"]) == len(x) - generate.HOLDOUT
+    val = split_validation(len(x), generate.HOLDOUT)[1]
+    assert not fitted & {img.tobytes() for img in x[val]}
+
+
+def test_every_shipped_digits_config_early_stops_on_images_the_generator_left_out(repo_root):
+    """The validation subset of val_size v is the first v images of one fixed permutation, so a holdout of
+    max(v) covers every config; the synth default must be that large."""
+    import yaml
+
+    from robustscale.data.generate import HOLDOUT
+
+    sizes = []
+    for path in [*(repo_root / "configs").glob("*.yaml"), *(repo_root / "configs" / "sweeps").glob("*.yaml")]:
+        text = yaml.safe_load(path.read_text())
+        digits = "digits" in path.read_text()
+        sizes += [v for k, v in _walk(text) if k.endswith("val_size") and digits]
+    assert sizes and max(sizes) <= HOLDOUT
+
+
+def _walk(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _walk(value, f"{prefix}{key}.")
+            if not isinstance(value, (dict, list)):
+                yield f"{prefix}{key}", value

@@ -12,6 +12,7 @@ from robustscale.analysis import read_table
 from robustscale.cli import main
 from robustscale.errors import UserError
 from robustscale.store import read_paper_table
+from robustscale.store.paper_table import PAPER_FORWARD_FLOPS, paper_exact_flops_per_sample
 
 HEADER = ("train_loss,train_emissions,train_flops,train_electricity_cost,eval_loss,train_acc,train_robust_acc,"
           "pgd40_robust_acc,epochs,model,model_parameters,synthetic_data,at,at_steps,aa_robust_acc,eval_acc")
@@ -47,7 +48,11 @@ def test_read_paper_table_gives_canonical_columns(paper_csv):
     first = t.iloc[0]
     assert (first["model"], first["activation"], first["loss"], first["attack_steps"]) == ("wrn_34_20", "silu", "at", 7)
     assert first["run_id"] == "robust-hw_wide_resnet34_20_dm_pgd_7_no_ema"  # the paper's run folder (job.sh)
-    assert first["train_flops"] == pytest.approx(17937.112123280287e12 * 4 * 110)  # per epoch, rank -> run total
+    assert first["train_flops_paper"] == pytest.approx(17937.112123280287e12 * 4 * 110)  # per epoch, rank -> run
+    # exact, from the recipe: wide_resnet34_20_dm trains at 16 per GPU x 4 (scripts/job.sh), floor(50,000 / 64) steps
+    # an epoch (timm's loader drops the last batch), PGD-AT K=7 with its clean forward: (2K + 4) F - stem per image
+    assert first["samples_seen"] == 110 * 781 * 64
+    assert first["train_flops"] == 110 * 781 * 64 * (18 * 53_163_713_536 - 884_736)
     assert first["paper_train_tflops_per_epoch_rank"] == 17937.112123280287
     assert first["autoattack_acc"] == pytest.approx(0.4764) and first["clean_acc"] == pytest.approx(0.8813)
     assert first["pgd40_acc"] == pytest.approx(2144 / 4096)  # PGD-40 on 4 ranks x 1024 test points
@@ -70,11 +75,33 @@ def test_paper_convention_x_12500_is_the_papers_logged_flops(row, paper_csv):
     assert per_sample * 12_500 == pytest.approx(logged, rel=tolerance)
 
 
+@pytest.mark.parametrize("model", ["wrn_28_10", "wrn_34_10", "wrn_34_20", "wrn_70_16"])
+@pytest.mark.parametrize("loss, steps", [("at", 1), ("at", 10), ("trades", 1), ("trades", 7)])
+def test_exact_paper_flops_are_robustscales_count_of_the_papers_step(model, loss, steps):
+    """The literals the store keeps (it reads tables without torch) are FlopCounterMode's count of the paper's step:
+    PGD-AT with its clean forward (src/attacks.py, AdvTrainingLoss.forward), TRADES as robustscale runs it."""
+    count = step_flops(model, image_size=32, loss=loss, steps=steps, clean_forward=True)
+    assert PAPER_FORWARD_FLOPS[model] == count.forward
+    assert paper_exact_flops_per_sample(model, loss, steps) == count.train
+
+
+def test_one_flop_column_per_meaning(paper_csv):
+    """Exact over convention: 2/3 for PGD-AT at every K, (2K + 7) / 3(K + 3) for TRADES (0.75 at K=1)."""
+    t = read_paper_table(paper_csv)
+    ratio = t["train_flops"] / t["train_flops_paper"]
+    assert "paper_convention_flops" not in t.columns
+    assert ratio.between(0.64, 0.76).all()  # within 1% of the convention's own match plus the epoch's 0.7%
+    exact_per_convention = [(2 * k + 4) / (3 * (k + 2)) if lo == "at" else (2 * k + 7) / (3 * (k + 3))
+                            for lo, k in zip(t["loss"], t["attack_steps"])]
+    assert ratio.to_numpy() == pytest.approx(exact_per_convention, rel=0.012)
+
+
 def test_import_cli_and_map_preset(paper_csv, tmp_path, capsys):
     out = tmp_path / "paper.csv"
     assert main(["import", str(paper_csv), "-o", str(out)]) == 0
     imported = pd.read_csv(out)
-    assert imported["train_flops"].iloc[0] == pytest.approx(17937.112123280287e12 * 440)
+    assert imported["train_flops_paper"].iloc[0] == pytest.approx(17937.112123280287e12 * 440)
+    assert imported["train_flops"].iloc[0] == read_paper_table(paper_csv)["train_flops"].iloc[0]
     table = read_table(paper_csv, {"_preset": "paper"})
     assert table["autoattack_acc"].max() <= 1.0 and table["ema"].dtype == "boolean"
     assert main(["fit", str(paper_csv), "--map", "paper", "--bootstrap", "0", "--bins", "3", "--json"]) == 0

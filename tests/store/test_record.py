@@ -124,7 +124,10 @@ def test_old_and_new_records_give_the_same_table_row(tmp_path):
 def test_run_ids_survive_new_config_keys_at_their_defaults(digits_yaml):
     """A key added after run-id scheme 1 (here ``data.synthetic.n``) changes no existing id while it keeps its default,
     so a sweep resumed after an upgrade finds its runs; set, it makes a new run."""
-    base = _config(digits_yaml)
+    # configs/digits.yaml as it was before issue 28 gave it the paper's early-stopping attack and clean forward (a
+    # different experiment, so a new id): its recipe keeps the id it has had since scheme 1
+    base = _config(digits_yaml, "train.at_clean_forward=false", "eval.pgd_step_size_factor=2.5",
+                   "eval.pgd_step_divisor=pgd_steps")
     assert run_id(base) == "digits-wrn_10_1-at5-s0-c53a0fb878"  # the id this config has had since scheme 1
     with_n = _config(digits_yaml, "data.synthetic.path=s.npz", "data.synthetic.n=100")
     assert run_id(with_n) != run_id(_config(digits_yaml, "data.synthetic.path=s.npz"))

@@ -70,7 +70,15 @@ def test_every_run_carries_the_papers_recipe(plan):
         assert (d["val_source"], d["val_size"]) == ("test", 4096)
         assert (e["pgd_steps"], e["pgd_step_size_factor"], e["autoattack"], e["autoattack_n"]) == (40, 1.5, "standard",
                                                                                                    10000)
-        assert m["kwargs"].get("bn_momentum") == (0.01 if m["act_layer"] == "silu" else None)
+        # src/setup_task.py, resolve_attack_cfg(args, eval=True): step 1.5 * eps / args.attack_steps (training K)
+        assert e["pgd_step_divisor"] == "attack_steps"
+        assert run["pgd40_step_size"] == pytest.approx(1.5 * (8 / 255) / a["steps"])
+        assert t["at_clean_forward"] is True  # src/attacks.py, AdvTrainingLoss.forward: model(x), model(x_adv)
+        assert d["drop_last"] is True  # timm create_loader_v2: drop_last=is_training
+        assert d["std"] == [0.2023, 0.1994, 0.2010] and d["mean"] == [0.4914, 0.4822, 0.4465]  # job.sh STD, MEAN
+        silu = m["act_layer"] == "silu"  # src/models/wide_resnet_deepmind.py: momentum 0.01, 'SAME' pad, its init
+        assert m["kwargs"].get("bn_momentum") == (0.01 if silu else None)
+        assert m["kwargs"].get("style") == ("deepmind" if silu else None)
         assert t["ema_decay"] == 0.995 and t["ema_warmup"] is False
 
 
@@ -81,7 +89,7 @@ def test_the_two_arms_train_110_and_400_epochs_with_cutmix_only_with_ema(plan):
 
 def test_planned_flops_cover_every_epoch(plan):
     for run in plan["runs"]:
-        steps_per_epoch = -(-50_000 // run["batch_size"])  # validation comes from the test split: all 50k train
+        steps_per_epoch = 50_000 // run["batch_size"]  # validation from the test split; the last batch dropped
         assert run["optimizer_steps"] == run["epochs"] * steps_per_epoch
         assert 0 < run["planned_train_flops"] < run["planned_flops"]
     by_arm = {}

@@ -86,7 +86,7 @@ def fit(
     if as_json:
         return print_json(result)
     sat = result["saturating_law"]
-    typer.echo(f"{result['n_runs']} runs, metric {result['metric']} ({result['units']['accuracy']}), FLOPs as given")
+    typer.echo(f"{result['n_runs']} runs, metric {result['metric']} ({result['units']['accuracy']}), FLOPs from column train_flops")
     typer.echo(_law_line("accuracy law (envelope)", result["accuracy_law"]))
     typer.echo(f"saturating law: A = {sat['A']:.4g}, B = {sat['B']:.4g}, gamma = {sat['gamma']:.4g}, "
                f"R^2 = {sat['r2']:.3f}")

@@ -22,6 +22,9 @@ def synth(
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="ddpm: training steps (default: recipe)."),
     guidance: Optional[float] = typer.Option(None, "--guidance",
                                              help="ddpm: classifier-free guidance weight (1: none; default: recipe)."),
+    holdout: int = typer.Option(200, "--holdout", min=0,
+                                help="Validation images left out of the fit: a run with data.val_size up to this "
+                                     "never early-stops on an image the generator saw."),
 ) -> None:
     """Fit a class-conditional generative model on the training split and sample new labelled images."""
     from robustscale.data.generate import synthesize
@@ -33,7 +36,8 @@ def synth(
 
             raise UserError(f"synth --train-steps and --guidance apply to --method ddpm only (got --method {method})")
         recipe = _recipe(train_steps, guidance)
-    path, count = synthesize(dataset, n, out, split=split, seed=seed, method=method, recipe=recipe, log=_progress)
+    path, count = synthesize(dataset, n, out, split=split, seed=seed, method=method, recipe=recipe, log=_progress,
+                             holdout=holdout)
     typer.echo(f"wrote {count} synthetic {dataset} images ({method}) to {path}")
 
 

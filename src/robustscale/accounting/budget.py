@@ -1,6 +1,7 @@
 """What a run will cost, before it is trained: FLOPs exactly as training counts them, then GPU-hours, kWh, $ and CO2.
 
 FLOPs follow the training loop: an epoch is ``ceil((train_size - val_size) / batch_size)`` full global batches
+(``floor`` with ``data.drop_last``)
 (``val_size`` counted only when the validation points come from the training set, ``data.val_source: train``)
 (synthetic data changes what is in a batch, not how many there are), ``train.max_steps`` caps the steps, and PGD
 validation runs on the ``val_size`` held-out points after every ``eval.pgd_every`` epochs and after the last one.
@@ -24,7 +25,7 @@ from robustscale.accounting.cost import CostModel
 from robustscale.accounting.flops import StepFlops, step_flops_for_config
 from robustscale.accounting.hardware import DEFAULT_UTILIZATION, GPUSpec, get_gpu, gpu_energy_kwh
 from robustscale.config import Config
-from robustscale.datasets import dataset_info
+from robustscale.datasets import dataset_info, epoch_steps
 from robustscale.enums import ValSource
 from robustscale.errors import ConfigError, ParameterError
 
@@ -39,8 +40,11 @@ def run_flops_plan(cfg: Config, step: StepFlops | None = None) -> dict[str, Any]
     if n_real < 1:
         raise ConfigError(f"data.val_size: {cfg.data.val_size} leaves no training images out of {info.train_size} "
                           f"in {info.name}: lower data.val_size")
+    if epoch_steps(n_real, cfg.data.batch_size, cfg.data.drop_last) < 1:
+        raise ConfigError(f"data.drop_last: a global batch of {cfg.data.batch_size} above the {n_real} training "
+                          "images leaves no step in an epoch: lower data.batch_size or set drop_last to false")
     batch, epochs = cfg.data.batch_size, cfg.train.epochs
-    steps_per_epoch = math.ceil(n_real / batch)
+    steps_per_epoch = epoch_steps(n_real, batch, cfg.data.drop_last)
     steps = epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         steps = min(steps, cfg.train.max_steps)
@@ -109,7 +113,8 @@ def _flops_assumptions(cfg: Config, out: dict[str, Any]) -> dict[str, str]:
     info = dataset_info(cfg.data.dataset)
     cap = f", capped by train.max_steps={cfg.train.max_steps}" if cfg.train.max_steps is not None else ""
     return {
-        "train_flops": (f"{out['optimizer_steps']} steps ({cfg.train.epochs} epochs x ceil(({info.train_size} - "
+        "train_flops": (f"{out['optimizer_steps']} steps ({cfg.train.epochs} epochs x "
+                        f"{'floor' if cfg.data.drop_last else 'ceil'}(({info.train_size} - "
                         f"{cfg.data.val_size if _val_from_train(cfg) else 0}) / {cfg.data.batch_size}) full "
                         f"batches{cap}) x {cfg.data.batch_size} "
                         f"samples x {out['flops_per_sample']['train']:.4g} FLOPs/sample (FlopCounterMode)"),

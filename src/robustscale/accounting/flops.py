@@ -16,7 +16,9 @@ WRN-28-10 / WRN-70-16 at 32x32). Per sample, with ``F`` the forward FLOPs and ``
   layer computes its weight gradient (``F`` in total) and, except the stem, its input gradient, so
   ``B_full = 2F - stem`` where ``stem`` is the first convolution's forward FLOPs (its input gradient is never needed).
 * standard training: ``attack = 0``, ``update = U``.
-* PGD-AT: ``attack = K * A``, ``update = U``; ``train = K * 2F + 3F - stem``.
+* PGD-AT: ``attack = K * A``, ``update = U``; ``train = K * 2F + 3F - stem``. With ``train.at_clean_forward`` (the
+  paper's code: a clean forward in train mode, no gradient, for BatchNorm's statistics and the train accuracy)
+  ``update = U + F``: ``train = (2K + 4) F - stem``.
 * TRADES: ``attack = F + K * A`` (the clean forward, without gradients, that gives the attack its target),
   ``update = 2U`` (forward on ``x`` and on ``x_adv``, and the backward of both); ``train = (2K + 7) F - 2 stem``.
 
@@ -52,6 +54,7 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode
 
 from robustscale.config import Config
@@ -161,11 +164,15 @@ def _count_pieces(model: nn.Module, *, image_size: int, in_chans: int, num_class
     return _compose(forward, stem, attack_step, update, params, loss, steps)
 
 
-def _compose(forward: int, stem: int, attack_step: int, update: int, params: int, loss: Loss, steps: int) -> StepFlops:
-    """A step's FLOPs from its counted pieces: the attack is ``steps`` identical steps (plus TRADES' target)."""
+def _compose(forward: int, stem: int, attack_step: int, update: int, params: int, loss: Loss, steps: int,
+             clean_forward: bool = False) -> StepFlops:
+    """A step's FLOPs from its counted pieces: the attack is ``steps`` identical steps (plus TRADES' target); PGD-AT's
+    clean forward (``clean_forward``) joins the update."""
     if loss is Loss.standard:
         steps = 0
     attack = steps * attack_step + (forward if loss is Loss.trades else 0)
+    if clean_forward and loss is Loss.at:
+        update += forward
     passes = PAPER_PASSES[loss](steps)
     return StepFlops(forward=forward, attack_step=attack_step, attack=attack, update=update, train=attack + update,
                      paper_convention=3 * forward * passes, params=params, loss=loss, steps=steps, stem=stem)
@@ -193,24 +200,25 @@ def _pieces_cached(name: str, image_size: int, in_chans: int, num_classes: int, 
 
 
 def _step_flops_cached(name: str, image_size: int, in_chans: int, num_classes: int, loss: Loss, steps: int,
-                       kwargs: tuple[tuple[str, Any], ...]) -> StepFlops:
+                       kwargs: tuple[tuple[str, Any], ...], clean_forward: bool) -> StepFlops:
     p = _pieces_cached(name, image_size, in_chans, num_classes, Loss.at if loss is Loss.standard else loss, kwargs)
-    return _compose(p.forward, p.stem, p.attack_step, p.update, p.params, loss, steps)
+    return _compose(p.forward, p.stem, p.attack_step, p.update, p.params, loss, steps, clean_forward)
 
 
-def _module_flops(module: nn.Module, **kw) -> StepFlops:
+def _module_flops(module: nn.Module, clean_forward: bool, **kw) -> StepFlops:
     """Count a given module on a meta copy (the caller's weights, BN statistics and grads are left alone)."""
     try:
         model = copy.deepcopy(module).to("meta")
-        return _count_pieces(model, device=torch.device("meta"), **kw)
+        p = _count_pieces(model, device=torch.device("meta"), **kw)
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count a CPU copy instead
         model = copy.deepcopy(module).to("cpu")
-        return _count_pieces(model, device=torch.device("cpu"), **kw)
+        p = _count_pieces(model, device=torch.device("cpu"), **kw)
+    return _compose(p.forward, p.stem, p.attack_step, p.update, p.params, p.loss, p.steps, clean_forward)
 
 
 def step_flops(model: str | nn.Module, *, image_size: int, in_chans: int = 3, num_classes: int = 10,
-               loss: Loss | str = Loss.at, steps: int = 10,
-               model_kwargs: Mapping[str, Any] | None = None) -> StepFlops:
+               loss: Loss | str = Loss.at, steps: int = 10, model_kwargs: Mapping[str, Any] | None = None,
+               clean_forward: bool = False) -> StepFlops:
     """FLOPs per training sample of one step of ``loss`` with a ``steps``-step attack (module docstring).
 
     Args:
@@ -221,18 +229,20 @@ def step_flops(model: str | nn.Module, *, image_size: int, in_chans: int = 3, nu
         steps: training attack steps (ignored for ``standard``).
         model_kwargs: extra ``create_model`` options (``act_layer``...): they do not change the counted FLOPs of a
             WideResNet but may change other timm models.
+        clean_forward: PGD-AT's extra clean forward (``train.at_clean_forward``, the paper's code), one ``F``.
     """
     loss = _check(loss, steps, image_size, in_chans, num_classes)
     if isinstance(model, nn.Module):
-        return _module_flops(model, image_size=image_size, in_chans=in_chans, num_classes=num_classes, loss=loss,
-                             steps=steps)
+        return _module_flops(model, clean_forward, image_size=image_size, in_chans=in_chans, num_classes=num_classes,
+                             loss=loss, steps=steps)
     kwargs = tuple(sorted((k, str(v) if isinstance(v, Enum) else v) for k, v in (model_kwargs or {}).items()
                           if v is not None and not _flop_neutral(model, k)))
     return _step_flops_cached(model, image_size, in_chans, num_classes, loss, 0 if loss is Loss.standard else steps,
-                              kwargs)
+                              kwargs, clean_forward)
 
 
-_WRN_FLOP_NEUTRAL = ("act_layer", "bn_momentum", "drop_rate")  # a WideResNet's matmul/conv FLOPs ignore these
+# a WideResNet's matmul/conv FLOPs ignore these (the styles differ in padding and initialisation, not in shapes)
+_WRN_FLOP_NEUTRAL = ("act_layer", "bn_momentum", "drop_rate", "style")
 
 
 def _flop_neutral(model: str, key: str) -> bool:
@@ -249,7 +259,7 @@ def step_flops_for_config(cfg: Config) -> StepFlops:
         kwargs["act_layer"] = cfg.model.act_layer
     return step_flops(cfg.model.name, image_size=cfg.data.image_size, in_chans=info.channels,
                       num_classes=info.num_classes, loss=cfg.train.loss, steps=cfg.attack.steps,
-                      model_kwargs=_hashable(kwargs))
+                      model_kwargs=_hashable(kwargs), clean_forward=cfg.train.at_clean_forward)
 
 
 def _hashable(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -280,17 +290,25 @@ class ModelCalls:
 def count_model_calls(model: nn.Module) -> Iterator[ModelCalls]:
     """Count the samples ``model`` is called on inside the block (AutoAttack's cost depends on the data: it stops
     attacking points it has broken, so it is counted from its calls, not planned). A forward run with autograd on
-    is taken as an attack step, whose backward computes the input gradient only."""
+    is taken as an attack step, whose backward computes the input gradient only.
+
+    A copy that computes ``model``'s function and names it in its ``counted_as`` (a weak reference: the BatchNorm-
+    folded copy AutoAttack runs on a CPU, :mod:`robustscale.models.folded`) is counted as ``model``, at the model's
+    FLOPs per call: the work is the model's, whichever module carries it out. A global hook (PyTorch's profiling
+    hook) sees calls of modules created inside the block too."""
     calls = ModelCalls()
 
-    def hook(_module, args):
+    def hook(module, args):
+        counted_as = getattr(module, "counted_as", None)
+        if module is not model and (counted_as is None or counted_as() is not model):
+            return
         n = int(args[0].shape[0]) if args and hasattr(args[0], "shape") and args[0].dim() > 0 else 0
         if torch.is_grad_enabled():
             calls.with_grad += n
         else:
             calls.plain += n
 
-    handle = model.register_forward_pre_hook(hook)
+    handle = register_module_forward_pre_hook(hook)
     try:
         yield calls
     finally:

@@ -26,13 +26,16 @@ from robustscale.store.results import results_table
 CANONICAL_COLUMNS = (
     "run_id", "status", "dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
     "synthetic", "synthetic_fraction", "seed", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
-    "paper_convention_flops", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd", "co2_kg",
+    "train_flops_paper", "gpu_hours", "energy_kwh", "energy_estimated", "cost_usd", "co2_kg",
 )
 # beyond the paper's columns, what the N-D law (samples_seen, adv_loss) and the replicates (recipe_id) read
 MAPPABLE_COLUMNS = (*CANONICAL_COLUMNS, "samples_seen", "adv_loss", "recipe_id")
 ACCURACY_METRICS = ("autoattack_acc", "pgd40_acc", "clean_acc")
 BOOLEAN_COLUMNS = ("synthetic", "ema", "energy_estimated")
 MIN_POINTS = 3
+# what every law and figure puts on its FLOP axis: one column, one meaning (issue 28)
+FLOPS_UNIT = ("train_flops: training FLOPs, exact (FlopCounterMode x samples) for robustscale runs and the paper's "
+              "imported table; the paper's convention is the separate column train_flops_paper")
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
 
@@ -167,7 +170,7 @@ class Runs:
         return 100.0 if self.accuracy_unit == "percent" else 1.0
 
     def units(self) -> dict[str, str]:
-        return {"accuracy": self.accuracy_unit, "flops": "as given"}
+        return {"accuracy": self.accuracy_unit, "flops": FLOPS_UNIT}
 
 
 def usable_runs(table: pd.DataFrame, metric: str = "autoattack_acc", min_acc: float | None = None, *,

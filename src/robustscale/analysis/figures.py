@@ -171,7 +171,7 @@ def figure_1a(runs: Runs) -> Figure:
     ax = fig.add_subplot()
     frame = runs.frame
     _scatter_runs(ax, frame, runs.flops, runs.accuracy, alpha=0.75, edgecolor="none", s=28)
-    ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel=_accuracy_label(runs),
+    ax.set(xscale="log", yscale="log", xlabel="training FLOPs (train_flops)", ylabel=_accuracy_label(runs),
            title="Training FLOPs vs robust accuracy")
     _log_ticks(ax.xaxis, runs.flops.min(), runs.flops.max())
     _log_ticks(ax.yaxis, runs.accuracy.min(), runs.accuracy.max(), _percent_formatter(runs))
@@ -305,7 +305,7 @@ def figure_3a(laws: FittedLaws) -> Figure:
     reach = max(float(law.points_[:, 1].max()), float(np.nanmax(law.predict(grid))),
                 float(np.nanmax(saturating.predict(grid))))
     top = min(runs.ceiling * 1.1, reach * 1.3)
-    ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel=_accuracy_label(runs),
+    ax.set(xscale="log", yscale="log", xlabel="training FLOPs (train_flops)", ylabel=_accuracy_label(runs),
            title="Scaling law of robust accuracy", ylim=(bottom, top))
     below = int((runs.accuracy < bottom).sum())
     if below:
@@ -340,7 +340,7 @@ def figure_cost(laws: FittedLaws, law_name: str, column: str, label: str) -> Fig
     low, high = law.predict_interval(grid)
     ax.fill_between(grid, low, high, color="black", alpha=0.12, label=f"{law.level:.0%} bootstrap band")
     ax.plot(grid, law.predict(grid), color="black", label=f"power law: exponent {law.alpha_:.3g} (R² {law.r2_:.2f})")
-    ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel=label, title=title)
+    ax.set(xscale="log", yscale="log", xlabel="training FLOPs (train_flops)", ylabel=label, title=title)
     _log_ticks(ax.xaxis, grid.min(), grid.max())
     shown = values[fitted | others]
     _log_ticks(ax.yaxis, shown.min(), shown.max())
@@ -374,7 +374,7 @@ def figure_nd(law: NDLaw, budgets: list[float]) -> Figure:
     right.scatter(flops_runs, runs.loss, s=20, color="tab:gray", edgecolor="none", label="runs")
     right.plot(grid, law.optimal_loss(grid), color=LAW_COLOUR, label="L at N*(C), D*(C)")
     right.scatter(budgets, law.optimal_loss(budgets), marker="X", s=70, color=LAW_COLOUR, edgecolor="black", zorder=3)
-    right.set(xscale="log", yscale="log", xlabel="training FLOPs C = k·N·D", ylabel=runs.metric,
+    right.set(xscale="log", yscale="log", xlabel="training FLOPs C = k·N·D (train_flops)", ylabel=runs.metric,
               title="Loss on the frontier")
     for ax, (low, high) in ((left, (runs.n.min(), runs.n.max())), (right, (grid.min(), grid.max()))):
         _log_ticks(ax.xaxis, low, high)

@@ -2,7 +2,10 @@
 labelled images and written in the DDPM/EDM release format (``image`` uint8 NHWC, ``label``).
 
 The paper's most important knob is extra synthetic data (1M DDPM images for CIFAR-10). Two generators of the
-embedded digits, both fitted on the *training* split only (the validation subset included, the test split never):
+embedded digits, both fitted on the training images that PGD-40 early stopping never uses: the training split less
+the first ``holdout`` images of the validation split's fixed permutation (:func:`robustscale.data.splits.
+split_validation`), so the validation subset of any run with ``data.val_size <= holdout`` (every shipped digits config)
+is unseen by the generator too, and the test split never:
 
 - ``gmm``: per class, a Gaussian mixture in PCA space (scikit-learn); seconds to fit.
 - ``ddpm``: a small class-conditional diffusion model (EDM recipe, :mod:`robustscale.data.diffusion`); minutes.
@@ -19,11 +22,12 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from robustscale.data import diffusion
-from robustscale.data.splits import load_arrays
+from robustscale.data.splits import load_arrays, split_validation
 from robustscale.data.synthetic import save_synthetic
 from robustscale.errors import ParameterError, UserError, shown
 
 PCA_COMPONENTS = 24
+HOLDOUT = 200  # validation images the generator never sees: the largest data.val_size of the shipped digits configs
 MIXTURE_COMPONENTS = 6
 
 
@@ -61,13 +65,14 @@ METHODS = ("gmm", "ddpm")
 
 
 def synthesize(dataset: str, n: int, out, *, split: str = "train", seed: int = 0, image_size: int | None = None,
-               method: str = "gmm", recipe=None, log=None):
+               method: str = "gmm", recipe=None, log=None, holdout: int = HOLDOUT):
     """``robustscale synth``: fit on ``split`` (only "train" is allowed) of ``dataset`` and write ``out`` (npz).
 
     ``robustscale synth`` defaults to ``ddpm``, the better generator (BENCHMARKS.md, "Synthetic digits"); this
     function keeps ``gmm`` as its default so that a caller that names no method keeps taking seconds, not minutes.
     ``recipe`` (a :class:`robustscale.data.diffusion.DiffusionRecipe`) and ``log(step, loss, seconds)`` only apply to
-    ``ddpm``. The output path is checked before any fitting, so a bad ``out`` costs no training.
+    ``ddpm``. The output path is checked before any fitting, so a bad ``out`` costs no training. ``holdout``: the
+    validation images left out of the fit (module docstring).
     """
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got '{shown(method)}'", "method")
@@ -82,6 +87,10 @@ def synthesize(dataset: str, n: int, out, *, split: str = "train", seed: int = 0
     if Path(out).is_dir():
         raise UserError(f"'{shown(Path(out))}' is a folder: pass a file name to write")
     x, y = load_arrays(dataset, "train", image_size=image_size)
+    if not 0 <= holdout < len(x):
+        raise UserError(f"synth --holdout must be from 0 to {len(x) - 1} (the training images), got {holdout}")
+    fit = split_validation(len(x), holdout)[0]  # what early stopping never looks at
+    x, y = x[fit], y[fit]
     if method == "ddpm":
         images, labels = diffusion.sample_class_conditional(x, y, n, seed=seed, log=log,
                                                             recipe=recipe or diffusion.DiffusionRecipe())

@@ -2,7 +2,10 @@
 from the synthetic set, the rest from the real training set.
 
 An epoch is one pass worth of the *original* training set: ``ceil(n_real / batch_size)`` global batches, whatever
-the mix, so 100 epochs cost the same FLOPs with and without synthetic data. The batch at global step ``t`` is a pure
+the mix, so 100 epochs cost the same FLOPs with and without synthetic data; ``floor`` with ``drop_last`` (``data.drop_last``),
+as the paper's code: timm's training loader drops the last partial batch (``drop_last=is_training``, timm's
+``create_loader_v2``) and its ``CombinedLoaders`` (``src/utils.py``) yields ``min(real, synthetic) // batch`` batches:
+97 at 512 on CIFAR-10's 50,000 images, not 98. The batch at global step ``t`` is a pure
 function of ``(seed, t)``: real images come from an endless stream of seeded permutations of the training set (a
 pass, then the next permutation), synthetic ones are drawn uniformly. So the sampler has no state to lose: resuming
 mid-epoch is "start at step t", and DDP ranks take disjoint slices of the same global batch.
@@ -10,11 +13,12 @@ mid-epoch is "start at step t", and DDP ranks take disjoint slices of the same g
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from robustscale.datasets import epoch_steps
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -44,10 +48,14 @@ class MixedBatchSampler:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+    drop_last: bool = False
 
     def __post_init__(self):
         if self.n_real < 1 or self.batch_size < 1:
             raise ValueError("need at least one real image and a positive batch size")
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"data.drop_last with a global batch of {self.batch_size} above the {self.n_real} "
+                             "training images leaves no step in an epoch: lower data.batch_size or unset drop_last")
         if self.batch_size < self.world_size:
             raise ValueError(f"global batch {self.batch_size} is smaller than the {self.world_size} ranks")
 
@@ -61,7 +69,7 @@ class MixedBatchSampler:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.n_real / self.batch_size)
+        return epoch_steps(self.n_real, self.batch_size, self.drop_last)
 
     def _permutation(self, cycle: int) -> torch.Tensor:
         return _cached_perm(self.n_real, self.seed, cycle)

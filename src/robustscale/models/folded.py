@@ -15,6 +15,7 @@ its caller checks agreement on the points before using it (:mod:`robustscale.att
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -46,6 +47,7 @@ class FoldedWideResNet(nn.Module):
 
     def __init__(self, model: NormalizedModel):
         super().__init__()
+        self.counted_as = weakref.ref(model)  # whose calls these are (a FLOP counter charges them to the model)
         net: WideResNet = model.model
         self.mean, self.std = model.normalize.mean.detach().clone(), model.normalize.std.detach().clone()
         self.stem = _channels_last(net.stem.weight)
@@ -56,6 +58,7 @@ class FoldedWideResNet(nn.Module):
             self.blocks.append(dict(
                 scale=s1.view(1, -1, 1, 1), shift=t1.view(1, -1, 1, 1), act1=_act(b.act1), act2=_act(b.act2),
                 conv1=_channels_last(b.conv1.weight * s2.view(-1, 1, 1, 1)), bias1=t2, stride=b.conv1.stride,
+                pad=b.pad, padding=b.conv1.padding,
                 conv2=_channels_last(b.conv2.weight),
                 shortcut=None if b.shortcut is None else _channels_last(b.shortcut.weight),
                 shortcut_stride=None if b.shortcut is None else b.shortcut.stride))
@@ -68,7 +71,8 @@ class FoldedWideResNet(nn.Module):
         for b in self.blocks:
             o = b["act1"](torch.addcmul(b["shift"], x, b["scale"]))
             shortcut = x if b["shortcut"] is None else F.conv2d(o, b["shortcut"], None, b["shortcut_stride"], 0)
-            o = b["act2"](F.conv2d(o, b["conv1"], b["bias1"], b["stride"], 1))
+            o = o if b["pad"] is None else F.pad(o, b["pad"])  # the deepmind style's 'SAME' padding
+            o = b["act2"](F.conv2d(o, b["conv1"], b["bias1"], b["stride"], b["padding"]))
             x = F.conv2d(o, b["conv2"], None, 1, 1) + shortcut
         x = self.act(torch.addcmul(self.shift, x, self.scale))
         return F.linear(x.mean((2, 3)), self.head_w, self.head_b)

@@ -5,6 +5,18 @@ The block follows Zhang et al. (TRADES) / Gowal et al. (2020): BN -> act -> conv
 three groups of widths ``16k, 32k, 64k``. Inputs are whatever the caller feeds (normalisation lives in
 :class:`robustscale.models.normalize.Normalize`), so the model works at any resolution (adaptive pooling).
 
+Two implementations of that block ran in the paper's grid, and ``style`` picks one (same layers, shapes and FLOPs):
+
+* ``robustbench`` (the default): TRADES'/RobustBench's code, the paper's ReLU arm (``src/models/wide_resnet.py`` of
+  dedeswim/timm-adv-training). Convolutions padded symmetrically; every convolution ``N(0, 2 / (k * k * out))``
+  (He, fan-out), BatchNorm weight 1 and bias 0, the classifier's bias 0 and its weight PyTorch's default.
+* ``deepmind``: Gowal et al.'s code, the paper's SiLU arm (``src/models/wide_resnet_deepmind.py``). A stride-2
+  convolution is padded TensorFlow-'SAME' style, one pixel on the right and bottom only (``F.pad(v, (0, 1, 0, 1))``
+  in ``_Block.forward``), so it sees another window than a symmetric padding. Its initialisation is PyTorch's
+  default everywhere except the classifier, whose weight and bias are zero: ``DMWideResNet._init_weights`` zeroes
+  ``logits`` and then calls ``init_modules(self)``, which only acts on a module that is itself a ``Conv2d`` or
+  ``BatchNorm2d``, and the root module is neither, so its ``trunc_normal_`` never runs.
+
 After ``import robustscale.models``: ``timm.create_model("wrn_28_10", num_classes=10, act_layer="gelu")``. Any other valid
 ``wrn_D_W`` is registered on demand by :func:`robustscale.models.create_model` (or :func:`register_wrn`).
 """
@@ -16,21 +28,32 @@ import sys
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.layers import get_act_layer
 from timm.models import register_model
 from torch import nn
 
-__all__ = ["WideResNet", "register_wrn", "parse_wrn_name", "wrn_params"]
+from robustscale.enums import WRNStyle, choice
+
+__all__ = ["WideResNet", "register_wrn", "parse_wrn_name", "wrn_params", "same_padding"]
 
 _WRN_NAME = re.compile(r"^wrn_(\d+)_(\d+)$")
 
 
+def same_padding(stride: int) -> tuple[int, int, int, int] | None:
+    """The explicit padding (left, right, top, bottom) of a 3x3 convolution in the ``deepmind`` style, None where it
+    is the symmetric padding of 1 (stride 1)."""
+    return (0, 1, 0, 1) if stride == 2 else None
+
+
 class _Block(nn.Module):
-    def __init__(self, in_planes: int, out_planes: int, stride: int, act_layer: type[nn.Module], bn_momentum: float):
+    def __init__(self, in_planes: int, out_planes: int, stride: int, act_layer: type[nn.Module], bn_momentum: float,
+                 style: WRNStyle = WRNStyle.robustbench):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes, momentum=bn_momentum)
         self.act1 = act_layer()
-        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
+        self.pad = same_padding(stride) if style is WRNStyle.deepmind else None
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 0 if self.pad else 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_planes, momentum=bn_momentum)
         self.act2 = act_layer()
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
@@ -42,7 +65,7 @@ class _Block(nn.Module):
         o = self.act1(self.bn1(x))
         # the projection reads the pre-activated input, the identity reads the raw one (as TRADES' and DM's code)
         shortcut = x if self.shortcut is None else self.shortcut(o)
-        o = self.conv2(self.act2(self.bn2(self.conv1(o))))
+        o = self.conv2(self.act2(self.bn2(self.conv1(o if self.pad is None else F.pad(o, self.pad)))))
         return o + shortcut
 
 
@@ -57,11 +80,14 @@ class WideResNet(nn.Module):
         act_layer: activation class or timm name (``relu``, ``gelu``, ``silu``...).
         bn_momentum: BatchNorm momentum in PyTorch's convention (Gowal et al. use 0.01; 0.1 suits short runs).
         drop_rate: dropout before the classifier.
+        style: ``robustbench`` or ``deepmind``: whose padding and initialisation (module docstring).
     """
 
     def __init__(self, depth: int = 28, width: int = 10, num_classes: int = 10, in_chans: int = 3,
-                 act_layer: str | type[nn.Module] = "relu", bn_momentum: float = 0.1, drop_rate: float = 0.0, **_):
+                 act_layer: str | type[nn.Module] = "relu", bn_momentum: float = 0.1, drop_rate: float = 0.0,
+                 style: WRNStyle | str = WRNStyle.robustbench, **_):
         super().__init__()
+        self.style = style = choice(WRNStyle, style, "style")
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, 40, 70...), got {depth}")
         if width < 1:
@@ -75,7 +101,7 @@ class WideResNet(nn.Module):
         for g, stride in enumerate((1, 2, 2)):
             for i in range(n):
                 blocks.append(_Block(widths[g] if i == 0 else widths[g + 1], widths[g + 1], stride if i == 0 else 1,
-                                     act, bn_momentum))
+                                     act, bn_momentum, style))
         self.blocks = nn.Sequential(*blocks)
         self.norm = nn.BatchNorm2d(widths[3], momentum=bn_momentum)
         self.act = act()
@@ -84,6 +110,10 @@ class WideResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if self.style is WRNStyle.deepmind:  # PyTorch's defaults but a zero classifier (module docstring)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

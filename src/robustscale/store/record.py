@@ -242,6 +242,8 @@ class RunRecord:
     evaluations: dict[str, Any] = field(default_factory=dict)
     params: int | None = None
     epochs_run: int = 0
+    # the per-channel (x - mean) / std the model applied (data.mean / data.std, or the dataset's statistics)
+    normalization: dict[str, list[float]] | None = None
     accounting: Accounting = field(default_factory=Accounting)
     versions: dict[str, str] = field(default_factory=versions)
     hardware: Hardware = field(default_factory=Hardware)
@@ -260,7 +262,8 @@ class RunRecord:
         """``record.json``'s content (plain JSON types)."""
         return {"schema": self.schema, "run_id": self.run_id, "status": self.status.value, "reason": self.reason,
                 "config": self.config, "metrics": asdict(self.metrics), "evaluations": self.evaluations,
-                "params": self.params, "epochs_run": self.epochs_run, "accounting": asdict(self.accounting),
+                "params": self.params, "epochs_run": self.epochs_run, "normalization": self.normalization,
+                "accounting": asdict(self.accounting),
                 "versions": self.versions, "hardware": asdict(self.hardware), "created": self.created,
                 "updated": self.updated}
 
@@ -272,7 +275,7 @@ class RunRecord:
         if not isinstance(raw, dict):
             raise RecordError(f"not a JSON object but a {type(raw).__name__}")
         raw = _migrate(raw)
-        for name in ("config", "metrics", "evaluations", "accounting", "hardware", "versions"):
+        for name in ("config", "metrics", "evaluations", "accounting", "hardware", "versions", "normalization"):
             if raw.get(name) is not None and not isinstance(raw[name], dict):
                 raise RecordError(f"'{name}' is a {type(raw[name]).__name__}, not an object")
         try:
@@ -283,6 +286,7 @@ class RunRecord:
         return cls(run_id=raw.get("run_id"), config=raw.get("config") or {}, status=status, reason=raw.get("reason"),
                    metrics=_known(Metrics, raw.get("metrics") or {}), evaluations=raw.get("evaluations") or {},
                    params=raw.get("params"), epochs_run=raw.get("epochs_run", 0),
+                   normalization=raw.get("normalization"),
                    accounting=_known(Accounting, raw.get("accounting") or {}),
                    versions=raw.get("versions") or {}, hardware=_known(Hardware, raw.get("hardware") or {}),
                    created=raw.get("created"), updated=raw.get("updated"))

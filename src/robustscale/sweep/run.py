@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from robustscale.accounting.budget import plan
-from robustscale.config import config_to_dict
+from robustscale.config import config_to_dict, pgd_eval_step_size
 from robustscale.enums import ExecutorKind, Status
 from robustscale.errors import ParameterError
 from robustscale.store.record import RECORD, RunRecord, read_record
@@ -41,6 +41,7 @@ def plan_runs(spec_path: str | Path, *, gpu: str = "h100", nodes: int | None = N
         runs.append({"run_id": run.run_id, "config": config_to_dict(cfg),
                      "epochs": cfg.train.epochs, "cooldown_epochs": cfg.train.cooldown_epochs,
                      "batch_size": cfg.data.batch_size, "lr": effective_lr(cfg.train, cfg.data.batch_size),
+                     "pgd40_step_size": pgd_eval_step_size(cfg),
                      "optimizer_steps": planned["optimizer_steps"], "planned_train_flops": float(planned["train_flops"]),
                      "planned_flops": float(planned["total_flops"]), "gpus": layout.world_size,
                      "planned_wall_hours": planned["wall_hours"], "planned_gpu_hours": planned["gpu_hours"]})

@@ -26,7 +26,7 @@ from robustscale.accounting.run import RunAccounting
 from robustscale.attacks.evaluation import clean_accuracy, evaluate_model
 from robustscale.attacks.autoattack import subset_indices
 from robustscale.attacks.pgd import adversarial_loss, pgd_accuracy
-from robustscale.config import Config, config_to_dict, config_to_yaml
+from robustscale.config import Config, config_to_dict, config_to_yaml, pgd_eval_step_size
 from robustscale.data import MixedBatchSampler, load_data, load_train_data, step_generator
 from robustscale.enums import Attack, AutoAttackVersion, Loss, Precision
 from robustscale.errors import UserError, shown
@@ -178,7 +178,8 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> RunRe
 
     data = load_train_data(cfg.data)
     sampler = MixedBatchSampler(len(data.train_x), data.n_synthetic, cfg.data.batch_size,
-                                cfg.data.synthetic.fraction, cfg.train.seed, dist.rank, dist.world_size)
+                                cfg.data.synthetic.fraction, cfg.train.seed, dist.rank, dist.world_size,
+                                cfg.data.drop_last)
     parts = build_step(cfg, device, sampler.steps_per_epoch, dist)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune the convolutions once
@@ -303,7 +304,7 @@ def _validate(run: Run, val) -> dict[str, Any]:
     if state.epoch % cfg.eval.pgd_every and state.epoch != cfg.train.epochs:
         return {}
     res = pgd_accuracy(run.net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
-                       step_size=cfg.eval.pgd_step_size_factor * cfg.attack.eps / cfg.eval.pgd_steps,
+                       step_size=pgd_eval_step_size(cfg),
                        norm=cfg.attack.norm, loss=cfg.eval.pgd_loss, batch_size=cfg.eval.batch_size,
                        seed=cfg.train.seed)
     n = len(val[1])
@@ -432,6 +433,8 @@ def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
         final_s = time.perf_counter() - t0
     record.status, record.reason = status, reason
     record.params = sum(p.numel() for p in run.parts.model.parameters())
+    norm = run.parts.model.normalize
+    record.normalization = {"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()}
     record.epochs_run = state.epoch
     record.accounting = run.accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s)
     real, synthetic = sampler.unique_images(state.step)
@@ -452,7 +455,7 @@ def _final_eval(run: Run, record: RunRecord) -> None:
         metrics.clean_acc = clean_accuracy(best, x, y, batch_size=cfg.eval.batch_size)
         loss = adversarial_loss(best, x[idx], y[idx], eps=cfg.attack.eps, norm=cfg.attack.norm,
                                 steps=cfg.eval.pgd_steps, batch_size=cfg.eval.batch_size, seed=cfg.train.seed,
-                                step_size=cfg.eval.pgd_step_size_factor * cfg.attack.eps / cfg.eval.pgd_steps)
+                                step_size=pgd_eval_step_size(cfg))
         metrics.adv_loss, metrics.adv_margin = loss["adv_loss"], loss["adv_margin"]
         record.evaluations = {**record.evaluations, "adv_loss": loss}
         if cfg.eval.autoattack is AutoAttackVersion.none:

@@ -63,14 +63,24 @@ def standard_loss(model: nn.Module, x, y, *, attack: AttackConfig, label_smoothi
 
 
 def at_loss(model: nn.Module, x, y, *, attack: AttackConfig, attack_model: nn.Module | None = None,
-            label_smoothing: float = 0.0, generator=None, soft=None) -> LossOutput:
-    """Madry et al.: cross-entropy on PGD examples (``attack.steps`` steps, random start)."""
+            label_smoothing: float = 0.0, generator=None, soft=None, clean_forward: bool = False) -> LossOutput:
+    """Madry et al.: cross-entropy on PGD examples (``attack.steps`` steps, random start).
+
+    ``clean_forward`` (``train.at_clean_forward``) runs the clean batch through the model in train mode first, as
+    the paper's ``AdvTrainingLoss.forward`` (``src/attacks.py``: ``logits, logits_adv = model(x), model(x_adv)``):
+    the loss still looks at the adversarial logits only, but BatchNorm's running statistics are updated by the clean
+    batch and then the adversarial one, and the clean logits give the clean train accuracy. Without a gradient here
+    (the loss never reaches it), so it costs one forward and no activation memory."""
     net = attack_model if attack_model is not None else model
     with attack_mode(net, attack.bn_mode):
         x_adv = pgd(net, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps,
                     norm=attack.norm, loss=AttackLoss.ce, random_start=attack.random_start, generator=generator)
+    clean_logits = None
+    if clean_forward:
+        with torch.no_grad():
+            clean_logits = net(x)
     logits = model(x_adv)
-    return LossOutput(_ce(logits, y, soft, label_smoothing), None, logits)
+    return LossOutput(_ce(logits, y, soft, label_smoothing), clean_logits, logits)
 
 
 def trades_loss(model: nn.Module, x, y, *, attack: AttackConfig, beta: float, attack_model: nn.Module | None = None,
@@ -106,6 +116,6 @@ def compute_loss(loss: Loss | str, model: nn.Module, x, y, cfg: Config, *, attac
         return standard_loss(model, x, y, attack=cfg.attack, label_smoothing=ls, soft=soft)
     if loss is Loss.at:
         return at_loss(model, x, y, attack=cfg.attack, attack_model=attack_model, label_smoothing=ls,
-                       generator=generator, soft=soft)
+                       generator=generator, soft=soft, clean_forward=cfg.train.at_clean_forward)
     return trades_loss(model, x, y, attack=cfg.attack, beta=cfg.train.beta, attack_model=attack_model,
                        label_smoothing=ls, generator=generator, soft=soft)

@@ -28,10 +28,12 @@ MODEL_FORMAT = "robustscale-model-1"
 
 
 def create_from_config(cfg: Config) -> NormalizedModel:
-    """The model a :class:`~robustscale.config.Config` describes, for its dataset."""
+    """The model a :class:`~robustscale.config.Config` describes, for its dataset, normalised by ``data.mean`` /
+    ``data.std`` or, where those are null, by the dataset's own statistics."""
     info = dataset_info(cfg.data.dataset)
     return create_model(cfg.model.name, num_classes=info.num_classes, in_chans=info.channels,
-                        act_layer=cfg.model.act_layer, mean=info.mean, std=info.std, **cfg.model.kwargs)
+                        act_layer=cfg.model.act_layer, mean=tuple(cfg.data.mean or info.mean),
+                        std=tuple(cfg.data.std or info.std), **cfg.model.kwargs)
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
