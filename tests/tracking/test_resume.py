@@ -103,3 +103,26 @@ def test_a_killed_and_resumed_run_is_one_tracker_run_with_each_epoch_once(tracke
     assert [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     tracker_runs, epochs = globals()[f"_epochs_{tracker_env}"](run_dir)
     assert tracker_runs == 1 and epochs == [1, 2, 3]
+
+
+def test_a_preempted_run_pauses_its_tracker_runs_and_resumes_them(mlflow_store, wandb_offline, tiny_cfg, tmp_path):
+    """The scheduler's stop (here before the first step): MLflow shows the run killed, W&B preempted; the resumed
+    run continues both, and ends them finished."""
+    import robustscale.training.preemption as preemption
+    from mlflow.tracking import MlflowClient
+
+    cfg, run_dir = tiny_cfg("output.trackers=[mlflow,wandb]"), tmp_path / "run"
+    preemption.reset()
+    try:
+        with preemption.armed():
+            preemption.request()
+            with pytest.raises(preemption.Preempted):
+                train(cfg, run_dir, progress=False)
+    finally:
+        preemption.reset()
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("robustscale").experiment_id])
+    assert run.info.status == "KILLED"
+    assert train(cfg, run_dir, resume=True, progress=False).status == "done"
+    assert _epochs_mlflow(run_dir) == (1, [1, 2, 3])
+    assert _epochs_wandb(run_dir) == (1, [1, 2, 3])
