@@ -132,9 +132,8 @@ class Trackers:
         return True
 
     def _drop(self, tracker: _Open, err: BaseException) -> None:
-        log.warning("tracker %s failed (%s: %s); it logs nothing more until the run is resumed, and training goes "
-                    "on: the run folder has every number", tracker.kind, type(err).__name__,
-                    shown(str(err).strip().splitlines()[0] if str(err).strip() else ""))
+        log.warning("tracker %s failed (%s); it logs nothing more until the run is resumed, and training goes on: "
+                    "the run folder has every number", tracker.kind, _first_line(err))
         self.open.remove(tracker)
 
     def _catch_up(self, tracker: _Open, upto: int) -> None:
@@ -159,8 +158,7 @@ class Trackers:
             run = module.open_run(self.info, saved, noted)
             epoch = 0 if run.new else max(noted, run.last_epoch() or 0)
         except Exception as err:  # noqa: BLE001 - a tracker that cannot start never stops the run
-            log.warning("tracker %s could not start (%s: %s); training goes on without it", kind,
-                        type(err).__name__, shown(str(err).strip().splitlines()[0] if str(err).strip() else ""))
+            log.warning("tracker %s could not start (%s); training goes on without it", kind, _first_line(err))
             return
         self.open.append(_Open(kind, run, epoch))
         self.state[kind.value] = {"run": run.saved(), "epoch": epoch}
@@ -176,6 +174,12 @@ class Trackers:
             if not self.note_failed:
                 log.warning("could not note the tracker runs in %s (%s); training goes on", self.run_dir / STATE, err)
             self.note_failed = True
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: the first line of the message``, escaped and cut (a library's message may be a page of HTML)."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {shown(text.splitlines()[0])}" if text else type(err).__name__
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
