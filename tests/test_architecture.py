@@ -26,12 +26,13 @@ LAYERS = {
     "robustscale.config": 1,  # the pure schema: pydantic and YAML
     "robustscale.store": 1,  # records, atomic writes, claims, the results table: nothing of torch
     "robustscale.data": 2, "robustscale.models": 2, "robustscale.attacks": 2,
+    "robustscale.tracking": 2,  # experiment trackers: their libraries imported only when a run asks for one
     "robustscale.training": 3, "robustscale.accounting": 3,
     "robustscale.evaluate": 4, "robustscale.bench": 4, "robustscale.sweep": 4, "robustscale.analysis": 4,
     "robustscale.demo": 4,
     "robustscale": 5,  # the package face: lazy re-exports of any layer
 }
-HEAVY = ("torch", "timm", "pandas", "sklearn", "matplotlib")
+HEAVY = ("torch", "timm", "pandas", "sklearn", "matplotlib", "tensorboard", "mlflow", "wandb")
 
 
 def _modules() -> dict[str, Path]:

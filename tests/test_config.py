@@ -343,7 +343,9 @@ def valid_raw_configs(draw):
           "autoattack_n": draw(st.integers(1, 10**5))}
     acc = {"pue": draw(st.floats(1.0, 3.0)), "region": draw(st.one_of(st.none(), TEXT)),
            "gpu_hour_usd": draw(st.one_of(st.none(), st.floats(0.0, 100.0)))}
-    out = {"dir": draw(st.sampled_from(["runs", "/tmp/r", "a b/c"])), "tensorboard": draw(st.booleans())}
+    out = {"dir": draw(st.sampled_from(["runs", "/tmp/r", "a b/c"])), "tensorboard": draw(st.booleans()),
+           "trackers": draw(st.lists(st.sampled_from(["tensorboard", "mlflow", "wandb"]), max_size=4)),
+           "experiment": draw(st.one_of(st.none(), TEXT.filter(bool)))}
     sections = {"data": data, "model": model, "attack": attack, "train": train, "eval": ev, "accounting": acc,
                 "output": out}
     keep = draw(st.sets(st.sampled_from(sorted(sections))))

@@ -13,8 +13,10 @@ checks that need timm (the model name exists and builds at the dataset's image s
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from robustscale.config_checks import MAX_BATCH, MAX_SEED, check_limits, check_model_kwargs
 from robustscale.datasets import dataset_info
 from robustscale.enums import (Activation, AutoAttackVersion, BNMode, Dataset, Loss, Norm, PGDLoss, Precision,
-                               Schedule, StepDivisor, TradesStart, ValSource)
+                               Schedule, StepDivisor, Tracker, TradesStart, ValSource)
 from robustscale.errors import ConfigError, one_line, shown
 from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_file
 
@@ -32,7 +34,9 @@ from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_fil
 __all__ = ["Config", "load_config", "apply_overrides", "parse_override", "config_to_yaml", "config_from_dict",
            "config_to_dict", "read_yaml", "parse_number", "Dataset", "Activation", "Norm", "Loss", "Schedule",
            "BNMode", "TradesStart", "ValSource", "Precision", "AutoAttackVersion", "PGDLoss", "StepDivisor",
-           "pgd_eval_step_size"]
+           "Tracker", "pgd_eval_step_size"]
+
+log = logging.getLogger(__name__)
 
 
 def parse_number(value: Any) -> Any:
@@ -172,8 +176,37 @@ class AccountingConfig(_Section):
 
 
 class OutputConfig(_Section):
+    """Where a run is written and which experiment trackers watch it. Not part of a run's id: the same run logged to
+    another tracker, or written elsewhere, is the same run."""
+
     dir: Path = Path("runs")  # parent folder of run folders
-    tensorboard: bool = False
+    trackers: list[Tracker] = []  # tensorboard, mlflow, wandb (optional extras; README "Experiment trackers")
+    experiment: Optional[str] = Field(None, min_length=1, max_length=200)  # the MLflow experiment and W&B group;
+    # a sweep sets its name; null: $MLFLOW_EXPERIMENT_NAME, else "robustscale" (and no W&B group)
+    tensorboard: bool = Field(False, exclude=True)  # deprecated: read as trackers: [tensorboard], never written
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_alias(cls, raw: Any) -> Any:
+        """``tensorboard: true`` (robustscale 0.1, when it did nothing) becomes ``trackers: [..., tensorboard]``."""
+        if not isinstance(raw, dict) or raw.get("tensorboard") is not True:
+            return raw
+        _deprecated("config key 'output.tensorboard' is deprecated: write output.trackers: [tensorboard]")
+        trackers = raw.get("trackers") or []
+        if isinstance(trackers, list) and "tensorboard" not in trackers and Tracker.tensorboard not in trackers:
+            trackers = [*trackers, Tracker.tensorboard]
+        return {**raw, "trackers": trackers, "tensorboard": False}
+
+    @field_validator("trackers")
+    @classmethod
+    def _each_once(cls, value: list[Tracker]) -> list[Tracker]:
+        return list(dict.fromkeys(value))
+
+
+@lru_cache(maxsize=None)
+def _deprecated(message: str) -> None:
+    """Say a deprecation once per process (a sweep validates its base config once per run)."""
+    log.warning(message)
 
 
 class Config(_Section):

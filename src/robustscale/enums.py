@@ -15,7 +15,7 @@ from robustscale.errors import ParameterError, shown
 
 __all__ = ["Dataset", "Activation", "Norm", "Loss", "Schedule", "BNMode", "TradesStart", "ValSource", "Precision",
            "AutoAttackVersion", "PGDLoss", "StepDivisor", "WRNStyle", "AttackLoss", "Attack", "ExecutorKind", "Law",
-           "CostRuns", "TableFormat", "Status", "choice"]
+           "CostRuns", "TableFormat", "Status", "Tracker", "choice"]
 
 
 class _Choice(str, Enum):
@@ -157,6 +157,15 @@ class Status(_Choice):
     running = "running"  # started; with no live claim it was interrupted and resumes on the next sweep
     done = "done"
     failed = "failed"  # ``reason`` says why; a sweep retries it only with --retry-failed
+
+
+class Tracker(_Choice):
+    """An experiment tracker a run logs to (``output.trackers``, ``--tracker``): each an optional extra of the same
+    name (``pip install 'robustscale[mlflow]'``)."""
+
+    tensorboard = "tensorboard"  # event files in the run folder's tensorboard/ (torch's SummaryWriter)
+    mlflow = "mlflow"  # the run in MLFLOW_TRACKING_URI's store (e.g. sqlite:///mlruns.db)
+    wandb = "wandb"  # Weights & Biases (WANDB_MODE=offline: files in the run folder's wandb/, `wandb sync` later)
 
 
 def choice(kind: type[Enum], value: object, name: str) -> Enum:

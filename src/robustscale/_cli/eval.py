@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from robustscale.enums import Attack, Norm, PGDLoss
+from robustscale.enums import Attack, Norm, PGDLoss, Tracker
 from robustscale.errors import UserError, shown
 
 
@@ -64,6 +64,9 @@ def eval_cmd(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the test set (default: data). "
                                              "A model file's own data.root is never used."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    tracker: Optional[List[Tracker]] = typer.Option(None, "--tracker", help="Log the result to the run's tracker run "
+                                                    "too (repeatable): tensorboard, mlflow or wandb; a run folder "
+                                                    "only."),
 ) -> None:
     """Measure robust accuracy; exits 1 when a sanity check fails. With a run folder the result is also written to
     eval/<attack>-<eps>.json there."""
@@ -71,7 +74,8 @@ def eval_cmd(
 
     attack_names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     res = evaluate(path, attack=attack, eps=parse_eps(eps), norm=norm, steps=steps, loss=loss, n=n,
-                   version=version, attacks=attack_names, batch_size=batch_size, seed=seed, data_root=data_root)
+                   version=version, attacks=attack_names, batch_size=batch_size, seed=seed, data_root=data_root,
+                   trackers=tracker or ())
     if as_json:
         from robustscale._cli._common import print_json
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from robustscale._cli import adaptive as _adaptive
-from robustscale.enums import ExecutorKind, TableFormat
+from robustscale.enums import ExecutorKind, TableFormat, Tracker
 from robustscale.errors import UserError
 
 # the columns `results --format table` shows (csv/parquet/json carry every column)
@@ -48,6 +48,9 @@ def sweep(
                                                  "and run, one per GPU (default: the spec's ddp.procs_per_node, "
                                                  "else 1)."),
     gpu: str = typer.Option("h100", "--gpu", help="--dry-run: the GPU model to plan wall time and GPU-hours on."),
+    tracker: Optional[List[Tracker]] = typer.Option(None, "--tracker", help="Log every run to this experiment "
+                                                    "tracker too (repeatable): tensorboard, mlflow or wandb; runs "
+                                                    "grouped under the sweep's name, named by run id."),
 ) -> None:
     """Train every run of a sweep spec: done runs are skipped, interrupted ones resumed, each run trained once.
     With --adaptive, only the runs a strategy chooses, in rounds, until a budget (README "Adaptive sweeps")."""
@@ -61,14 +64,14 @@ def sweep(
         return _adaptive.sweep_adaptive(spec, out, adaptive, chosen_by, dry_run=dry_run, no_wait=no_wait,
                                         as_json=as_json, executor=executor, workers=workers, slurm=slurm,
                                         retry_failed=retry_failed, stale_s=stale_after, nodes=nodes,
-                                        procs_per_node=procs_per_node)
+                                        procs_per_node=procs_per_node, trackers=tracker)
     if dry_run:
         plan = run_sweep(spec, dry_run=True, nodes=nodes, procs_per_node=procs_per_node, gpu=gpu)
         _print_plan(plan, as_json)
         return
     summary = run_sweep(spec, out, executor=executor, workers=workers, retry_failed=retry_failed,
                         stale_s=stale_after, slurm=slurm, wait=not no_wait, progress=not as_json, nodes=nodes,
-                        procs_per_node=procs_per_node)
+                        procs_per_node=procs_per_node, trackers=tracker)
     _print_summary(summary, as_json)
     if summary["failed"]:
         raise typer.Exit(1)

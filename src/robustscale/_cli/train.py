@@ -7,14 +7,23 @@ from typing import List, Optional
 
 import typer
 
+from robustscale.enums import Tracker
 from robustscale.errors import UserError
 
 
-def resolve_run(config_or_run: Path, overrides: Optional[List[str]], out: Optional[Path], resume: bool):
+TRACKER = typer.Option(None, "--tracker", help="Log to this experiment tracker too (repeatable): tensorboard, mlflow "
+                       "or wandb, each an extra (pip install 'robustscale[mlflow]'); sets output.trackers.")
+
+
+def resolve_run(config_or_run: Path, overrides: Optional[List[str]], out: Optional[Path], resume: bool,
+                trackers: Optional[List[Tracker]] = None):
     """``(cfg, run_dir, resume)`` from the command's arguments: a config file (a new run, or ``--resume`` of
-    ``--out``), or a run folder (``robustscale train --resume RUN_DIR``), whose saved config is used."""
+    ``--out``), or a run folder (``robustscale train --resume RUN_DIR``), whose saved config is used. ``--tracker``
+    sets ``output.trackers``, also on resume (a tracker is not part of what a run trains); a tracker that is not
+    installed is refused here, before anything is trained."""
     from robustscale.config import config_to_dict
     from robustscale.store.record import run_id
+    from robustscale.tracking import require_installed
     from robustscale.training.run_config import load_config
 
     path = Path(config_or_run)
@@ -23,8 +32,15 @@ def resolve_run(config_or_run: Path, overrides: Optional[List[str]], out: Option
             raise UserError(f"'{path}' is a folder but not a run folder (no config.yaml): pass a YAML config or a run")
         if overrides:
             raise UserError("overrides cannot change a run being resumed: start a new run with the changed config")
-        return load_config(path / "config.yaml"), path, True
+        cfg = load_config(path / "config.yaml")
+        if trackers:
+            cfg.output.trackers = trackers
+        require_installed(cfg.output.trackers)
+        return cfg, path, True
     cfg = load_config(path, overrides or [])
+    if trackers:
+        cfg.output.trackers = trackers
+    require_installed(cfg.output.trackers)
     run_dir = Path(out) if out is not None else cfg.output.dir / run_id(config_to_dict(cfg))
     if resume and not (run_dir / "config.yaml").is_file():
         raise UserError(f"--resume: '{run_dir}' holds no run to resume; drop --resume to start it")
@@ -40,6 +56,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON at the end."),
     procs_per_node: int = typer.Option(1, "--procs-per-node", min=1, help="DDP on this machine: train on this many "
                                        "processes (one per GPU; gloo processes sharing the cores on a CPU)."),
+    tracker: Optional[List[Tracker]] = TRACKER,
 ) -> None:
     """Train one model (PGD-AT, TRADES or standard) and write config.yaml, metrics.jsonl, checkpoints, record.json.
 
@@ -47,7 +64,7 @@ def train(
     """
     from robustscale.enums import Status
 
-    cfg, run_dir, resume = resolve_run(config, overrides, out, resume)
+    cfg, run_dir, resume = resolve_run(config, overrides, out, resume, tracker)
     record = _run(cfg, run_dir, resume, not quiet, procs_per_node)
     if record is None:  # DDP ranks other than 0
         return

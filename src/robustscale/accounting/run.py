@@ -174,6 +174,13 @@ class RunAccounting:
             self.phases.sync()
 
     @property
+    def train_energy_kwh(self) -> float:
+        """The training steps' energy so far, after PUE: the scope of the record's ``energy_kwh``, for the per-epoch
+        log (all ranks as of the last :meth:`sync` under DDP)."""
+        reading = self.phase_reading("train") if self.phases.used else self.reading
+        return self.cost.pue * reading.kwh
+
+    @property
     def reading(self) -> EnergyReading:
         """Energy so far: finished segments plus the running one (all ranks as of the last :meth:`sync` under DDP;
         this rank's live reading in a single process)."""

@@ -38,8 +38,7 @@ from robustscale.accounting.budget import run_flops_plan
 from robustscale.accounting.flops import step_flops_for_config
 from robustscale.analysis.adaptive import STRATEGIES, Strategy, make_strategy
 from robustscale.analysis.adaptive_law import law_interval
-from robustscale.config import config_to_dict
-from robustscale.enums import AutoAttackVersion, ExecutorKind, Status
+from robustscale.enums import AutoAttackVersion, ExecutorKind, Status, Tracker
 from robustscale.errors import ParameterError, UserError, shown
 from robustscale.store.adaptive_plan import AdaptivePlan, PlanRound, plan_lock, read_plan, write_plan
 from robustscale.store.record import RECORD, RunRecord, now, read_record
@@ -48,8 +47,9 @@ from robustscale.store.rundir import DEFAULT_STALE_S, write_json_exclusive
 from robustscale.store.safe_paths import run_folder
 from robustscale.sweep.executors import Executor, make_executor
 from robustscale.sweep.progress import SweepProgress
-from robustscale.sweep.spec import SweepSpec, expand_runs, load_spec
+from robustscale.sweep.spec import SweepSpec, expand_runs, load_spec, run_output
 from robustscale.sweep.worker import RUN_FILES, nothing_to_do
+from robustscale.tracking import require_installed
 
 __all__ = ["adaptive_sweep", "Limits", "METRICS", "DEFAULT_STRATEGY"]
 
@@ -106,7 +106,7 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
                    executor: ExecutorKind | str = ExecutorKind.local, workers: int | None = None,
                    round_size: int | None = None, retry_failed: bool = False, stale_s: float | None = None,
                    slurm: dict[str, Any] | None = None, progress: bool = False, nodes: int | None = None,
-                   procs_per_node: int | None = None) -> dict[str, Any]:
+                   procs_per_node: int | None = None, trackers: Sequence[Tracker] | None = None) -> dict[str, Any]:
     """Train the runs of a spec in rounds chosen by ``strategy`` until a limit is reached; resumable.
 
     Args:
@@ -119,7 +119,7 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
         metric: the accuracy the law is fitted to (default: the plan's, else ``autoattack_acc``, or ``pgd40_acc``
             when the spec's runs skip AutoAttack).
         bins: FLOP bins of the law (default: the plan's, else the paper's 19).
-        executor, workers, retry_failed, stale_s, slurm, nodes, procs_per_node: as for
+        executor, workers, retry_failed, stale_s, slurm, nodes, procs_per_node, trackers: as for
             :func:`robustscale.sweep.sweep`.
         round_size: runs per round (default: ``workers``, else the spec's ``workers``, else 1).
         progress: show the live progress view and one line per round on stderr.
@@ -133,7 +133,8 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
     _check_choices(strategy, seed, metric, bins, round_size)
     spec = load_spec(spec_path)
     out = Path(out) if out is not None else spec.out or Path("runs") / spec.name
-    grid = grid_candidates(spec, out)
+    grid = grid_candidates(spec, out, trackers)
+    require_installed(Tracker(t) for c in grid.values() for t in c.config["output"]["trackers"])
     workers = workers if workers is not None else spec.workers or 1
     runner = make_executor(executor, workers=workers, folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})},
                            ddp=spec.layout(nodes, procs_per_node))
@@ -163,14 +164,13 @@ def _check_choices(strategy: str | None, seed: int | None, metric: str | None, b
         raise ParameterError(f"round_size {round_size}: train at least one run per round", "round_size")
 
 
-def grid_candidates(spec: SweepSpec, out: Path) -> dict[str, Candidate]:
+def grid_candidates(spec: SweepSpec, out: Path, trackers: Sequence[Tracker] | None = None) -> dict[str, Candidate]:
     """Every run of the spec as a candidate: the config it trains with (output under ``out``) and the row a strategy
     sees, its recipe columns as the results table names them, with the parameter count and planned train FLOPs
     counted on the meta device (:func:`robustscale.accounting.budget.run_flops_plan`, the dry run's figures)."""
     grid = {}
     for run in expand_runs(spec):
-        config = config_to_dict(run.config)
-        config["output"]["dir"] = str(out)  # as a plain sweep writes it: not part of the run id
+        config = run_output(run, out, spec, trackers)  # as a plain sweep writes it
         step = step_flops_for_config(run.config)
         record = RunRecord.new(config)
         record.params = step.params

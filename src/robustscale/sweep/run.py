@@ -11,15 +11,16 @@ from typing import Any, Sequence
 
 from robustscale.accounting.budget import plan
 from robustscale.config import config_to_dict, pgd_eval_step_size
-from robustscale.enums import ExecutorKind, Status
+from robustscale.enums import ExecutorKind, Status, Tracker
 from robustscale.errors import ParameterError
 from robustscale.store.record import RECORD, RunRecord, read_record
 from robustscale.store.rundir import DEFAULT_STALE_S, claim_is_live, write_json_exclusive
 from robustscale.store.safe_paths import run_folder
 from robustscale.sweep.executors import make_executor
 from robustscale.sweep.progress import SweepProgress
-from robustscale.sweep.spec import SweepSpec, expand_runs, load_spec
+from robustscale.sweep.spec import SweepSpec, expand_runs, load_spec, run_output
 from robustscale.sweep.worker import ATTEMPTS, ERROR_LOG, RUN_FILES, RunJob, nothing_to_do, outcome, run_one
+from robustscale.tracking import require_installed
 from robustscale.training.optim import effective_lr
 
 __all__ = ["sweep", "plan_runs", "run_one", "RunJob", "SweepProgress", "ATTEMPTS", "ERROR_LOG"]
@@ -55,15 +56,16 @@ def plan_runs(spec_path: str | Path, *, gpu: str = "h100", nodes: int | None = N
                                                         "at once)"}}
 
 
-def _prepare(spec: SweepSpec, out: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Expand the spec and give every run a folder with a pending record (never overwriting an existing one)."""
-    runs = expand_runs(spec)
+def _prepare(spec: SweepSpec, out: Path,
+             trackers: Sequence[Tracker] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Expand the spec and give every run a folder with a pending record (never overwriting an existing one). A
+    tracker the runs ask for that is not installed is refused first, before anything is written."""
+    runs = [(run, run_output(run, out, spec, trackers)) for run in expand_runs(spec)]
+    require_installed(Tracker(t) for _, config in runs for t in config["output"]["trackers"])
     if out.exists() and not out.is_dir():
         raise ParameterError(f"out '{out}' is a file: pass a folder for the run folders", "out")
     prepared = []
-    for run in runs:
-        config = config_to_dict(run.config)
-        config["output"]["dir"] = str(out)  # not part of the run id: where the runs of this sweep live
+    for run, config in runs:
         run_dir = run_folder(out, run.run_id, RUN_FILES)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_exclusive(run_dir / RECORD, RunRecord.new(config).to_dict())
@@ -106,7 +108,8 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, executor: Execut
           workers: int | None = None,
           retry_failed: bool = False, dry_run: bool = False, *, stale_s: float | None = None,
           slurm: dict[str, Any] | None = None, wait: bool = True, progress: bool = False,
-          nodes: int | None = None, procs_per_node: int | None = None, gpu: str = "h100") -> dict[str, Any]:
+          nodes: int | None = None, procs_per_node: int | None = None, gpu: str = "h100",
+          trackers: Sequence[Tracker] | None = None) -> dict[str, Any]:
     """Run (or plan) every run of a sweep spec; safe to rerun and to run from several processes at once.
 
     Args:
@@ -122,6 +125,8 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, executor: Execut
         progress: show the live progress view.
         nodes, procs_per_node: every run as a DDP job of nodes x procs_per_node processes (over the spec's ``ddp``).
         gpu: the GPU the dry run plans time on (the budget's table).
+        trackers: log every run to these experiment trackers (over its config's ``output.trackers``); a sweep's
+            tracker runs are grouped under its name and named by run id (:func:`robustscale.sweep.spec.run_output`).
 
     Returns:
         Lists of run ids: ``done``, ``failed``, ``running``, ``pending`` (the state at the end), ``trained`` (by this
@@ -134,7 +139,7 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, executor: Execut
     runner = make_executor(executor, workers=workers if workers is not None else spec.workers or 1,
                            folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})}, wait=wait,
                            ddp=spec.layout(nodes, procs_per_node))
-    prepared = _prepare(spec, out)
+    prepared = _prepare(spec, out, trackers)
     stale_s = float(stale_s or spec.stale_after_s or DEFAULT_STALE_S)
     todo, left = _select(prepared, retry_failed, stale_s)
     with SweepProgress([run_dir for run_dir, _ in prepared], enabled=progress):

@@ -39,15 +39,16 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from robustscale.config import Config, apply_overrides, config_to_dict, parse_override, read_yaml
+from robustscale.enums import Tracker
 from robustscale.errors import ConfigError, ParameterError
 from robustscale.store.record import run_id
 from robustscale.training.distributed import DDPLayout
 from robustscale.training.run_config import config_from_dict
 
-__all__ = ["SweepSpec", "Rule", "load_spec", "expand_runs", "PlannedRun", "ddp_layout"]
+__all__ = ["SweepSpec", "Rule", "load_spec", "expand_runs", "PlannedRun", "ddp_layout", "run_output"]
 
 _KEYS = ("base", "axes", "zip", "overrides", "rules", "seeds", "exclude", "out", "name", "description", "slurm",
          "workers", "stale_after_s", "ddp")
@@ -332,3 +333,17 @@ def expand_runs(spec: SweepSpec) -> list[PlannedRun]:
     if not runs:
         raise _fail(spec.path, "every run is excluded: loosen 'exclude'")
     return list(runs.values())
+
+
+def run_output(run: PlannedRun, out: Path, spec: SweepSpec,
+               trackers: Iterable[Tracker] | None = None) -> dict[str, Any]:
+    """A run's resolved config as the sweep trains it: its folder under ``out``, its tracker runs grouped under the
+    sweep's name (``output.experiment``: the MLflow experiment, the W&B group; unless the spec sets one), and
+    ``--tracker`` over the spec's trackers. None of it is part of the run id."""
+    config = config_to_dict(run.config)
+    output = config["output"]
+    output["dir"] = str(out)
+    output["experiment"] = output.get("experiment") or spec.name
+    if trackers:
+        output["trackers"] = [Tracker(t).value for t in dict.fromkeys(trackers)]
+    return config

@@ -32,6 +32,7 @@ from robustscale.enums import Attack, AutoAttackVersion, Loss, Precision
 from robustscale.errors import UserError, shown
 from robustscale.store.atomic import append_line, keep_lines, remove_stale_temp_files, write_text
 from robustscale.store.record import Metrics, RunRecord, Status, mark_failed_if_running, read_record, write_record
+from robustscale.tracking import End, Trackers, open_trackers
 import robustscale.training.checkpoint as ckpt
 from robustscale.training.batches import BatchSource
 from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for, gather_objects,
@@ -149,6 +150,7 @@ class Run:
     parts: StepParts
     accounting: RunAccounting
     progress: Progress = field(default_factory=Progress)
+    trackers: Trackers = field(default_factory=Trackers)  # rank 0's experiment trackers (empty elsewhere)
 
     @property
     def net(self) -> nn.Module:
@@ -160,17 +162,23 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: b
     """Train one run into ``run_dir`` (created) and return its record (None on ranks other than 0, which write
     nothing). A run that stops on an error (a full disk, a corrupt checkpoint, a bad batch) does not stay ``running``:
     its record says ``failed`` and why, and the error propagates."""
+    # rank 0's experiment trackers; one not installed is a UserError before anything is written (tracking/)
+    trackers = open_trackers(cfg, run_dir, resume=resume, enabled=is_main_process())
     try:
-        return _train(cfg, Path(run_dir), resume=resume, progress=progress)
+        record = _train(cfg, Path(run_dir), resume=resume, progress=progress, trackers=trackers)
     except Preempted:  # not a failure: the checkpoint of the step it stopped at resumes it
+        trackers.close(End.stopped)
         raise
     except Exception as err:
         if is_main_process():
             mark_failed_if_running(run_dir, err)
+        trackers.close(End.failed)
         raise
+    trackers.finish(record)
+    return record
 
 
-def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> RunRecord | None:
+def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool, trackers: Trackers) -> RunRecord | None:
     dist = init_distributed()
     device = device_for(dist)
     torch.manual_seed(cfg.train.seed)
@@ -184,7 +192,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> RunRe
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune the convolutions once
     accounting = RunAccounting.from_config(cfg, dist.world_size, dist.local_rank, device, nodes=dist.nodes)
-    run = Run(cfg, dist, device, run_dir, parts, accounting)
+    run = Run(cfg, dist, device, run_dir, parts, accounting, trackers=trackers)
 
     record = read_record(run_dir) if resume else None
     if resume and (run_dir / ckpt.CHECKPOINT).is_file():  # killed before its first checkpoint: start over
@@ -328,7 +336,9 @@ def _log_and_checkpoint(run: Run, row: dict[str, Any]) -> None:
     if checkpoint:
         run.accounting.sync()  # a collective: every rank, before rank 0 writes the energy so far
     if run.dist.is_main:
+        row["energy_kwh"] = run.accounting.train_energy_kwh  # so far, after PUE: the record's energy_kwh's scope
         append_line(run.dir / "metrics.jsonl", json.dumps(row))
+        run.trackers.log_epoch(row)  # after the line: metrics.jsonl is the source of truth, a tracker its window
         state.history.append({k: row[k] for k in ("epoch", "val_pgd_acc", "val_clean_acc") if k in row})
         if checkpoint:
             _save(run)
