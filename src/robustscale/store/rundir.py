@@ -41,7 +41,7 @@ from robustscale.store.record import now
 from robustscale.store.scheduler import job_in_queue
 
 __all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim_info", "claim_is_live",
-           "create_exclusive", "write_json_exclusive", "job_key"]
+           "create_exclusive", "write_json_exclusive", "job_key", "current_job"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def write_json_exclusive(path: str | Path, obj: Any) -> bool:
 # ---------------------------------------------------------------------------------------------- claims
 
 
-def _job_id() -> str | None:
+def current_job() -> str | None:
     """The scheduler's id for this job, kept across a requeue (so a requeued job reclaims its own run): Slurm's, or
     that of submitit's local executor (its controller process, on this host), which requeues in place."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -115,7 +115,7 @@ def _job_id() -> str | None:
 
 def job_key(cluster: str, job_id: str) -> str:
     """How a claim names the scheduler job ``job_id`` of submitit's ``cluster`` (``slurm`` or ``local``), as
-    :func:`_job_id` names it from inside the job."""
+    :func:`current_job` names it from inside the job."""
     return f"slurm:{job_id}" if cluster == "slurm" else f"submitit-local:{socket.gethostname()}:{job_id}"
 
 
@@ -159,7 +159,7 @@ def _owner_gone(path: Path, stale_s: float, ended_job: str | None = None) -> str
         info = None
     if not isinstance(info, dict):
         return f"heartbeat {age:.0f} s old" if age > stale_s else None
-    job = _job_id()
+    job = current_job()
     if job is not None and info.get("job") == job and info.get("pid") != os.getpid():
         return f"earlier incarnation of job {job}"
     if ended_job is not None and info.get("job") == ended_job:
@@ -318,7 +318,7 @@ def _replace_claim(path: Path, info: dict[str, Any]) -> None:
 
 def _adopt(path: Path, heartbeat_s: float) -> Claim | None:
     """The claim an earlier incarnation of this very job parked (a requeue), taken back with its token."""
-    job = _job_id()
+    job = current_job()
     info = claim_info(path.parent)
     if job is None or info is None or not info.get("parked") or info.get("job") != job:
         return None
@@ -348,7 +348,7 @@ def acquire_claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S,
     if adopted is not None:
         return adopted
     token = uuid.uuid4().hex
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "token": token, "started": now()}
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "job": current_job(), "token": token, "started": now()}
     for _ in range(3):
         if create_exclusive(path, json.dumps(info).encode()):
             return Claim(path, token, heartbeat_s).start()

@@ -11,7 +11,10 @@
   through submitit's local executor (one node; how the tests exercise it without a cluster).
 
 A rank that dies fails its run: the launcher (the local executor) or the sweep waiting on the job (Slurm) marks a
-run still ``running`` as ``failed`` with the rank and the cause (:func:`robustscale.sweep.worker.fail_abandoned`).
+run still ``running`` as ``failed`` with the rank and the cause (:func:`robustscale.sweep.worker.fail_abandoned`); on
+Slurm the sweep watches all its jobs at once (one ``sacct`` call every 15 s), so a job that dies is seen while the
+jobs submitted before it still run. What each job asks of Slurm follows the partition's nodes where the spec does
+not say (:func:`slurm_options`): no GPU on a CPU partition, CPUs that a node has.
 
 Because the runs coordinate through claims in their folders, executors need no bookkeeping of their own: any mix of
 them, any number of times, over one output folder, trains each run once.
@@ -19,11 +22,14 @@ them, any number of times, over one output folder, trains each run once.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import multiprocessing as mp
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -173,9 +179,11 @@ _SLURM_DEFAULTS = {"timeout_min": 24 * 60, "tasks_per_node": 1, "nodes": 1}
 # nodes that have fewer (a job asking for more CPUs than any node has is never scheduled)
 CPUS_PER_TASK = 8
 # Slurm signals a job this long before its time limit (at most a quarter of the limit, so that a short job trains
-# before it is signalled): the step in flight, its checkpoint and a slow file system must fit in it. Slurm checks
-# time limits only every 30 s, so the signal may come that much earlier. Each job also stops on its own once the
-# time left is shorter than its slowest step so far allows (robustscale.sweep.worker), whatever this says.
+# before it is signalled): the step in flight, its checkpoint and a slow file system must fit in it (90 s, submitit's
+# default, did not for a slow CPU step). Slurm checks time limits only every 30 s, so the signal may come that much
+# earlier: a limit of a minute or two can signal a job still importing torch, which the signal kills (its run stays
+# pending for the next sweep). Each job also stops by itself once the time left is shorter than its slowest step so
+# far allows (robustscale.sweep.worker), whatever this says.
 SIGNAL_DELAY_S = 300
 # requeues after a time limit before submitit gives a job up (preemptions do not count): submitit's default, 3, would
 # end a run of the paper's largest model ("more than 16 days on a node with four Nvidia V100 GPUs", its Section V) in
@@ -206,6 +214,10 @@ def partition_nodes(partition: str | None) -> NodeKind:
     wanted = set(partition.split(",")) if partition else None
     chosen = [r for r in rows if (r[0].rstrip("*") in wanted if wanted else r[0].endswith("*"))]
     cpus = [int(c.rstrip("+")) for _, c, _ in chosen if c.rstrip("+").isdigit()]
+    names = sorted({r[0].rstrip("*") for r in rows})
+    if wanted and names and not wanted & set(names):
+        raise ParameterError(f"partition {shown(partition)}: Slurm here has {', '.join(names)}; set the spec's "
+                             "slurm partition (or --partition) to one of them")
     if not chosen:
         return NodeKind()
     return NodeKind(min(cpus) if cpus else None, any("gpu" in gres for _, _, gres in chosen))
@@ -285,10 +297,10 @@ def death_reason(job) -> str:
     """One line naming what died in a job that ended without rank 0's outcome, or whose rank 0 failed because
     another rank died: the first rank without a result, what srun said of it, the job, and that rank's log."""
     rank = (_missing_ranks(job) or [0])[0]
-    said = _srun_says(job, rank) or f"Slurm state {_task(job, rank).state}"
-    who = f"rank {rank} of {job.num_tasks} ({said})" if job.num_tasks > 1 else f"the job ({said})"
-    return (f"{who} ended without finishing the run; job {job.job_id}, its log: "
-            f"{shown(_task(job, rank).paths.stderr)}")
+    srun = _srun_says(job, rank)
+    said = f"srun: {srun}" if srun else f"state {_task(job, rank).state}"
+    who = f"rank {rank} of {job.num_tasks} of job {job.job_id}" if job.num_tasks > 1 else f"job {job.job_id}"
+    return f"{who} died ({said}) without finishing the run; its log: {shown(_task(job, rank).paths.stderr)}"
 
 
 class SlurmExecutor(Executor):
@@ -356,11 +368,14 @@ class SlurmExecutor(Executor):
         if executor.cluster != "slurm":  # every job on this machine: share its cores instead of oversubscribing
             threads = threads_per_rank(available_cores(), len(tasks), self.ddp.procs_per_node)
         n = len(tasks)
+        printed = io.StringIO()  # submitit prints sbatch's refusal too: it is said once, in the error's one line
         try:
-            self.jobs = executor.map_array(RunJob(threads), dirs, configs, [retry_failed] * n, [stale_s] * n)
+            with contextlib.redirect_stderr(printed):
+                self.jobs = executor.map_array(RunJob(threads), dirs, configs, [retry_failed] * n, [stale_s] * n)
         except FailedJobError as err:  # sbatch refused the script: the spec's slurm section asks for what is not there
             raise UserError(f"sbatch refused the jobs: {one_line(err)} (see the spec's slurm section, --partition, "
                             "--account, --gpus, --time-min)") from None
+        sys.stderr.write(printed.getvalue())
         log.info("submitted %d jobs (%s)", len(self.jobs), ", ".join(j.job_id for j in self.jobs[:5]))
         if not self.wait:
             return [{"run_id": Path(d).name, "action": "submitted", "status": "pending", "reason": j.job_id}
@@ -374,7 +389,7 @@ class SlurmExecutor(Executor):
         waiting = {Path(d): job for d, job in zip(dirs, self.jobs)}
         outcomes, asked = [], 0.0
         while waiting:
-            if time.monotonic() - asked >= SACCT_EVERY_S:
+            if self._on_slurm() and time.monotonic() - asked >= SACCT_EVERY_S:
                 _ask_scheduler(waiting.values())
                 asked = time.monotonic()
             ended = [run_dir for run_dir, job in waiting.items() if self._ended(job)]

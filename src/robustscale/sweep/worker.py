@@ -44,7 +44,7 @@ from robustscale.errors import UserError
 from robustscale.store.atomic import append_line
 from robustscale.store.fence import WriteFenced, fence
 from robustscale.store.record import RECORD, RunRecord, Status, failed_record, now, read_record, write_record
-from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, LOCK, Claim, acquire_claim
+from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, LOCK, Claim, acquire_claim, current_job
 from robustscale.store.safe_paths import check_run_folder
 from robustscale.store.scheduler import slurm_job_end
 from robustscale.training.checkpoint import CHECKPOINT, saved_step
@@ -89,9 +89,10 @@ def _failure(run_dir: Path, config: dict[str, Any], err: BaseException) -> RunRe
 
 
 def _log_attempt(run_dir: Path, plan: dict[str, Any], ranks: list[dict[str, Any]] | None) -> None:
-    """One line in attempts.jsonl: when, where, from which step (a resume), under which claim, on which ranks."""
-    line = {"started": now(), "host": socket.gethostname(), "pid": os.getpid(), "resume": plan["resume"],
-            "claim": plan["token"]}
+    """One line in attempts.jsonl: when, where (the scheduler's job too, and torch's threads), from which step (a
+    resume), under which claim, on which ranks."""
+    line = {"started": now(), "host": socket.gethostname(), "pid": os.getpid(), "job": current_job(),
+            "threads": torch.get_num_threads(), "resume": plan["resume"], "claim": plan["token"]}
     if plan["resume"]:
         line["from_step"] = saved_step(run_dir / CHECKPOINT)
     if ranks is not None:
@@ -100,7 +101,8 @@ def _log_attempt(run_dir: Path, plan: dict[str, Any], ranks: list[dict[str, Any]
 
 
 def _train(run_dir: Path, config: dict[str, Any], plan: dict[str, Any], dist: DistInfo) -> RunRecord | None:
-    ranks = gather_objects({"host": socket.gethostname(), "pid": os.getpid()}) if dist.enabled else None
+    ranks = gather_objects({"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}) \
+        if dist.enabled else None
     if dist.is_main:
         _log_attempt(run_dir, plan, ranks)
     try:
