@@ -85,10 +85,12 @@ start_mariadb() {
             GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';" || die "MariaDB refused to create $DB_NAME"
 }
 
+WROTE=0  # a config written now, while the daemons run: they reread it (scontrol reconfigure)
 write_if_absent() {  # write_if_absent FILE MODE: stdin into FILE unless FILE exists
   local file=$1 mode=$2
   if [ -s "$file" ]; then cat >/dev/null; return 0; fi
   cat >"$file.new" && chmod "$mode" "$file.new" && chown slurm:slurm "$file.new" && mv "$file.new" "$file"
+  WROTE=1
 }
 
 write_configs() {
@@ -136,9 +138,10 @@ JobCompType=jobcomp/none
 JobRequeue=1
 ReturnToService=2
 MpiDefault=none
-# a job reaching its time limit is signalled, then killed KillWait seconds later; a requeued job may start again at
-# once, and ended jobs stay in slurmctld's memory for MinJobAge seconds (then sacct answers)
-KillWait=10
+# a job reaching its time limit, cancelled or requeued gets SIGTERM, then SIGKILL KillWait seconds later (robustscale
+# checkpoints before the limit, on the earlier USR2); ended jobs stay in slurmctld's memory for MinJobAge seconds,
+# then sacct answers for them
+KillWait=5
 MinJobAge=300
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SlurmctldTimeout=60
@@ -157,6 +160,7 @@ start_slurm() {
   running slurmctld || daemon /usr/sbin/slurmctld >>"$LOGS/slurmctld.start.log" 2>&1 \
     || die "slurmctld would not start (see $LOGS/slurmctld.log)"
   wait_for 60 slurmctld scontrol ping
+  [ "$WROTE" = 0 ] || scontrol reconfigure >/dev/null 2>&1 || true  # a new slurm.conf under running daemons
   running slurmd || daemon /usr/sbin/slurmd >>"$LOGS/slurmd.start.log" 2>&1 \
     || die "slurmd would not start (see $LOGS/slurmd.log)"
   wait_for 60 "node $(hostname -s)" sh -c "sinfo -h -n $(hostname -s) -o %t | grep -Eq '^(idle|mix|alloc)'"
