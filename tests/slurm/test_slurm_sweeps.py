@@ -214,7 +214,7 @@ def test_a_killed_rank_fails_its_run_naming_that_rank_and_its_log(ddp_runs):
 
 def outlast_time_limit(spec: Path, out: Path) -> tuple[Path, str]:
     """Submit a run with a 1-minute time limit and make it need longer: once it trains, its process is paused
-    (SIGSTOP) until 20 s before the limit, the time a slow run would spend on its steps, without burning a core. (On
+    (SIGSTOP) until 25 s before the limit, the time a slow run would spend on its steps, without burning a core. (On
     a loaded machine the run may reach the point where it stops for its limit before that: the pause is then moot.)"""
     robustscale("sweep", spec, "--out", out, "--executor", "slurm", "--no-wait")
     (run,) = by_loss(out).values()
@@ -223,10 +223,10 @@ def outlast_time_limit(spec: Path, out: Path) -> tuple[Path, str]:
     job, pid = job_of(run), lines(run / "attempts.jsonl")[-1]["pid"]
     end = slurm_job_end(job)
     left_s = (end - datetime.now()).total_seconds() if end else 0.0
-    if left_s > 25:
+    if left_s > 30:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
-            time.sleep(left_s - 20)
+            time.sleep(left_s - 25)
             os.kill(pid, signal.SIGCONT)
     wait_for(lambda: status(run) in ("done", "failed"), "the time-limited run", hurrying=lambda: hurry(jobs=[job]))
     return run, job
