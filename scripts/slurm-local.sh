@@ -21,6 +21,7 @@ DB_NAME=slurm_acct_db DB_USER=slurm DB_PASS=slurm-local  # a local database reac
 
 die() { echo "slurm-local: $*" >&2; exit 1; }
 took() { echo "slurm-local: $1 in $(( $(date +%s) - START_S )) s"; }
+trap 'die "failed at line $LINENO: $BASH_COMMAND (see $LOGS)"' ERR  # whatever else fails: one line too
 
 if [ "${1:-}" = "--stop" ]; then
   for daemon in slurmd slurmctld slurmdbd; do
@@ -163,8 +164,10 @@ start_slurm() {
   [ "$WROTE" = 0 ] || scontrol reconfigure >/dev/null 2>&1 || true  # a new slurm.conf under running daemons
   running slurmd || daemon /usr/sbin/slurmd >>"$LOGS/slurmd.start.log" 2>&1 \
     || die "slurmd would not start (see $LOGS/slurmd.log)"
+  if sinfo -h -n "$(hostname -s)" -o %t | grep -Eq '^(down|drain|drng|fail)'; then  # left so by a crash
+    scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
+  fi
   wait_for 60 "node $(hostname -s)" sh -c "sinfo -h -n $(hostname -s) -o %t | grep -Eq '^(idle|mix|alloc)'"
-  scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true  # a node left down by a crash
 }
 
 check_job() {  # a real job, through the scheduler and into accounting
