@@ -1,6 +1,7 @@
-"""The Slurm path against a real Slurm (slurmctld, slurmd and slurmdbd on this host: conftest.py): every sweep here is
-``robustscale sweep ... --executor slurm`` run as a user runs it, in its own process, so every job is an sbatch script
-that Slurm schedules, signals, requeues, times out and kills; nothing goes through submitit's local executor.
+"""The Slurm path against a real Slurm (slurmctld, slurmd and slurmdbd on this host: conftest.py): every sweep that
+trains here is ``robustscale sweep ... --executor slurm`` run as a user runs it, in its own process, so every job is
+an sbatch script that Slurm schedules, signals, requeues, times out and kills; nothing goes through submitit's local
+executor. (What sbatch refuses goes through the same command line in this process: nothing trains.)
 
 Sweeps are shared between tests where one sweep honestly shows several things: a CPU sweep of two runs (submitted
 with --no-wait, then rerun), a sweep of two DDP runs of 2 tasks (one done, one whose rank 1 is killed), and one
@@ -30,6 +31,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from robustscale.cli import main
 from robustscale.store.record import read_record, record_problems
 from robustscale.store.scheduler import slurm_job_end
 from robustscale.sweep import sweep
@@ -130,10 +132,10 @@ def wait_for(condition, what: str, *, hurrying=None, deadline_s: float = DEADLIN
     (["--partition", "nosuch"], ["partition nosuch", "debug"]),  # what sinfo lists, before anything is submitted
     (["--gpus", "1"], ["sbatch refused the jobs", "--gpus"]),  # a GPU asked of a CPU-only Slurm
 ])
-def test_what_sbatch_refuses_is_one_line_with_status_2(slurm, tmp_path, assert_one_line, args, words):
-    done = robustscale("sweep", write_spec(tmp_path), "--out", tmp_path / "out", "--executor", "slurm", *args)
-    assert done.returncode == 2, done.stderr
-    message = assert_one_line(done.stderr)
+def test_what_sbatch_refuses_is_one_line_with_status_2(slurm, tmp_path, capsys, assert_one_line, args, words):
+    spec = write_spec(tmp_path)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--executor", "slurm", *args]) == 2
+    message = assert_one_line(capsys.readouterr().err)
     assert message.startswith("error: ") and all(w in message for w in words)
 
 
