@@ -31,7 +31,9 @@ def test_dry_run_json_lists_every_run_with_planned_flops(repo_root, tmp_path, ca
     (["sweep", "SPEC", "--executor", "slurm"], ["Slurm", "--executor local"]),
     (["results", "no/such/runs"], ["no/such/runs"]),
 ])
-def test_user_errors_are_one_line_with_status_2(tmp_path, digits_yaml, capsys, assert_one_line, args, words):
+def test_user_errors_are_one_line_with_status_2(tmp_path, digits_yaml, capsys, assert_one_line, monkeypatch, args,
+                                                words):
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no sbatch, whatever this machine has (tests/slurm: a real one)
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"base: {digits_yaml}\naxes: {{train.loss: [at]}}\noverrides: {{train.max_steps: 1}}\n")
     args = [str(spec) if a == "SPEC" else a for a in args]

@@ -119,7 +119,7 @@ def test_preempted_job_resumes_mid_epoch_under_its_claim_and_ends_as_if_uninterr
 
 @pytest.mark.parametrize("executor, rank, cause", [
     ("local", 1, "rank 1 of 2 was killed by SIGKILL"),  # the launcher sees which rank died
-    ("slurm", 0, "ended without finishing the run"),  # rank 0, the claim's holder, dies: the waiting sweep fails it
+    ("slurm", 0, "rank 0 of 2 of job"),  # rank 0, the claim's holder, dies: the waiting sweep fails it, naming it
 ])
 def test_a_rank_killed_mid_run_fails_the_run_instead_of_leaving_it_running(tmp_path, executor, rank, cause):
     spec, out = write_spec(tmp_path, 2), tmp_path / "out"

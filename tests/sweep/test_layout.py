@@ -11,7 +11,7 @@ from robustscale.cli import main
 from robustscale.errors import ConfigError, UserError
 from robustscale.store.record import Hardware, RunRecord
 from robustscale.sweep import LocalExecutor, SlurmExecutor, load_spec, make_executor
-from robustscale.sweep.executors import slurm_options
+from robustscale.sweep.executors import CPUS_PER_TASK, SIGNAL_DELAY_S, NodeKind, slurm_options
 from robustscale.training.distributed import DDPLayout
 from robustscale.training.launch import gpu_sets, threads_per_rank
 
@@ -49,7 +49,24 @@ def test_a_ddp_run_on_slurm_is_one_task_per_rank_with_one_gpu_each():
         "nodes": 2, "tasks_per_node": 4, "gpus_per_node": 4}
     assert (options["slurm_partition"], options["slurm_account"], options["timeout_min"]) == ("gpu", "lab", 720)
     assert slurm_options({}, None)["gpus_per_node"] == 1  # one process: one GPU, as before DDP
-    assert slurm_options({"gpus": 0}, DDPLayout(1, 2))["gpus_per_node"] == 0  # a CPU cluster: gloo
+    assert "gpus_per_node" not in slurm_options({"gpus": 0}, DDPLayout(1, 2))  # a CPU cluster: gloo, no gres asked
+    assert options["slurm_additional_parameters"] == {"requeue": True}  # whatever the site's JobRequeue says
+
+
+def test_gpus_and_cpus_asked_follow_the_partitions_nodes():
+    cpu_nodes, gpu_nodes = NodeKind(cpus=2, gpus=False), NodeKind(cpus=64, gpus=True)
+    assert "gpus_per_node" not in slurm_options({}, DDPLayout(1, 2), cpu_nodes)  # sbatch refuses a gres there
+    assert slurm_options({}, DDPLayout(1, 2), cpu_nodes)["cpus_per_task"] == 1  # 2 ranks on a 2-CPU node
+    assert slurm_options({}, DDPLayout(1, 4), gpu_nodes)["gpus_per_node"] == 4
+    assert slurm_options({}, DDPLayout(1, 4), gpu_nodes)["cpus_per_task"] == CPUS_PER_TASK
+    assert slurm_options({"gpus": 2}, DDPLayout(1, 2), cpu_nodes)["gpus_per_node"] == 2  # the spec has the last word
+    assert slurm_options({"cpus": 3}, DDPLayout(1, 2), cpu_nodes)["cpus_per_task"] == 3
+    # signalled before the time limit: 5 minutes, at most a quarter of the limit (a 1-minute job: 15 s)
+    assert slurm_options({"time": 1})["slurm_signal_delay_s"] == 15
+    assert slurm_options({})["slurm_signal_delay_s"] == SIGNAL_DELAY_S == 300
+    assert slurm_options({"signal_delay_s": 45})["slurm_signal_delay_s"] == 45
+    assert slurm_options({"additional_parameters": {"exclusive": True}})["slurm_additional_parameters"] == {
+        "requeue": True, "exclusive": True}
 
 
 @pytest.mark.parametrize("slurm, ddp, words", [

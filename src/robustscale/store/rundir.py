@@ -3,7 +3,8 @@
 A worker trains a run only while it holds the run's claim, ``claim.json``, created exclusively (a hard link of a
 complete temp file, so nobody ever reads half a claim) and kept fresh by a heartbeat thread touching it. A claim is
 taken over when its owner is gone: its heartbeat is older than ``stale_s``, its process is dead on this host, or it
-belongs to an earlier incarnation of the same Slurm job (a requeue). Takeovers of one claim are serialised by an
+belongs to an earlier incarnation of the same Slurm job (a requeue); but never while the Slurm job it names is still in
+Slurm's queue (:mod:`robustscale.store.scheduler`). Takeovers of one claim are serialised by an
 ``flock`` on ``.claim.lock`` (released by the kernel if the taker dies), and the taker moves the old claim aside under
 a name only it knows, checks that what it moved is still takeable (else puts it back), then creates its own claim
 exclusively: of many workers racing for one dead claim exactly one wins.
@@ -37,9 +38,10 @@ except ImportError:  # pragma: no cover - not POSIX: takeovers rely on the renam
 
 from robustscale.store.atomic import _fsync_dir, shared_mode
 from robustscale.store.record import now
+from robustscale.store.scheduler import job_in_queue
 
 __all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim_info", "claim_is_live",
-           "create_exclusive", "write_json_exclusive", "job_key"]
+           "create_exclusive", "write_json_exclusive", "job_key", "current_job"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def write_json_exclusive(path: str | Path, obj: Any) -> bool:
 # ---------------------------------------------------------------------------------------------- claims
 
 
-def _job_id() -> str | None:
+def current_job() -> str | None:
     """The scheduler's id for this job, kept across a requeue (so a requeued job reclaims its own run): Slurm's, or
     that of submitit's local executor (its controller process, on this host), which requeues in place."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -113,7 +115,7 @@ def _job_id() -> str | None:
 
 def job_key(cluster: str, job_id: str) -> str:
     """How a claim names the scheduler job ``job_id`` of submitit's ``cluster`` (``slurm`` or ``local``), as
-    :func:`_job_id` names it from inside the job."""
+    :func:`current_job` names it from inside the job."""
     return f"slurm:{job_id}" if cluster == "slurm" else f"submitit-local:{socket.gethostname()}:{job_id}"
 
 
@@ -145,26 +147,36 @@ def _age_s(path: Path) -> float | None:
 
 def _owner_gone(path: Path, stale_s: float, ended_job: str | None = None) -> str | None:
     """Why the claim at ``path`` may be taken over, or None while its owner may still be working (``ended_job``: a
-    scheduler job known to have ended, whose claims are free)."""
+    scheduler job known to have ended, whose claims are free). A claim of a Slurm job that Slurm still has in its queue
+    (a requeued job waiting to start again, or running) is never taken over but by that job itself, whatever its
+    heartbeat says (:mod:`robustscale.store.scheduler`)."""
     age = _age_s(path)
     if age is None:
         return None
-    if age > stale_s:
-        return f"heartbeat {age:.0f} s old"
     try:
         info = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+        info = None
     if not isinstance(info, dict):
-        return None
-    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and info["pid"] != os.getpid():
-        if not _pid_alive(info["pid"]):
-            return f"process {info['pid']} is gone"
-    job = _job_id()
+        return f"heartbeat {age:.0f} s old" if age > stale_s else None
+    job = current_job()
     if job is not None and info.get("job") == job and info.get("pid") != os.getpid():
         return f"earlier incarnation of job {job}"
     if ended_job is not None and info.get("job") == ended_job:
         return f"job {ended_job} has ended"
+    why = _dead_owner(info, age, stale_s)
+    if why is not None and job_in_queue(info.get("job")):
+        return None  # its job is queued (requeued, held) or running: it comes back to this run
+    return why
+
+
+def _dead_owner(info: dict[str, Any], age_s: float, stale_s: float) -> str | None:
+    """What says the claim's worker is dead: an old heartbeat, or its process gone from this host."""
+    if age_s > stale_s:
+        return f"heartbeat {age_s:.0f} s old"
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and info["pid"] != os.getpid():
+        if not _pid_alive(info["pid"]):
+            return f"process {info['pid']} is gone"
     return None
 
 
@@ -306,7 +318,7 @@ def _replace_claim(path: Path, info: dict[str, Any]) -> None:
 
 def _adopt(path: Path, heartbeat_s: float) -> Claim | None:
     """The claim an earlier incarnation of this very job parked (a requeue), taken back with its token."""
-    job = _job_id()
+    job = current_job()
     info = claim_info(path.parent)
     if job is None or info is None or not info.get("parked") or info.get("job") != job:
         return None
@@ -336,7 +348,7 @@ def acquire_claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S,
     if adopted is not None:
         return adopted
     token = uuid.uuid4().hex
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(), "token": token, "started": now()}
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "job": current_job(), "token": token, "started": now()}
     for _ in range(3):
         if create_exclusive(path, json.dumps(info).encode()):
             return Claim(path, token, heartbeat_s).start()

@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from robustscale.enums import Status
+from robustscale.errors import UserError
 from robustscale.store.record import RunRecord, read_record
 
 __all__ = ["SweepProgress"]
@@ -105,7 +106,8 @@ class SweepProgress:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
-            print(self.line(self.snapshot()), file=sys.stderr, flush=True)
+            if not isinstance(exc[1], UserError):  # refused before anything ran: the error's one line says it all
+                print(self.line(self.snapshot()), file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:

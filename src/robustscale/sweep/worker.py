@@ -27,7 +27,10 @@ import logging
 import os
 import signal
 import socket
+import threading
+import time
 import traceback
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,8 +44,9 @@ from robustscale.errors import UserError
 from robustscale.store.atomic import append_line
 from robustscale.store.fence import WriteFenced, fence
 from robustscale.store.record import RECORD, RunRecord, Status, failed_record, now, read_record, write_record
-from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, LOCK, Claim, acquire_claim
+from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, LOCK, Claim, acquire_claim, current_job
 from robustscale.store.safe_paths import check_run_folder
+from robustscale.store.scheduler import slurm_job_end
 from robustscale.training.checkpoint import CHECKPOINT, saved_step
 from robustscale.training.distributed import DistInfo, broadcast_object, cleanup, gather_objects, init_distributed
 from robustscale.training.loop import train
@@ -56,6 +60,7 @@ ATTEMPTS = "attempts.jsonl"  # one line per start of training in this folder
 ERROR_LOG = "error.log"  # tracebacks of failed attempts
 # what is appended to or opened in place in a run folder (a link there would redirect the write); "eval" is a folder
 RUN_FILES = (RECORD, ATTEMPTS, ERROR_LOG, "metrics.jsonl", CLAIM, LOCK, "eval")
+CHECKPOINT_MARGIN_S = 30.0  # a Slurm job stops this long (and two of its slowest steps) before its time limit
 
 
 def outcome(run_dir: Path, action: str, record: RunRecord | None) -> dict[str, Any]:
@@ -84,9 +89,10 @@ def _failure(run_dir: Path, config: dict[str, Any], err: BaseException) -> RunRe
 
 
 def _log_attempt(run_dir: Path, plan: dict[str, Any], ranks: list[dict[str, Any]] | None) -> None:
-    """One line in attempts.jsonl: when, where, from which step (a resume), under which claim, on which ranks."""
-    line = {"started": now(), "host": socket.gethostname(), "pid": os.getpid(), "resume": plan["resume"],
-            "claim": plan["token"]}
+    """One line in attempts.jsonl: when, where (the scheduler's job too, and torch's threads), from which step (a
+    resume), under which claim, on which ranks."""
+    line = {"started": now(), "host": socket.gethostname(), "pid": os.getpid(), "job": current_job(),
+            "threads": torch.get_num_threads(), "resume": plan["resume"], "claim": plan["token"]}
     if plan["resume"]:
         line["from_step"] = saved_step(run_dir / CHECKPOINT)
     if ranks is not None:
@@ -95,7 +101,8 @@ def _log_attempt(run_dir: Path, plan: dict[str, Any], ranks: list[dict[str, Any]
 
 
 def _train(run_dir: Path, config: dict[str, Any], plan: dict[str, Any], dist: DistInfo) -> RunRecord | None:
-    ranks = gather_objects({"host": socket.gethostname(), "pid": os.getpid()}) if dist.enabled else None
+    ranks = gather_objects({"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}) \
+        if dist.enabled else None
     if dist.is_main:
         _log_attempt(run_dir, plan, ranks)
     try:
@@ -178,7 +185,7 @@ def run_one(run_dir: str | Path, config: dict[str, Any], retry_failed: bool = Fa
 
 
 def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT_STALE_S,
-                   ended_job: str | None = None) -> RunRecord | None:
+                   ended_job: str | None = None, reword_failed: bool = False) -> RunRecord | None:
     """A run whose processes died (a rank killed, a node lost, a job out of requeues) without writing its end: when
     its record still says ``running`` and nobody live holds it, mark it ``failed`` with ``reason`` (and log it), so
     it is never left ``running``; ``--retry-failed`` resumes it from its checkpoint.
@@ -189,6 +196,8 @@ def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT
         stale_s: as for :func:`run_one`; the dead processes' claim is free at once on this host (their pids are gone).
         ended_job: the scheduler job that trained it (:func:`robustscale.store.rundir.job_key`), which its scheduler
             says has ended: its claim is free though its host is another.
+        reword_failed: also a run already ``failed``, by rank 0 of the job that just ended, whose reason is only the
+            echo of another rank's death (a broken connection): ``reason`` replaces it.
 
     Returns:
         The failed record written, or None (another worker holds the run, or it is not ``running``).
@@ -200,7 +209,8 @@ def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT
     try:
         append_line(run_dir / ERROR_LOG, _stamp() + reason + "\n")  # what died, whatever the record says
         record = read_record(run_dir)
-        if record is None or record.status is not Status.running:
+        ended = {Status.running, Status.failed} if reword_failed else {Status.running}
+        if record is None or record.status not in ended:
             return None
         record = record.failed(f"{reason}; rerun with --retry-failed to resume from the last checkpoint")
         write_record(run_dir, record)
@@ -242,6 +252,36 @@ def _listen_for_preemption() -> tuple[int, Callable[..., Any]] | None:
     return signum, submitits
 
 
+def _allocated_cpus() -> int | None:
+    """The CPUs Slurm gave this task (``--cpus-per-task``): its torch threads. Without cgroups nothing else confines
+    a task to them, and ranks sharing a node would each start one thread per core of the node."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return int(cpus) if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and cpus.isdigit() else None
+
+
+def _guard_time_limit() -> None:
+    """Stop at a step boundary while the checkpoint still fits before the job's time limit: once the time left is
+    less than twice the slowest step seen (a validation included) plus :data:`CHECKPOINT_MARGIN_S`, whether or not
+    Slurm's signal has come (``signal_delay_s`` is fixed at submission, before any step was timed; Slurm also sends
+    it only at its 30-second checks). Slurm jobs only; the limit is read once from ``squeue``."""
+    job_id = os.environ.get("SLURM_JOB_ID") if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
+    end = slurm_job_end(job_id) if job_id else None
+    if end is None:
+        return
+
+    def watch() -> None:
+        while not preemption.requested():
+            left_s = (end - datetime.now()).total_seconds()
+            if left_s < 2 * preemption.longest_step_s() + CHECKPOINT_MARGIN_S:
+                log.warning("%.0f s to the time limit, steps take up to %.1f s: stopping at the next step",
+                            left_s, preemption.longest_step_s())
+                preemption.request()
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="time-limit", daemon=True).start()
+
+
 class RunJob:
     """``run_one`` as a submitit job (one task, or one per rank) that requeues itself when preempted or timed out.
 
@@ -254,10 +294,13 @@ class RunJob:
         self.threads = threads  # torch CPU threads (jobs sharing one machine, as with submitit's local executor)
 
     def __call__(self, run_dir: str, config: dict[str, Any], retry_failed: bool, stale_s: float) -> dict[str, Any]:
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        threads = self.threads or _allocated_cpus()
+        if threads:
+            torch.set_num_threads(threads)
         _join_job_group()
         listening = _listen_for_preemption()
+        if listening:
+            _guard_time_limit()
         try:
             with preemption.armed() if listening else contextlib.nullcontext():
                 return run_one(run_dir, config, retry_failed, stale_s=stale_s)

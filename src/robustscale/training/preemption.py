@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Preempted", "request", "requested", "reset", "armed", "is_armed", "stoppable", "stoppable_now", "agreed"]
+__all__ = ["Preempted", "request", "requested", "reset", "armed", "is_armed", "stoppable", "stoppable_now", "agreed",
+           "longest_step_s"]
 
 _requested = threading.Event()
 _armed = threading.Event()  # a scheduler may signal this process (the worker listens)
 _stoppable = threading.Event()  # the loop is inside its training steps, where it honours a request
+_steps = {"last": None, "longest_s": 0.0}  # when the loop last asked (armed), and the longest time between two asks
 
 
 class Preempted(Exception):
@@ -63,10 +66,24 @@ def stoppable() -> Iterator[None]:
     """The loop's training steps: a request made while the block runs is honoured at a step boundary. Outside it
     (setup, the final evaluation) :func:`stoppable_now` is False, and a signal handler must act on its own."""
     _stoppable.set()
+    _steps["last"] = None  # the time before the first step (setup, a resume) is no step
     try:
         yield
     finally:
         _stoppable.clear()
+
+
+def longest_step_s() -> float:
+    """The longest time between two step boundaries seen while armed (a validation between two epochs included): how
+    long a stop request may wait to be honoured, which a job near its time limit must allow for."""
+    return _steps["longest_s"]
+
+
+def _note_step() -> None:
+    now = time.monotonic()
+    if _steps["last"] is not None:
+        _steps["longest_s"] = max(_steps["longest_s"], now - _steps["last"])
+    _steps["last"] = now
 
 
 def stoppable_now() -> bool:
@@ -79,6 +96,7 @@ def agreed(device: torch.device) -> bool:
     same step). Always False when not armed, without communicating."""
     if not _armed.is_set():
         return False
+    _note_step()
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return _requested.is_set()
     flag = torch.tensor([1.0 if _requested.is_set() else 0.0], device=device)
