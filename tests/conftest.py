@@ -18,9 +18,21 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # One torch thread per test process (and per subprocess it starts): two threads on two shared cores oversubscribe,
-# and the tiny digits models gain little from a second thread anyway.
+# and the tiny digits models gain little from a second thread anyway. Under pytest-xdist (README's test command,
+# `-n 2 --dist loadgroup`) every worker imports this file, and `one_torch_thread` below puts it back before each test,
+# whatever a test before it on the same worker set.
+# The tests that bind a TCP port or start gloo/DDP/submitit processes carry `@pytest.mark.xdist_group("ports")`: one
+# worker runs them all, one at a time, because a free port picked by one of them (launch.free_port, torchrun's
+# --master_port, submitit's port from the job id) could be taken by another's rendezvous or gloo connections before
+# it is bound.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread for every test (``bench(threads=...)`` and in-process sweeps set it and keep it)."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
