@@ -14,7 +14,7 @@ from enum import Enum
 from robustscale.errors import ParameterError, shown
 
 __all__ = ["Dataset", "Activation", "Norm", "Loss", "Schedule", "BNMode", "TradesStart", "ValSource", "Precision",
-           "AutoAttackVersion", "PGDLoss", "AttackLoss", "Attack", "ExecutorKind", "Law", "CostRuns", "TableFormat",
+           "AutoAttackVersion", "AutoAttackName", "PGDLoss", "AttackLoss", "Attack", "ExecutorKind", "Law", "CostRuns", "TableFormat",
            "Status", "choice"]
 
 
@@ -82,6 +82,17 @@ class AutoAttackVersion(_Choice):
     plus = "plus"
     rand = "rand"
     none = "none"  # the config's way to skip AutoAttack at the end of a run
+
+
+class AutoAttackName(_Choice):
+    """pyautoattack's attacks, by its names (``eval.autoattack_attacks``)."""
+
+    apgd_ce = "apgd-ce"
+    apgd_dlr = "apgd-dlr"
+    fab = "fab"
+    square = "square"
+    apgd_t = "apgd-t"
+    fab_t = "fab-t"
 
 
 class PGDLoss(_Choice):
