@@ -25,7 +25,9 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 # The tests that bind a TCP port or start gloo/DDP/submitit processes carry `@pytest.mark.xdist_group("ports")`: one
 # worker runs them all, one at a time, because a free port picked by one of them (launch.free_port, torchrun's
 # --master_port, submitit's port from the job id) could be taken by another's rendezvous or gloo connections before
-# it is bound.
+# it is bound. And since `--dist loadgroup` schedules every other test on its own, both workers would build a costly
+# module-scoped fixture (a trained model, the paper grid's dry run, a report) when its module's tests land on both:
+# such modules carry `pytestmark = pytest.mark.xdist_group("<module>")`, and one worker builds it once.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 

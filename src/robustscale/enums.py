@@ -14,8 +14,8 @@ from enum import Enum
 from robustscale.errors import ParameterError, shown
 
 __all__ = ["Dataset", "Activation", "Norm", "Loss", "Schedule", "BNMode", "TradesStart", "ValSource", "Precision",
-           "AutoAttackVersion", "AutoAttackName", "PGDLoss", "AttackLoss", "Attack", "ExecutorKind", "Law", "CostRuns", "TableFormat",
-           "Status", "choice"]
+           "AutoAttackVersion", "AutoAttackName", "PGDLoss", "AttackLoss", "Attack", "ExecutorKind", "Law",
+           "CostRuns", "TableFormat", "Status", "choice"]
 
 
 class _Choice(str, Enum):

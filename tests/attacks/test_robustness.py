@@ -13,6 +13,8 @@ from robustscale.data import dataset_info, load_data
 from robustscale.evaluate import evaluate_model
 from robustscale.training.model_files import create_from_config, save_model
 
+pytestmark = pytest.mark.xdist_group("test_robustness")  # module fixtures built once (conftest.py)
+
 EPS = dataset_info("digits").default_eps  # the radius where a normally trained model falls below 10%
 
 
