@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -183,14 +183,17 @@ def runs_autoattack(frame: pd.DataFrame) -> str | None:
     return "; ".join(sorted(found)) or None
 
 
-def _autoattack_words(result: dict) -> str:
-    def names(attacks: list) -> str:
-        return " + ".join(_ATTACK_NAMES.get(str(a), str(a)) for a in attacks)
+def attack_names(attacks: Sequence[str]) -> str:
+    """``APGD-CE + APGD-T``: pyautoattack's attack names as its paper writes them."""
+    return " + ".join(_ATTACK_NAMES.get(str(a), str(a)) for a in attacks)
 
+
+def _autoattack_words(result: dict) -> str:
     skipped, points = result.get("skipped") or [], f"{result.get('n')} test points"
     if skipped:
-        return f"{names(result['attacks'])} of {result.get('version')} AutoAttack ({names(skipped)} not run), {points}"
-    return f"{result.get('version')} AutoAttack ({names(result['attacks'])}), {points}"
+        return (f"{attack_names(result['attacks'])} of {result.get('version')} AutoAttack ({attack_names(skipped)} not "
+                f"run), {points}")
+    return f"{result.get('version')} AutoAttack ({attack_names(result['attacks'])}), {points}"
 
 
 def _replicates(table: pd.DataFrame, metric: str) -> dict | None:
