@@ -139,7 +139,7 @@ class EvalConfig(_Section):
     pgd_loss: PGDLoss = PGDLoss.ce
     autoattack: AutoAttackVersion = AutoAttackVersion.standard  # at the end, on the best checkpoint
     # only these of the version's attacks, with the version's settings and in its order (null: all of them). The
-    # demo runs standard's apgd-ce and apgd-t: within a point of all four on its runs (BENCHMARKS.md); a real study
+    # demo runs standard's apgd-ce and apgd-t: the same accuracy as all four on every demo run (BENCHMARKS.md); a study
     # keeps them all (FAB-T, and Square, the black-box check against gradient masking)
     autoattack_attacks: Optional[list[AutoAttackName]] = Field(None, min_length=1)
     autoattack_n: int = Field(10000, ge=1)  # test points (a seeded subset when smaller than the test set)
