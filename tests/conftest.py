@@ -1,6 +1,7 @@
 """Fixtures shared by every test folder. Keep this small: area-specific fixtures live in each folder's conftest."""
 
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,37 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # One torch thread per test process (and per subprocess it starts): two threads on two shared cores oversubscribe,
-# and the tiny digits models gain little from a second thread anyway.
+# and the tiny digits models gain little from a second thread anyway. Under pytest-xdist (README's test command,
+# `-n 2 --dist loadgroup`) every worker imports this file, and `one_torch_thread` below puts it back before each test,
+# whatever a test before it on the same worker set.
+# The tests that bind a TCP port or start gloo/DDP/submitit processes carry `@pytest.mark.xdist_group("ports")`: one
+# worker runs them all, one at a time, because a free port picked by one of them (launch.free_port, torchrun's
+# --master_port, submitit's port from the job id) could be taken by another's rendezvous or gloo connections before
+# it is bound. And since `--dist loadgroup` schedules every other test on its own, both workers would build a costly
+# module-scoped fixture (a trained model, the paper grid's dry run, a report) when its module's tests land on both:
+# such modules carry `pytestmark = pytest.mark.xdist_group("<module>")`, and one worker builds it once.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    """Refuse ``--dist loadgroup`` where it does not group: with pytest 9.2, pytest-xdist 3.8 no longer tags a test
+    with its group (pytest-xdist issue 1386), so the "ports" tests would run on both workers at once, racing for
+    ports, with nothing to say so. The test extra pins pytest below 9.2 for it."""
+    if config.getoption("dist", None) != "loadgroup":
+        return
+    pytest_version, xdist_version = (tuple(int(n) for n in version(name).split(".")[:2]) for name in
+                                     ("pytest", "pytest-xdist"))
+    if pytest_version >= (9, 2) and xdist_version <= (3, 8):
+        raise pytest.UsageError(f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')}: --dist "
+                                "loadgroup would not group the tests that bind ports (pytest-xdist issue 1386); "
+                                "install 'pytest<9.2' (pip install -e '.[test]' does)")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread for every test (``bench(threads=...)`` and in-process sweeps set it and keep it)."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

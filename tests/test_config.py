@@ -162,6 +162,10 @@ def test_parse_override(item, expected):
     ("train.nesterov=maybe", "train.nesterov"),
     ("eval.pgd_steps=0", "eval.pgd_steps"),
     ("eval.autoattack=strong", "eval.autoattack"),
+    ("eval.autoattack_attacks=[]", "eval.autoattack_attacks"),
+    ("eval.autoattack_attacks=[pgd]", "eval.autoattack_attacks"),
+    ("eval.autoattack_attacks=[fab]", "eval.autoattack_attacks"),  # not one of standard's
+    ("eval.autoattack_attacks=[apgd-t,apgd-t]", "eval.autoattack_attacks"),
     ("accounting.pue=0.5", "accounting.pue"),
     ("model.name=wrn_11_2", "model.name"),
     ("model.name=no_such_net", "model.name"),

@@ -2,12 +2,15 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from robustscale.demo import PROBE_REFERENCE_S, SPEC_SYNTHETIC, default_out, expected_s, run_demo, spec_path
+from robustscale.demo import (PROBE_REFERENCE_CPU_S, SPEC_SYNTHETIC, default_out, expected_s, planned_flops, run_core_s,
+                              run_demo, spec_path)
+from robustscale.sweep.spec import expand_runs, load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -71,10 +74,52 @@ def test_each_budget_has_its_own_folder():
     assert str(default_out("small")) == "runs/demo" and str(default_out("medium")) == "runs/demo-medium"
 
 
-def test_the_start_up_estimate_scales_with_the_work_and_the_machine():
-    plan = {"n": 27, "done": 0, "synthetic_ready": True}
-    idle = expected_s(plan, "small", 2, PROBE_REFERENCE_S)
-    assert expected_s({**plan, "done": 25}, "small", 2, PROBE_REFERENCE_S) < idle / 5  # resuming: 2 runs left
-    assert expected_s(plan, "small", 2, 2 * PROBE_REFERENCE_S) == pytest.approx(2 * idle)  # a machine half as fast
-    assert expected_s(plan, "small", 2, PROBE_REFERENCE_S, load=2.0, cores=2) == pytest.approx(2 * idle)  # shared
-    assert expected_s({**plan, "synthetic_ready": False}, "small", 2, PROBE_REFERENCE_S) > idle
+@pytest.fixture
+def recordings():
+    """Demos timed end to end (benchmarks/demo_timings.py): each run's planned FLOPs and CPU seconds, the probe, the
+    load, the wall time."""
+    return json.loads((Path(__file__).parent / "demo_timings.json").read_text())["recordings"]
+
+
+def _flops(recording):
+    return [{k: run[k] for k in ("train", "eval", "autoattack_step", "autoattack")} for run in recording["runs"]]
+
+
+def test_the_start_up_estimate_scales_with_the_work_and_the_machine(recordings):
+    flops = _flops(recordings[0])
+    idle = expected_s(flops, 2, PROBE_REFERENCE_CPU_S)
+    assert expected_s(flops[-2:], 2, PROBE_REFERENCE_CPU_S) < idle / 3  # resuming: the 2 costliest runs left
+    assert expected_s(flops, 2, 2 * PROBE_REFERENCE_CPU_S) == pytest.approx(2 * idle)  # a machine half as fast
+    assert expected_s(flops, 2, PROBE_REFERENCE_CPU_S, load=2.0, cores=2) > 1.9 * idle  # other jobs hold 2 cores
+    assert expected_s(flops, 2, PROBE_REFERENCE_CPU_S, synthetic_ready=False) > idle
+    costly = sorted(flops, key=run_core_s)
+    assert expected_s(costly[-4:], 2, PROBE_REFERENCE_CPU_S) > expected_s(costly[:4], 2, PROBE_REFERENCE_CPU_S)
+
+
+def test_the_run_prices_follow_the_recorded_runs(recordings):
+    """Each run's core-seconds from its planned FLOPs, against the CPU seconds it took: within 10% over a demo, and
+    within 25% over each model size (the costlier runs cost more, as recorded)."""
+    for recording in recordings:
+        runs = recording["runs"]
+        assert sum(map(run_core_s, _flops(recording))) == pytest.approx(sum(r["core_s"] for r in runs), rel=0.10)
+        for model in {r["run_id"].split("-")[1] for r in runs}:
+            mine = [r for r in runs if r["run_id"].split("-")[1] == model]
+            assert sum(run_core_s(r) for r in mine) == pytest.approx(sum(r["core_s"] for r in mine), rel=0.25), model
+
+
+def test_the_start_up_estimate_is_within_a_quarter_of_the_recorded_wall_time(recordings):
+    """The demo's start-up line, from what it saw as it started (the runs to train, the probe, the cores, the
+    workers, the load average), against the demo's measured wall time, at every recorded load."""
+    for recording in recordings:
+        estimate = expected_s(_flops(recording), recording["workers"], recording["probe_cpu_s"],
+                              recording["load_start"], recording["cores"], recording["synthetic_ready"])
+        assert 0.75 < estimate / recording["wall_s"] < 1.25, (recording["name"], estimate, recording["wall_s"])
+
+
+def test_the_shipped_demo_is_priced_as_it_runs(repo_root):
+    """The estimate prices the demo's own runs: its AutoAttack (APGD-CE + APGD-T of standard) as some of a
+    version's attacks, the medium budget's (standard) as all of them."""
+    small = [planned_flops(r.config) for r in expand_runs(load_spec(spec_path("small")))]
+    medium = expand_runs(load_spec(spec_path("medium")))[0].config
+    assert len(small) >= 24 and {f["autoattack"] for f in small} == {"some"}
+    assert planned_flops(medium)["autoattack"] == "all" and run_core_s(planned_flops(medium)) > 0

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 
 from robustscale.config_checks import MAX_BATCH, MAX_SEED, check_limits, check_model_kwargs
 from robustscale.datasets import dataset_info
-from robustscale.enums import (Activation, AutoAttackVersion, BNMode, Dataset, Loss, Norm, PGDLoss, Precision,
-                               Schedule, StepDivisor, Tracker, TradesStart, ValSource)
+from robustscale.enums import (Activation, AutoAttackName, AutoAttackVersion, BNMode, Dataset, Loss, Norm, PGDLoss,
+                               Precision, Schedule, StepDivisor, Tracker, TradesStart, ValSource)
 from robustscale.errors import ConfigError, one_line, shown
 from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_file
 
@@ -162,6 +162,10 @@ class EvalConfig(_Section):
     # run; attack_steps: / attack.steps, the training K, as the paper's code (src/setup_task.py, resolve_attack_cfg)
     pgd_loss: PGDLoss = PGDLoss.ce
     autoattack: AutoAttackVersion = AutoAttackVersion.standard  # at the end, on the best checkpoint
+    # only these of the version's attacks, with the version's settings and in its order (null: all of them). The
+    # demo runs standard's apgd-ce and apgd-t: the same accuracy as all four on every demo run (BENCHMARKS.md); a study
+    # keeps them all (FAB-T, and Square, the black-box check against gradient masking)
+    autoattack_attacks: Optional[list[AutoAttackName]] = Field(None, min_length=1)
     autoattack_n: int = Field(10000, ge=1)  # test points (a seeded subset when smaller than the test set)
     batch_size: int = Field(500, ge=1, le=MAX_BATCH)
 

@@ -8,19 +8,27 @@ any sweep: run it again after an interruption and only the unfinished runs train
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 import yaml
 from rich.console import Console
 
+from robustscale.accounting.budget import run_flops_plan
+from robustscale.accounting.flops import step_flops_for_config
 from robustscale.analysis import build_report
+from robustscale.analysis.report import attack_names
+from robustscale.config import Config
 from robustscale.data.generate import synthesize
+from robustscale.enums import AutoAttackVersion
 from robustscale.errors import ParameterError, UserError
-from robustscale.store.atomic import write_text
+from robustscale.models import create_model
+from robustscale.models.folded import fold_batchnorm
+from robustscale.store.atomic import write_json, write_text
 from robustscale.store.record import Status, read_record
 from robustscale.store.results import results_table
 from robustscale.sweep import sweep
@@ -28,13 +36,24 @@ from robustscale.sweep.executors import available_cores
 from robustscale.sweep.spec import expand_runs, load_spec
 
 BUDGETS = {"small": "demo.yaml", "medium": "demo-medium.yaml"}
-# What one run of each budget costs on the reference machine (the 2-core AMD EPYC VM of BENCHMARKS.md: core-seconds
-# per run, training and evaluation), and how long _probe_s takes there (best of three): the start-up estimate scales
-# the one by how much slower this machine runs the other, and by the share of its cores other jobs leave.
-RUN_CORE_S = {"small": 30.0, "medium": 95.0}
-PROBE_REFERENCE_S = 0.12
-ANALYSIS_S = 25.0  # results table, laws with 500 bootstrap draws, predictor and report, on the reference machine
-SYNTHETIC_S = 15.0  # drawing the synthetic digits (step 1), when they are not there yet
+# The start-up estimate. A run's core-seconds on the reference machine follow from its planned FLOPs: the dry run's
+# training and PGD-validation FLOPs, and for the final evaluation autoattack_n points x one attack step of the model x
+# the attack steps AutoAttack spends per point; plus a fixed part per run (setup, checkpoints, clean accuracy, checks).
+# The runs are dealt to the workers in the sweep's order, each to the first one free, and the serial steps added. All
+# of it scales by this machine's speed, the CPU seconds of _probe_cpu_s against the reference's (CPU time: other
+# jobs hardly change it, so the load counts once), and by the share of the cores other jobs leave (load average).
+# Reference and fit: BENCHMARKS.md, "The demo's start-up estimate"; tests/demo_timings.json holds the recorded runs
+# the estimate is tested on (benchmarks/demo_timings.py records a demo folder).
+PROBE_REFERENCE_CPU_S = 0.095
+CORE_S_PER_TRAIN_TFLOP = 19.7
+CORE_S_PER_EVAL_TFLOP = 20.3
+CORE_S_PER_RUN = 0.3
+# attack steps (forward + input gradient, at the evaluation's cost per FLOP) AutoAttack spends per point: all of a
+# version's attacks (FAB-T's and Square's thousands of calls on the few points left), or only some of them (the
+# demo's APGD-CE + APGD-T)
+AA_STEPS_PER_POINT = {"all": 2700.0, "some": 640.0}
+# the serial steps, one process: start-up (planning, the probe, the sweep's workers importing torch), step 1, 3-4
+SERIAL_S = {"start": 10.0, "synthetic": 0.5, "analysis": 6.0}
 SPEC_SYNTHETIC = "runs/demo/synthetic.npz"  # the placeholder the demo specs use for the synthetic set
 SYNTHETIC_N = 20000
 # The GMM, not the diffusion model (`synth`'s default): on the demo's synthetic recipe the diffusion samples beat the
@@ -64,25 +83,32 @@ def _resolved_spec(src: Path, out: Path) -> Path:
     return write_text(out / "spec.yaml", f"# resolved from {src}\n{text}")
 
 
-def _probe_s() -> float:
-    """Wall seconds of a fixed small-convolution workload like the demo's (forward and input gradient of a 16-channel
-    8x8 convolution stack, batch 8, one thread): how fast this machine runs the demo now, load included."""
+def _probe_cpu_s() -> float:
+    """CPU seconds of the demo's work in miniature, one thread: PGD-AT steps of WRN-10-1 on a channels-last batch of
+    64 digits (attack and update), then attack steps through its BatchNorm-folded copy on 8 points, as AutoAttack
+    takes them. CPU time, not wall time: how fast this machine runs the demo, whatever other jobs take meanwhile."""
     generator = torch.Generator().manual_seed(0)
-    weights = [torch.randn(16, 16, 3, 3, generator=generator) * 0.1 for _ in range(4)]
-    x = torch.rand(8, 16, 8, 8, generator=generator)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        start = time.perf_counter()
-        for _ in range(60):
-            h = x.clone().requires_grad_()
-            out = h
-            for w in weights:
-                out = F.relu(F.conv2d(out, w, padding=1))
-            torch.autograd.grad(out.sum(), h)
-        return time.perf_counter() - start
+        model = create_model("wrn_10_1").to(memory_format=torch.channels_last)
+        x = torch.rand(64, 3, 8, 8, generator=generator).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (64,), generator=generator)
+        start = time.process_time()
+        for _ in range(4):
+            _attack_step(model, x, y)
+            F.cross_entropy(model(x), y).backward()
+        folded = fold_batchnorm(model.eval())
+        for _ in range(30):
+            _attack_step(folded, x[:8].contiguous(), y[:8])
+        return time.process_time() - start
     finally:
         torch.set_num_threads(threads)
+
+
+def _attack_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    h = x.clone().requires_grad_()
+    torch.autograd.grad(F.cross_entropy(model(h), y), h)
 
 
 def _status(run_dir: Path) -> Status | None:
@@ -91,9 +117,10 @@ def _status(run_dir: Path) -> Status | None:
 
 
 def _plan(spec: Path, out: Path) -> dict[str, Any]:
-    """What the sweep will train: run counts (all, already done) and the knobs' values, from the spec itself."""
+    """What the sweep will train: run counts (all, already done), the knobs' values, and the planned FLOPs of the runs
+    still to train (in the sweep's order), from the spec itself."""
     runs = expand_runs(load_spec(spec))
-    done = sum(1 for run in runs if _status(out / "runs" / run.run_id) is Status.done)
+    todo = [run for run in runs if _status(out / "runs" / run.run_id) is not Status.done]
     configs = [run.config for run in runs]
 
     def values(get: Any) -> str:
@@ -101,34 +128,69 @@ def _plan(spec: Path, out: Path) -> dict[str, Any]:
         return ", ".join(str(v) for v in sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, str)
                                                                        else float(v))))
 
-    return {"n": len(runs), "done": done, "synthetic_ready": (out / "synthetic.npz").exists(),
+    return {"n": len(runs), "done": len(runs) - len(todo), "synthetic_ready": (out / "synthetic.npz").exists(),
             "models": values(lambda c: c.model.name),
             "losses": values(lambda c: getattr(c.train.loss, "value", c.train.loss)),
             "steps": values(lambda c: c.attack.steps), "epochs": values(lambda c: c.train.epochs),
             "ema": sum(c.train.ema for c in configs), "synthetic": sum(bool(c.data.synthetic.path) for c in configs),
             "autoattack_n": min(c.eval.autoattack_n for c in configs),
-            "autoattack": values(lambda c: getattr(c.eval.autoattack, "value", c.eval.autoattack))}
+            "autoattack": values(_autoattack_words), "flops": [planned_flops(run.config) for run in todo]}
 
 
-def expected_s(plan: dict[str, Any], budget: str, workers: int, probe_s: float, load: float = 0.0,
-               cores: int = 2) -> float:
-    """Seconds the demo should take here: the runs still to train, spread over the workers, plus the analysis, all
-    scaled by the probe against the reference machine and by the cores' share other jobs leave (``load``, the load
-    average before the demo starts). A rough guide: the sweep's live ETA refines it."""
-    todo = plan["n"] - plan["done"]
-    share = min(1.0, cores / max(load + min(workers, cores), 1e-9))  # CPU-bound: each process gets its share
-    slowdown = max(probe_s / PROBE_REFERENCE_S, 0.2) / share
-    per_run = RUN_CORE_S.get(budget, RUN_CORE_S["small"])
-    setup = 0.0 if plan.get("synthetic_ready", True) else SYNTHETIC_S
-    return slowdown * (per_run * todo / max(min(workers, todo), 1) + ANALYSIS_S + setup)
+def _autoattack_words(cfg: Config) -> str:
+    only = cfg.eval.autoattack_attacks
+    return f"{attack_names(only)} of {cfg.eval.autoattack}" if only else str(cfg.eval.autoattack)
 
 
-def _announce(progress: bool, plan: dict[str, Any], budget: str, workers: int) -> None:
-    if not progress:
-        return
+def planned_flops(cfg: Config) -> dict[str, Any]:
+    """What the start-up estimate prices a run by: its planned training and PGD-validation FLOPs (the dry run's),
+    and for its final AutoAttack the FLOPs of one attack step on its points and which of the version's attacks run
+    (``all``, ``some``, or ``none``)."""
+    step = step_flops_for_config(cfg)
+    plan = run_flops_plan(cfg, step)
+    attacks = "none" if cfg.eval.autoattack is AutoAttackVersion.none else \
+        "some" if cfg.eval.autoattack_attacks else "all"
+    return {"train": float(plan["train_flops"]), "eval": float(plan["eval_flops"]),
+            "autoattack_step": float(cfg.eval.autoattack_n * step.attack_step), "autoattack": attacks}
+
+
+def run_core_s(flops: dict[str, Any]) -> float:
+    """Core-seconds of one run on the reference machine, from :func:`planned_flops`."""
+    autoattack = flops["autoattack_step"] * AA_STEPS_PER_POINT.get(flops["autoattack"], 0.0)
+    return CORE_S_PER_RUN + (CORE_S_PER_TRAIN_TFLOP * flops["train"]
+                             + CORE_S_PER_EVAL_TFLOP * (flops["eval"] + autoattack)) / 1e12
+
+
+def _deal(costs: Sequence[float], workers: int) -> float:
+    """When the last of ``costs`` ends when each goes, in order, to the first of ``workers`` free (the sweep's pool)."""
+    free = [0.0] * max(1, workers)
+    for cost in costs:
+        free[free.index(min(free))] += cost
+    return max(free)
+
+
+def expected_s(flops: Sequence[dict[str, Any]], workers: int, probe_cpu_s: float, load: float = 0.0,
+               cores: int = 2, synthetic_ready: bool = True) -> float:
+    """Seconds the demo should take here: the runs still to train (their :func:`planned_flops`, in the sweep's order)
+    dealt to the workers, plus the serial steps, scaled by the probe against the reference machine and by the share
+    of a core each process gets beside ``load`` (the load average before the demo starts: other jobs). A guide: the
+    sweep's live ETA refines it."""
+    speed = max(probe_cpu_s / PROBE_REFERENCE_CPU_S, 0.05)
+    sweep_share = min(1.0, cores / max(load + min(workers, max(len(flops), 1)), 1e-9))
+    serial_share = min(1.0, cores / max(load + 1.0, 1e-9))
+    serial = SERIAL_S["start"] + SERIAL_S["analysis"] + (0.0 if synthetic_ready else SERIAL_S["synthetic"])
+    return speed * (_deal([run_core_s(f) for f in flops], workers) / sweep_share + serial / serial_share)
+
+
+def _announce(progress: bool, plan: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Say what the demo will do and how long it should take here; returns what the estimate was made of."""
     load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), available_cores()
-    todo = plan["n"] - plan["done"]
-    minutes = expected_s(plan, budget, workers, min(_probe_s() for _ in range(3)), load, cores) / 60
+    probe = min(_probe_cpu_s() for _ in range(3))
+    estimate = expected_s(plan["flops"], workers, probe, load, cores, plan["synthetic_ready"])
+    said = {"estimate_s": estimate, "probe_cpu_s": probe, "load_start": load, "cores": cores, "workers": workers}
+    if not progress:
+        return said
+    todo, minutes = plan["n"] - plan["done"], estimate / 60
     busy = f"; the machine is busy: load average {load:.1f} on {cores} cores" if load > 0.5 * cores else ""
     resumed = f" ({plan['done']} already done: resuming)" if plan["done"] else ""
     _say(progress, f"{plan['n']} adversarial training runs{resumed} on the embedded 8x8 digits: models "
@@ -138,6 +200,7 @@ def _announce(progress: bool, plan: dict[str, Any], budget: str, workers: int) -
                    "scaling laws, the robustness predictor and report.html.")
     _say(progress, f"expected: about {max(minutes, 1):.0f} minutes on this machine for {todo} runs with {workers} "
                    f"workers (from a short benchmark of it just now{busy}; the live ETA below refines it)")
+    return said
 
 
 def _say(progress: bool, message: str) -> None:
@@ -158,19 +221,22 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     ``spec`` replaces the shipped spec of ``budget`` and ``metric`` the analysed accuracy (tests run a handful of
     tiny runs through the same path without AutoAttack, which has tests of its own).
     """
-    t0 = time.perf_counter()
+    clock = _Phases()
     spec = Path(spec) if spec is not None else spec_path(budget)
     out = Path(out if out is not None else default_out(budget)).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _announce(progress, _plan(_resolved_spec(spec, out), out), budget, workers or available_cores())
+    workers = workers or available_cores()
+    estimate = _announce(progress, _plan(_resolved_spec(spec, out), out), workers)
     synthetic = out / "synthetic.npz"
+    clock.mark("start")
     if not synthetic.exists():
         _say(progress, f"1/4 drawing {synthetic_n} synthetic digits from a density model of the training split")
         synthesize("digits", synthetic_n, synthetic, method=SYNTHETIC_METHOD)
+    clock.mark("synthetic")
     spec = _resolved_spec(spec, out)
-    workers = workers or available_cores()
     _say(progress, f"2/4 sweeping {spec} with {workers} workers (rerun to resume)")
     summary = sweep(spec, executor="local", workers=workers, progress=progress)
+    clock.mark("sweep")
     if summary.get("failed"):
         reasons = "; ".join(f"{k}: {v}" for k, v in list(summary.get("reasons", {}).items())[:3])
         raise UserError(f"{len(summary['failed'])} demo run(s) failed ({reasons}); rerun with --retry-failed "
@@ -183,7 +249,32 @@ def run_demo(out: str | Path | None = None, budget: str = "small", workers: int 
     _say(progress, "4/4 scaling laws, predictor and report")
     report = build_report(table, out / "report.html", bootstrap=bootstrap, metric=metric,
                           name=f"robustscale demo ({budget}, {len(table)} runs)")
-    return _headline(report, summary, out, time.perf_counter() - t0)
+    clock.mark("analysis")
+    write_json(out / "timings.json", {**estimate, **clock.summary(), "runs_trained": len(summary["trained"])})
+    return _headline(report, summary, out, clock.total_s())
+
+
+class _Phases:
+    """Wall seconds of the demo's steps and the CPU seconds behind them (this process, and the sweep's workers once
+    they have ended): ``timings.json`` in the demo's folder, what benchmarks/demo_timings.py records and the start-up
+    estimate is checked against."""
+
+    def __init__(self):
+        self.t0 = self.last = time.perf_counter()
+        self.phases_s: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases_s[phase], self.last = now - self.last, now
+
+    def total_s(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def summary(self) -> dict[str, Any]:
+        own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"wall_s": self.total_s(), "phases_s": self.phases_s,
+                "cpu_s": {"demo": own.ru_utime + own.ru_stime, "workers": workers.ru_utime + workers.ru_stime},
+                "load_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def _headline(report: dict[str, Any], summary: dict[str, Any], out: Path, seconds: float) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from enum import Enum
 from robustscale.errors import ParameterError, shown
 
 __all__ = ["Dataset", "Activation", "Norm", "Loss", "Schedule", "BNMode", "TradesStart", "ValSource", "Precision",
-           "AutoAttackVersion", "PGDLoss", "StepDivisor", "WRNStyle", "AttackLoss", "Attack", "ExecutorKind", "Law",
-           "CostRuns", "TableFormat", "Status", "Tracker", "choice"]
+           "AutoAttackVersion", "AutoAttackName", "PGDLoss", "StepDivisor", "WRNStyle", "AttackLoss", "Attack",
+           "ExecutorKind", "Law", "CostRuns", "TableFormat", "Status", "Tracker", "choice"]
 
 
 class _Choice(str, Enum):
@@ -89,6 +89,17 @@ class AutoAttackVersion(_Choice):
     plus = "plus"
     rand = "rand"
     none = "none"  # the config's way to skip AutoAttack at the end of a run
+
+
+class AutoAttackName(_Choice):
+    """pyautoattack's attacks, by its names (``eval.autoattack_attacks``)."""
+
+    apgd_ce = "apgd-ce"
+    apgd_dlr = "apgd-dlr"
+    fab = "fab"
+    square = "square"
+    apgd_t = "apgd-t"
+    fab_t = "fab-t"
 
 
 class PGDLoss(_Choice):

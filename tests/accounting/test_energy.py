@@ -224,6 +224,7 @@ dist.destroy_process_group()
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ports")
 def test_reduce_across_gloo_ranks(tmp_path):
     """Two real gloo processes: energies add, time is the longest, every rank gets the sum."""
     import json

@@ -12,6 +12,8 @@ from robustscale.evaluate import evaluate_model
 from robustscale.models import create_model
 from robustscale.training import train
 
+pytestmark = pytest.mark.xdist_group("test_scope")  # module fixtures built once (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):

@@ -14,6 +14,8 @@ from robustscale.analysis.replay import law_alpha, replay
 from robustscale.cli import main
 from robustscale.errors import UserError
 
+pytestmark = pytest.mark.xdist_group("test_adaptive")  # module fixtures built once (conftest.py)
+
 ALPHA = 0.05
 CONTRACT_KEYS = {"median_alpha_error", "median_runs", "median_compute_frac", "full_alpha", "seeds"}
 SEED_KEYS = {"seed", "alpha", "alpha_error", "runs", "compute_frac"}

@@ -14,6 +14,8 @@ from robustscale.analysis.plan import nearest_wrn, plan
 from robustscale.cli import main
 from robustscale.errors import UserError
 
+pytestmark = pytest.mark.xdist_group("test_ndlaw")  # module fixtures built once (conftest.py)
+
 # Bartoldson et al.'s (ICML 2024) CIFAR-10 fit as issue 19 quotes it (N and D in millions; their scaling_law_utils.py
 # appears to fit raw counts, which changes A and B but not the exponents): any known law serves for recovery.
 TRUE = {"E": 0.560, "A": 6.69, "B": 7.55, "alpha": 0.244, "beta": 0.228}

@@ -13,6 +13,8 @@ from robustscale.analysis import extrapolate, fit_all, predict_summary, read_tab
 from robustscale.analysis.predictor import params_for_model
 from robustscale.cli import main
 
+pytestmark = pytest.mark.xdist_group("test_workflow")  # module fixtures built once (conftest.py)
+
 WRN_PARAMS = {"wrn_28_10": 36_479_194, "wrn_34_10": 46_160_474, "wrn_34_20": 184_532_314, "wrn_70_16": 266_796_890}
 LAW_KEYS = {"accuracy_law", "saturating_law", "power_law_holdout_error", "cost_law", "energy_law", "co2_law"}
 

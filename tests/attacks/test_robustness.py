@@ -13,6 +13,8 @@ from robustscale.data import dataset_info, load_data
 from robustscale.evaluate import evaluate_model
 from robustscale.training.model_files import create_from_config, save_model
 
+pytestmark = pytest.mark.xdist_group("test_robustness")  # module fixtures built once (conftest.py)
+
 EPS = dataset_info("digits").default_eps  # the radius where a normally trained model falls below 10%
 
 
@@ -144,6 +146,37 @@ def test_wrapper_matches_a_direct_pyautoattack_call(mlp, test_set, version, atta
     assert list(res["per_attack"]) == res["attacks"] and per_attack[-1] == res["robust_acc"]
     assert res["clean_acc"] >= per_attack[0] and per_attack == sorted(per_attack, reverse=True)
     assert res["points_per_s"] > 0 and res["warnings"] == []
+
+
+def test_only_runs_those_of_the_versions_attacks_with_its_settings(mlp, test_set):
+    """The demo's subset, standard's APGD-CE and APGD-T: with standard's settings (custom's would give APGD-CE five
+    restarts), so it equals standard's accuracy after its second attack and a direct pyautoattack call of standard
+    with only those two attacks; the result names the two left out."""
+    from pyautoattack import AutoAttack
+
+    kw = dict(eps=0.1, n=40, batch_size=15)
+    full = run_autoattack(mlp, *test_set, **kw)
+    res = run_autoattack(mlp, *test_set, only=["apgd-t", "apgd-ce"], **kw)
+    assert (res["version"], res["attacks"], res["skipped"], full["skipped"]) == (
+        "standard", ["apgd-ce", "apgd-t"], ["fab-t", "square"], [])
+    assert res["robust_acc"] == full["per_attack"]["apgd-t"] < res["clean_acc"]
+    idx = subset_indices(len(test_set[1]), 40, seed=0)
+    direct = AutoAttack(mlp, eps=0.1, norm="Linf", version="standard", seed=0)
+    direct.attacks_to_run = ["apgd-ce", "apgd-t"]
+    direct.logger.setLevel("ERROR")
+    _, y_adv = direct.run_standard_evaluation(test_set[0][idx], test_set[1][idx], batch_size=15)
+    assert res["robust_acc"] == (y_adv == test_set[1][idx]).sum().item() / 40
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(only=["fab"]), ["only", "apgd-ce, apgd-t, fab-t, square", "fab"]),
+    (dict(only=["apgd-ce", "apgd-ce"]), ["only", "distinct"]),
+    (dict(only=["apgd-ce"], attacks=["apgd-ce"]), ["either", "attacks", "only"]),
+])
+def test_a_bad_subset_is_one_line_naming_it(mlp, test_set, assert_one_line, kw, words):
+    with pytest.raises(ValueError) as err:
+        run_autoattack(mlp, *test_set, eps=0.1, n=4, **kw)
+    assert all(w in assert_one_line(err.value) for w in words)
 
 
 @pytest.mark.slow

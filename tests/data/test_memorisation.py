@@ -6,6 +6,8 @@ import pytest
 from robustscale.data import load_arrays
 from robustscale.data.memorisation import memorisation_report, nearest_distances
 
+pytestmark = pytest.mark.xdist_group("test_memorisation")  # module fixtures built once (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def splits():

@@ -20,7 +20,7 @@ from robustscale.store.record import read_record, record_problems
 from robustscale.sweep import sweep
 from robustscale.sweep.run import ATTEMPTS, ERROR_LOG
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ports")]  # see tests/conftest.py
 
 REPO = Path(__file__).resolve().parents[2]
 # 2 epochs of 22 steps (1,387 training digits, batch 64): the signal lands after epoch 1, so the job stops mid-epoch 2

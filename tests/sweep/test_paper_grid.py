@@ -13,6 +13,8 @@ from robustscale.cli import main
 from robustscale.errors import ConfigError
 from robustscale.sweep import expand_runs, load_spec
 
+pytestmark = pytest.mark.xdist_group("test_paper_grid")  # module fixtures built once (conftest.py)
+
 # scripts/job.sh (last commit): per-GPU batch by model name, x 4 GPUs (nproc_per_node=4)
 PER_GPU = {("wrn_28_10", "relu"): 128, ("wrn_34_10", "relu"): 128, ("wrn_34_20", "relu"): 32,
            ("wrn_70_16", "relu"): 16, ("wrn_28_10", "silu"): 32, ("wrn_34_10", "silu"): 16,

@@ -96,6 +96,7 @@ def test_failed_runs_keep_their_reason_and_are_retried_only_on_request(tmp_path,
     assert retried["trained"] == [rid] and retried["failed"] == [rid] and len(attempts(out / rid)) == 2
 
 
+@pytest.mark.xdist_group("ports")
 def test_submitit_local_executor_runs_the_sweep_and_requeues_a_preempted_job(tmp_path, digits_yaml):
     """The Slurm code path (job array, Checkpointable requeue) through submitit's local executor."""
     from submitit.local.local import LocalJobEnvironment

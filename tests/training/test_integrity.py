@@ -17,6 +17,8 @@ from robustscale.errors import UserError
 from robustscale.training import checkpoint as ckpt
 from robustscale.training import train
 
+pytestmark = pytest.mark.xdist_group("test_integrity")  # module fixtures built once (conftest.py)
+
 # 6 steps per epoch (1387 training images, batch 256), a 1-step attack, PGD-1 on 50 validation images
 ARGS = ["model.name=wrn_10_1", "data.val_size=50", "eval.pgd_steps=1", "eval.autoattack=none", "attack.steps=1",
         "data.batch_size=256"]

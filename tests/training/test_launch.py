@@ -7,7 +7,7 @@ import torch.distributed as dist
 from robustscale.training.distributed import cleanup, init_distributed
 from robustscale.training.launch import RankFailed, launch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ports")]  # see tests/conftest.py
 
 
 def rank_1_gives_up() -> int:

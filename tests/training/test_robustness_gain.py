@@ -10,7 +10,8 @@ from robustscale.data import load_data
 from robustscale.training import train
 from robustscale.training.model_files import load_model
 
-pytestmark = pytest.mark.slow
+# one xdist worker builds the module fixture (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_robustness_gain")]
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
+from robustscale.analysis.report import runs_autoattack
 from robustscale.cli import main
 from robustscale.config import load_config
 from robustscale.training import train
@@ -32,6 +34,20 @@ def test_record_has_the_contract_keys(tiny_cfg, tmp_path):
         assert (tmp_path / "run" / name).is_file(), name
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all("val_pgd_acc" in r for r in rows)
+
+
+def test_the_final_autoattack_runs_the_configs_subset_and_the_report_names_it(tiny_cfg, tmp_path):
+    """``eval.autoattack_attacks`` (the demo's APGD-CE + APGD-T) reaches the final evaluation, and the report, which
+    a reader compares with the paper's full AutoAttack numbers, says which attacks ran."""
+    cfg = tiny_cfg("train.epochs=1", "train.max_steps=2", "eval.autoattack=standard", "eval.autoattack_n=8",
+                   "eval.autoattack_attacks=[apgd-ce, apgd-t]")
+    record = train(cfg, tmp_path / "run", progress=False)
+    aa = record.evaluations["autoattack"]
+    assert (aa["version"], aa["attacks"], aa["skipped"], aa["n"]) == ("standard", ["apgd-ce", "apgd-t"],
+                                                                      ["fab-t", "square"], 8)
+    assert record.metrics.autoattack_acc == aa["robust_acc"] and list(aa["per_attack"]) == ["apgd-ce", "apgd-t"]
+    named = runs_autoattack(pd.DataFrame({"run_dir": [str(tmp_path / "run")]}))
+    assert named == "APGD-CE + APGD-T of standard AutoAttack (FAB-T + Square not run), 8 test points"
 
 
 def test_trades_on_a_timm_model(tmp_path):

@@ -11,7 +11,8 @@ import typer
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the synthetic data, runs and report "
                                        "(default: runs/demo, or runs/demo-medium for --budget medium)."),
-    budget: str = typer.Option("small", "--budget", help="small (10 minutes on 2 cores) or medium (a workstation)."),
+    budget: str = typer.Option("small", "--budget", help="small (27 tiny runs: minutes on 2 cores) or medium (a "
+                               "workstation)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel training processes, one CPU thread "
                                          "each (default: one per core)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -106,6 +106,7 @@ def build_report(table: pd.DataFrame, out_html: str | Path, *, metric: str = "au
         "fit": summarize_laws(laws), "predictor": predictor_summary,
         "extrapolations": [extrapolate_laws(laws, t, gpu=gpu) for t in targets],
         "hardware": hardware or runs_hardware(runs.frame),
+        "autoattack": runs_autoattack(runs.frame) if runs.metric == "autoattack_acc" else None,
         "replicates": _replicates(table, runs.metric),
     }
     nd_law, content["nd_law"] = _nd_law(table, runs, bootstrap, seed)
@@ -160,6 +161,39 @@ def runs_hardware(frame: pd.DataFrame) -> str | None:
         cores = f", {info['cpu_count']} cores" if info.get("cpu_count") else ""
         return f"{info['cpu']} CPU{cores}"
     return None
+
+
+# pyautoattack's attack names as its paper writes them
+_ATTACK_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "apgd-dlr": "APGD-DLR", "fab": "FAB", "fab-t": "FAB-T",
+                 "square": "Square"}
+
+
+def runs_autoattack(frame: pd.DataFrame) -> str | None:
+    """Which AutoAttack measured the runs (version, the attacks when only some of the version's ran, test points),
+    from their records; None for another framework's table. The demo runs standard's APGD-CE and APGD-T only, and a
+    reader comparing its numbers with the paper's must see that."""
+    if "run_dir" not in frame:
+        return None
+    found = set()
+    for run_dir in frame["run_dir"].dropna():
+        record = read_record(Path(run_dir))
+        result = (record.evaluations or {}).get("autoattack") if record is not None else None
+        if isinstance(result, dict) and result.get("attacks"):
+            found.add(_autoattack_words(result))
+    return "; ".join(sorted(found)) or None
+
+
+def attack_names(attacks: Sequence[str]) -> str:
+    """``APGD-CE + APGD-T``: pyautoattack's attack names as its paper writes them."""
+    return " + ".join(_ATTACK_NAMES.get(str(a), str(a)) for a in attacks)
+
+
+def _autoattack_words(result: dict) -> str:
+    skipped, points = result.get("skipped") or [], f"{result.get('n')} test points"
+    if skipped:
+        return (f"{attack_names(result['attacks'])} of {result.get('version')} AutoAttack ({attack_names(skipped)} not "
+                f"run), {points}")
+    return f"{result.get('version')} AutoAttack ({attack_names(result['attacks'])}), {points}"
 
 
 def _replicates(table: pd.DataFrame, metric: str) -> dict | None:
@@ -441,6 +475,7 @@ def _runs_section(runs: list[dict]) -> str:
 def _meta(content: dict) -> str:
     dropped = ", ".join(f"{k}: {v}" for k, v in content["fit"]["dropped"].items() if v) or "none"
     hardware = f"; trained on {html.escape(content['hardware'])}" if content.get("hardware") else ""
+    hardware += f"; {html.escape(content['autoattack'])}" if content.get("autoattack") else ""
     source = f" from <code>{html.escape(content['source'])}</code>" if content["source"] != "table" else ""
     return (f"<p class='meta'>{content['n_runs']} usable runs{source} "
             f"(set aside: {html.escape(dropped)}); metric <code>{content['metric']}</code> "

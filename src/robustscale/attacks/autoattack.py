@@ -41,7 +41,7 @@ from pyautoattack import AutoAttack, checks
 from torch import Tensor, nn
 
 from robustscale.attacks.pgd import eval_fp32, model_device
-from robustscale.enums import AutoAttackVersion, Norm, choice
+from robustscale.enums import AutoAttackName, AutoAttackVersion, Norm, choice
 from robustscale.errors import ParameterError, UserError, shown
 from robustscale.models.folded import fold_batchnorm
 from robustscale.store.atomic import write_json
@@ -49,7 +49,7 @@ from robustscale.store.local_key import sign, signature_holds
 
 __all__ = ["run_autoattack", "subset_indices", "attack_list", "ATTACKS", "VERSIONS"]
 
-ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")  # pyautoattack's names
+ATTACKS = tuple(a.value for a in AutoAttackName)  # pyautoattack's names
 VERSIONS = ("standard", "plus", "rand", "custom")  # pyautoattack's versions; custom: an attack list
 _AA_NORM = {Norm.linf: "Linf", Norm.l2: "L2"}
 _STATE_FORMAT = "robustscale-autoattack-state-1"
@@ -64,10 +64,14 @@ _log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def attack_list(version: AutoAttackVersion | str, attacks: Optional[Sequence[str]],
-                norm: Norm = Norm.linf) -> tuple[str, list[str]]:
-    """``(version, attacks in run order)``. A custom list implies version ``custom``; each name is checked."""
+def attack_list(version: AutoAttackVersion | str, attacks: Optional[Sequence[str]], norm: Norm = Norm.linf,
+                only: Optional[Sequence[str]] = None) -> tuple[str, list[str]]:
+    """``(version, attacks in run order)``. A custom list implies version ``custom``; each name is checked. ``only``
+    keeps those of the version's attacks (with the version's settings: ``custom`` would give APGD-CE 5 restarts
+    where ``standard`` gives it 1)."""
     version = str(version)
+    if only is not None:
+        return version, _only(attack_list(version, attacks, norm)[1], [str(a) for a in only], attacks)
     if attacks is not None:
         if version not in ("standard", "custom"):
             raise ParameterError(f"an attack list (attacks) needs version 'custom', not '{shown(version)}'",
@@ -81,6 +85,15 @@ def attack_list(version: AutoAttackVersion | str, attacks: Optional[Sequence[str
         raise ParameterError(f"version must be standard, plus or rand (or custom with a list of attacks), "
                              f"got '{shown(version)}'", "version")
     return version, list(AutoAttack(nn.Identity(), norm=_AA_NORM[norm], version=version).attacks_to_run)
+
+
+def _only(full: list[str], only: list[str], custom: Optional[Sequence[str]]) -> list[str]:
+    if custom is not None:
+        raise ParameterError("give either a custom attack list (attacks) or a subset of a version's (only)", "only")
+    if not only or len(set(only)) != len(only) or not set(only) <= set(full):
+        raise ParameterError(f"only must name distinct attacks of the version ({', '.join(full)}); got "
+                             f"{shown(', '.join(only))}", "only")
+    return [a for a in full if a in only]
 
 
 def subset_indices(total: int, n: Optional[int], seed: int = 0) -> Tensor:
@@ -307,8 +320,9 @@ def _unique(items: list[str]) -> list[str]:
 
 def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: Norm | str = Norm.linf,
                    version: AutoAttackVersion | str = AutoAttackVersion.standard,
-                   attacks: Optional[Sequence[str]] = None, n: Optional[int] = None, seed: int = 0,
-                   batch_size: int = 500, state_path: Optional[str | Path] = None) -> dict[str, Any]:
+                   attacks: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] = None,
+                   n: Optional[int] = None, seed: int = 0, batch_size: int = 500,
+                   state_path: Optional[str | Path] = None) -> dict[str, Any]:
     """Robust accuracy under AutoAttack, the number the paper (and RobustBench) reports.
 
     Args:
@@ -316,6 +330,8 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
         x, y: the test points (``x`` float in [0, 1]); ``n`` picks a seeded subset of them (:func:`subset_indices`).
         eps, norm: the threat model (``linf`` or ``l2``), eps in pixel units.
         version: ``standard`` (APGD-CE, APGD-T, FAB-T, Square), ``plus``, ``rand``; ``attacks`` runs a custom list.
+        only: run only these of the version's attacks, with its settings and in its order (the demo: standard's
+            ``apgd-ce`` and ``apgd-t``); the result lists the ones left out in ``skipped``.
         seed: seeds the attacks and the subset.
         batch_size: points per attack batch (results depend on it through the per-batch seeding).
         state_path: JSON file resumed when it holds this same evaluation (model, points, settings), written after
@@ -324,18 +340,20 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
     Returns:
         ``clean_acc``, ``robust_acc``, ``per_attack`` (attack -> robust accuracy after it, in run order), ``n``,
         ``seconds`` and ``points_per_s`` (over all sessions of a resumed run), ``warnings``, ``version``,
-        ``attacks``, ``eps``, ``norm``, ``seed``, ``resumed``, ``attacked`` (``"folded copy"`` when the attacks ran
-        on the BatchNorm-folded copy, else ``"model"``; the points are scored on the model either way).
+        ``attacks`` (those run), ``skipped`` (the version's attacks ``only`` left out), ``eps``, ``norm``, ``seed``,
+        ``resumed``, ``attacked`` (``"folded copy"`` when the attacks ran on the BatchNorm-folded copy, else
+        ``"model"``; the points are scored on the model either way).
     """
     norm = choice(Norm, norm, "norm")
-    version, attacks = attack_list(version, attacks, norm)
+    version, to_run = attack_list(version, attacks, norm, only)
+    skipped = [a for a in attack_list(version, attacks, norm)[1] if a not in to_run] if only is not None else []
     _check_fp32(model)
     if len(y) == 0:
         raise UserError("AutoAttack needs at least one test point")
     idx = subset_indices(len(y), n, seed)
     x, y, device = x[idx], y[idx], model_device(model)
     path = Path(state_path) if state_path is not None else None
-    key = {"eps": float(eps), "norm": norm, "version": version, "attacks": attacks, "seed": seed,
+    key = {"eps": float(eps), "norm": norm, "version": version, "attacks": to_run, "seed": seed,
            "batch_size": batch_size, "n": len(idx), "fingerprint": _fingerprint(model, idx) if path else None}
     sink: list[str] = []
     with eval_fp32(model), torch.random.fork_rng(devices=_rng_devices(device)), _captured(sink):
@@ -349,7 +367,7 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
 
         with _channels_last(model, device):
             attacked = _attacked_model(model, x, device, batch_size)
-            for attack in attacks:
+            for attack in to_run:
                 if attack not in state["done"]:
                     _run_attack(model, attacked, x, y, attack, state, key=key, device=device, path=path, clock=clock,
                                 sink=sink)
@@ -359,13 +377,14 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
     _save_state(path, state)
     for message in state["warnings"]:
         _log.warning("AutoAttack: %s", message)
-    return _result(state, key, resumed, folded=attacked is not model)
+    return _result(state, key, resumed, folded=attacked is not model, skipped=skipped)
 
 
-def _result(state: dict[str, Any], key: dict[str, Any], resumed: bool, folded: bool) -> dict[str, Any]:
+def _result(state: dict[str, Any], key: dict[str, Any], resumed: bool, folded: bool,
+            skipped: list[str]) -> dict[str, Any]:
     n, seconds = key["n"], state["seconds"]
-    return {"attack": "autoattack", "version": key["version"], "attacks": key["attacks"], "eps": key["eps"],
-            "norm": key["norm"], "n": n, "seed": key["seed"], "clean_acc": state["clean"] / n,
+    return {"attack": "autoattack", "version": key["version"], "attacks": key["attacks"], "skipped": skipped,
+            "eps": key["eps"], "norm": key["norm"], "n": n, "seed": key["seed"], "clean_acc": state["clean"] / n,
             "robust_acc": sum(state["robust"]) / n, "per_attack": {a: state["done"][a] / n for a in key["attacks"]},
             "seconds": seconds, "points_per_s": n / seconds if seconds > 0 else None,
             "warnings": list(state["warnings"]), "resumed": resumed, "attacked": "folded copy" if folded else "model"}

@@ -52,11 +52,11 @@ def clean_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 
     return pgd_accuracy(model, x, y, eps=0.0, steps=0, batch_size=batch_size)["clean_acc"]
 
 
-def _attack(model, x, y, *, attack, eps, norm, steps, loss, n, version, attacks, batch_size, seed,
+def _attack(model, x, y, *, attack, eps, norm, steps, loss, n, version, attacks, only, batch_size, seed,
             state_path) -> dict[str, Any]:
     if attack is Attack.autoattack:
-        return run_autoattack(model, x, y, eps=eps, norm=norm, version=version, attacks=attacks, n=n, seed=seed,
-                              batch_size=batch_size, state_path=state_path)
+        return run_autoattack(model, x, y, eps=eps, norm=norm, version=version, attacks=attacks, only=only, n=n,
+                              seed=seed, batch_size=batch_size, state_path=state_path)
     idx = subset_indices(len(y), n, seed)
     res = pgd_accuracy(model, x[idx], y[idx], eps=eps, steps=steps, norm=norm, loss=loss, batch_size=batch_size,
                        seed=seed)
@@ -66,14 +66,16 @@ def _attack(model, x, y, *, attack, eps, norm, steps, loss, n, version, attacks,
 def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, attack: Attack | str = Attack.autoattack, eps: float,
                    norm: Norm | str = Norm.linf, steps: int = 20, loss: PGDLoss | str = PGDLoss.ce,
                    n: Optional[int] = None, version: AutoAttackVersion | str = AutoAttackVersion.standard,
-                   attacks: Optional[Sequence[str]] = None, batch_size: int = 500, seed: int = 0,
-                   run_dir: Optional[str | Path] = None, meta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                   attacks: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] = None,
+                   batch_size: int = 500, seed: int = 0, run_dir: Optional[str | Path] = None,
+                   meta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Attack ``model`` on ``(x, y)`` (or a seeded subset of ``n`` points) and run the sanity checks on the same
     points.
 
     Args:
-        attack: ``autoattack`` (``version`` or a custom ``attacks`` list) or ``pgd`` (``steps`` steps of ``loss``,
-            step size 2.5 * eps / steps, one random start).
+        attack: ``autoattack`` (``version`` or a custom ``attacks`` list; ``only``: these of the version's attacks,
+            with its settings) or ``pgd`` (``steps`` steps of ``loss``, step size 2.5 * eps / steps, one random
+            start).
         run_dir: when given, the result goes to ``eval/<attack>-<eps>.json`` there (atomically), and AutoAttack
             resumes from / saves to ``eval/<attack>-<eps>.state.json``, removed once the result is written.
         meta: extra fields for the result (which model, which dataset), written with it.
@@ -87,7 +89,7 @@ def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, attack: Attack | s
     autoattack = attack is Attack.autoattack
     state = result_path(run_dir, attack, eps, ".state.json") if run_dir is not None and autoattack else None
     res = _attack(model, x, y, attack=attack, eps=eps, norm=norm, steps=steps, loss=loss, n=n, version=version,
-                  attacks=attacks, batch_size=batch_size, seed=seed, state_path=state)
+                  attacks=attacks, only=only, batch_size=batch_size, seed=seed, state_path=state)
     t0, idx = time.perf_counter(), subset_indices(len(y), n, seed)
     res["checks"] = sanity_checks(model, x[idx], y[idx], eps=eps, clean_acc=res["clean_acc"],
                                   robust_acc=res["robust_acc"], attack=attack, norm=norm, loss=loss,

@@ -471,8 +471,8 @@ def _final_eval(run: Run, record: RunRecord) -> None:
         if cfg.eval.autoattack is AutoAttackVersion.none:
             return
         res = evaluate_model(best, x, y, attack=Attack.autoattack, eps=cfg.attack.eps, norm=cfg.attack.norm,
-                             n=cfg.eval.autoattack_n, version=cfg.eval.autoattack, batch_size=cfg.eval.batch_size,
-                             seed=cfg.train.seed, run_dir=run.dir)
+                             n=cfg.eval.autoattack_n, version=cfg.eval.autoattack, only=cfg.eval.autoattack_attacks,
+                             batch_size=cfg.eval.batch_size, seed=cfg.train.seed, run_dir=run.dir)
     metrics.autoattack_acc, metrics.autoattack_clean_acc = res["robust_acc"], res["clean_acc"]
     record.evaluations = {**record.evaluations, "autoattack": res}
 

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from robustscale import config as schema
+from robustscale.attacks.autoattack import attack_list
 from robustscale.config import Config
 from robustscale.datasets import dataset_info
+from robustscale.enums import AutoAttackVersion
+from robustscale.errors import ConfigError, shown
 from robustscale.models import check_model_builds, check_model_name
 
-__all__ = ["load_config", "config_from_dict", "check_model"]
+__all__ = ["load_config", "config_from_dict", "check_model", "check_autoattack"]
 
 
 def check_model(cfg: Config) -> Config:
@@ -30,11 +33,26 @@ def check_model(cfg: Config) -> Config:
     return cfg
 
 
+def check_autoattack(cfg: Config) -> Config:
+    """``cfg`` when ``eval.autoattack_attacks`` names distinct attacks of ``eval.autoattack``'s version (pyautoattack
+    knows which), so the subset fails when the config is read, not after training."""
+    only, version = cfg.eval.autoattack_attacks, cfg.eval.autoattack
+    if only is None or version is AutoAttackVersion.none:
+        return cfg
+    full = attack_list(version, None, cfg.attack.norm)[1]
+    names = [str(a) for a in only]
+    if len(set(names)) != len(names) or not set(names) <= set(full):
+        raise ConfigError(f"config key 'eval.autoattack_attacks': {version}'s attacks are {', '.join(full)}; name "
+                          f"distinct ones of them (got {shown(', '.join(names))})")
+    return cfg
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    """:func:`robustscale.config.config_from_dict`, then :func:`check_model`."""
-    return check_model(schema.config_from_dict(raw))
+    """:func:`robustscale.config.config_from_dict`, then :func:`check_model` and :func:`check_autoattack`."""
+    return check_autoattack(check_model(schema.config_from_dict(raw)))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """:func:`robustscale.config.load_config` (YAML and ``section.key=value`` overrides), then :func:`check_model`."""
-    return check_model(schema.load_config(path, overrides))
+    """:func:`robustscale.config.load_config` (YAML and ``section.key=value`` overrides), then :func:`check_model`
+    and :func:`check_autoattack`."""
+    return check_autoattack(check_model(schema.load_config(path, overrides)))
