@@ -15,7 +15,7 @@ from robustscale.errors import ParameterError, shown
 
 __all__ = ["Dataset", "Activation", "Norm", "Loss", "Schedule", "BNMode", "TradesStart", "ValSource", "Precision",
            "AutoAttackVersion", "PGDLoss", "AttackLoss", "Attack", "ExecutorKind", "Law", "CostRuns", "TableFormat",
-           "Status", "choice"]
+           "Status", "OnCollapse", "StopReason", "choice"]
 
 
 class _Choice(str, Enum):
@@ -143,6 +143,21 @@ class Status(_Choice):
     running = "running"  # started; with no live claim it was interrupted and resumes on the next sweep
     done = "done"
     failed = "failed"  # ``reason`` says why; a sweep retries it only with --retry-failed
+
+
+class OnCollapse(_Choice):
+    """What training does when the collapse detector fires (``train.on_collapse``; training/collapse.py)."""
+
+    stop = "stop"  # end training there: the best checkpoint (from before the collapse) is evaluated as usual
+    warn = "warn"  # log it, record it, train on
+    ignore = "ignore"  # no detector
+
+
+class StopReason(_Choice):
+    """Why a run stopped before ``train.epochs`` (its record's ``stopped_early.reason``), or what an alarm saw."""
+
+    catastrophic_overfitting = "catastrophic_overfitting"  # multi-step robustness collapsed, the training attack's not
+    no_improvement = "no_improvement"  # train.patience validations without a better checkpoint (robust overfitting)
 
 
 def choice(kind: type[Enum], value: object, name: str) -> Enum:
