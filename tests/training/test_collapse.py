@@ -75,9 +75,11 @@ def test_relative_drop_not_absolute_level():
 
 
 def test_noise_on_a_small_or_barely_robust_subset_does_not_fire():
-    """A fall of a few points is noise: 0.06 -> 0.01 on 200 points, or 0.5 -> 0.2 on 20 points."""
+    """A fall of a few points is noise: 0.06 -> 0.01 on 200 points (2.7 standard errors), or 0.5 -> 0.2 on 20 points;
+    train.collapse_sigmas sets how many standard errors a fall must exceed."""
     rows = _rows([0.03, 0.06, 0.01], [0.3, 0.5, 0.7])
     assert _run(RULES, rows)[1] == []
+    assert [a.epoch for a in _run(StopRules(n_val=200, collapse_sigmas=2.0), rows)[1]] == [3]
     rows = _rows([0.30, 0.50, 0.20], [0.4, 0.6, 0.7])
     assert _run(StopRules(n_val=20), rows)[1] == []
     assert [a.epoch for a in _run(StopRules(n_val=500), rows)[1]] == [3]

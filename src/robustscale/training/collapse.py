@@ -10,7 +10,7 @@ every epoch trained after it only costs; these rules say when to stop paying.
 The collapse rule (:meth:`Watch.observe`), at each PGD-40 validation:
 
 - the validation's PGD-40 accuracy has fallen to ``1 - train.collapse_drop`` of its best so far or below (default:
-  half), and by more than :data:`NOISE_SIGMAS` standard errors of the difference of two accuracies on
+  half), and by more than ``train.collapse_sigmas`` standard errors of the difference of two accuracies on
   ``data.val_size`` points (so a few points of noise on a small subset, or on a model that is not robust yet, never
   fire it);
 - while the training attack's accuracy on the epoch's batches is at least ``1 - train.collapse_train_drop`` of its
@@ -45,11 +45,7 @@ from robustscale.config import Config
 from robustscale.enums import Loss, OnCollapse, StopReason
 from robustscale.store.record import Alarm
 
-__all__ = ["NOISE_SIGMAS", "StopRules", "Watch", "describe"]
-
-# A fall counts only when it exceeds this many standard errors of the difference of two binomial accuracies on the
-# validation subset: at 3, noise alone fires it about once in 700 validations.
-NOISE_SIGMAS = 3.0
+__all__ = ["StopRules", "Watch", "describe"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,7 @@ class StopRules:
     on_collapse: OnCollapse = OnCollapse.stop
     collapse_drop: float = 0.5
     collapse_train_drop: float = 0.1
+    collapse_sigmas: float = 4.0
     patience: int | None = None
     epochs: int = 100  # planned: an alarm at the last epoch ends nothing early
     n_val: int = 1024  # validation points: the noise a fall must exceed
@@ -67,8 +64,8 @@ class StopRules:
     @classmethod
     def from_config(cls, cfg: Config) -> "StopRules":
         t = cfg.train
-        return cls(t.on_collapse, t.collapse_drop, t.collapse_train_drop, t.patience, t.epochs, cfg.data.val_size,
-                   attacked=t.loss is not Loss.standard and cfg.attack.steps > 0)
+        return cls(t.on_collapse, t.collapse_drop, t.collapse_train_drop, t.collapse_sigmas, t.patience, t.epochs,
+                   cfg.data.val_size, attacked=t.loss is not Loss.standard and cfg.attack.steps > 0)
 
 
 @dataclass
@@ -127,7 +124,7 @@ class Watch:
         if best is None or self.best_train_adv_acc is None or row.get("train_adv_acc") is None:
             return False
         noise = math.sqrt((best * (1 - best) + now * (1 - now)) / max(rules.n_val, 1))
-        fell = now <= (1 - rules.collapse_drop) * best and best - now > NOISE_SIGMAS * noise
+        fell = now <= (1 - rules.collapse_drop) * best and best - now > rules.collapse_sigmas * noise
         return fell and row["train_adv_acc"] >= (1 - rules.collapse_train_drop) * self.best_train_adv_acc
 
     def _patience(self, rules: StopRules, epoch: int, row: dict[str, Any]) -> Alarm | None:
@@ -152,6 +149,6 @@ def describe(alarm: Alarm, stops: bool) -> str:
     if alarm.reason is StopReason.no_improvement:
         return (f"no better checkpoint in {alarm.validations_since_best} validations (best at epoch "
                 f"{alarm.best_epoch}): {then}")
-    return (f"catastrophic overfitting at epoch {alarm.epoch}: PGD-40 validation accuracy {alarm.val_pgd_acc:.1%} "
+    return (f"catastrophic overfitting at epoch {alarm.epoch}: PGD validation accuracy {alarm.val_pgd_acc:.1%} "
             f"(best {alarm.best_val_pgd_acc:.1%} at epoch {alarm.best_epoch}) while the training attack's accuracy "
             f"is {alarm.train_adv_acc:.1%} ({alarm.best_train_adv_acc:.1%} then): {then}")
