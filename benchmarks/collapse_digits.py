@@ -10,16 +10,26 @@ alarmed trains again with ``stop`` (the default), which ends at the alarm; the t
 (same seed, same steps). Both end as a finished run does: AutoAttack (standard, ``--aa-n`` test points) on the best
 checkpoint. Each run trains in its own process with one torch thread; finished runs are kept (rerun to resume).
 Prints one line per run and writes ``<out>/summary.json``.
+
+    python benchmarks/collapse_digits.py --replay RUN_DIR [RUN_DIR ...]
+
+trains nothing: it replays the ``metrics.jsonl`` of finished runs (any recipe, any PGD steps) through the detector
+with its default thresholds and prints, per run, its largest fall from the best so far (relative, and in standard
+errors of the validation subset) and the alarms the defaults raise: how the defaults were chosen.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from robustscale.config import load_config
+from robustscale.training.collapse import StopRules, Watch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "collapse.yaml"
@@ -40,7 +50,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--aa-n", type=int, default=100, help="AutoAttack test points (the same seeded ones every run)")
     ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra config overrides key=value")
+    ap.add_argument("--replay", nargs="+", type=Path, help="finished run folders: replay their logs, train nothing")
     return ap.parse_args(argv)
+
+
+def replay(run_dir: Path) -> dict:
+    """A finished run's log through the detector at the default thresholds (its own epochs, validation size and
+    training attack), with the loop's checkpoint selection approximated by a better PGD accuracy."""
+    cfg = load_config(run_dir / "config.yaml", ["train.on_collapse=warn", "train.collapse_drop=0.5",
+                                                "train.collapse_sigmas=4", "train.collapse_train_drop=0.1"])
+    rules, watch, n = StopRules.from_config(cfg), Watch(), cfg.data.val_size
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "val_pgd_acc" in r]
+    best, fall = None, (0.0, 0.0)
+    for r in rows:
+        now = r["val_pgd_acc"]
+        if best:
+            sigma = math.sqrt((best * (1 - best) + now * (1 - now)) / n)
+            fall = max(fall, ((best - now) / best, (best - now) / sigma if sigma else 0.0))
+        watch.observe(rules, r["epoch"], r, improved=best is None or now > best)
+        best = now if best is None else max(best, now)
+    return {"run": run_dir.name, "attack_steps": cfg.attack.steps, "eps": cfg.attack.eps,
+            "random_start": cfg.attack.random_start, "model": cfg.model.name, "peak": best,
+            "largest_fall": round(fall[0], 2), "its_sigmas": round(fall[1], 1),
+            "alarms": [(a.epoch, a.best_val_pgd_acc, a.val_pgd_acc) for a in watch.alarms]}
 
 
 def train(run_dir: Path, overrides: list[str]) -> dict:
@@ -74,6 +107,10 @@ def row(name: str, seed: int, full: dict, stopped: dict | None) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.replay:
+        for run_dir in args.replay:
+            print(json.dumps(replay(run_dir)))
+        return
     common = [f"eval.autoattack_n={args.aa_n}", *args.overrides]
     rows = []
     for name in args.recipes:

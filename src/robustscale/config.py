@@ -135,10 +135,10 @@ class TrainConfig(_Section):
     # stays above (1 - collapse_train_drop) of its value at that best
     on_collapse: OnCollapse = OnCollapse.stop  # stop: end training, evaluate the best checkpoint; warn; ignore
     collapse_drop: float = Field(0.5, gt=0.0, lt=1.0)  # relative; Wong et al.'s early stop: 0.2 absolute at ~0.45;
-    # healthy digits runs fell by at most 38% (BENCHMARKS.md "Collapse on digits")
+    # digits runs that did not collapse fell by at most 38% from a best of 0.2 or more (BENCHMARKS.md)
     collapse_train_drop: float = Field(0.1, ge=0.0, lt=1.0)  # relative: how far the training attack may fall
     collapse_sigmas: float = Field(4.0, ge=0.0)  # and the fall exceeds this many standard errors of the validation
-    # subset (noise before the model is robust reached 3.6 on digits)
+    # subset (falls from a best under 0.2, before the model is robust, reached 3.6 on digits)
     patience: Optional[int] = Field(None, ge=1)  # stop after this many validations without a better checkpoint
     # (robust overfitting, Rice et al. 2020); null: off
 
