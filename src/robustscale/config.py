@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 
 from robustscale.config_checks import MAX_BATCH, MAX_SEED, check_limits, check_model_kwargs
 from robustscale.datasets import dataset_info
-from robustscale.enums import (Activation, AutoAttackName, AutoAttackVersion, BNMode, Dataset, Loss, Norm, PGDLoss,
-                               Precision, Schedule, StepDivisor, Tracker, TradesStart, ValSource)
+from robustscale.enums import (Activation, AutoAttackName, AutoAttackVersion, BNMode, Dataset, Loss, Norm, OnCollapse,
+                               PGDLoss, Precision, Schedule, StepDivisor, Tracker, TradesStart, ValSource)
 from robustscale.errors import ConfigError, one_line, shown
 from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_file
 
@@ -34,7 +34,7 @@ from robustscale.safe_yaml import YamlSyntaxError, load_yaml_text, read_yaml_fil
 __all__ = ["Config", "load_config", "apply_overrides", "parse_override", "config_to_yaml", "config_from_dict",
            "config_to_dict", "read_yaml", "parse_number", "Dataset", "Activation", "Norm", "Loss", "Schedule",
            "BNMode", "TradesStart", "ValSource", "Precision", "AutoAttackVersion", "PGDLoss", "StepDivisor",
-           "Tracker", "pgd_eval_step_size"]
+           "Tracker", "OnCollapse", "pgd_eval_step_size"]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,17 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints
     max_steps: Optional[int] = Field(None, ge=1)  # stop after this many optimiser steps (tests, smoke runs)
+    # catastrophic overfitting caught while training (training/collapse.py; README "Early stops"): the PGD-40
+    # validation accuracy falls to (1 - collapse_drop) of its best or below while the training attack's accuracy
+    # stays above (1 - collapse_train_drop) of its value at that best
+    on_collapse: OnCollapse = OnCollapse.stop  # stop: end training, evaluate the best checkpoint; warn; ignore
+    collapse_drop: float = Field(0.5, gt=0.0, lt=1.0)  # relative; Wong et al.'s early stop: 0.2 absolute at ~0.45;
+    # digits runs that did not collapse fell by at most 38% from a best of 0.2 or more (BENCHMARKS.md)
+    collapse_train_drop: float = Field(0.1, ge=0.0, lt=1.0)  # relative: how far the training attack may fall
+    collapse_sigmas: float = Field(4.0, ge=0.0)  # and the fall exceeds this many standard errors of the validation
+    # subset (falls from a best under 0.2, before the model is robust, reached 3.6 on digits)
+    patience: Optional[int] = Field(None, ge=1)  # stop after this many validations without a better checkpoint
+    # (robust overfitting, Rice et al. 2020); null: off
 
 
 class EvalConfig(_Section):

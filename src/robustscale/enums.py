@@ -15,7 +15,7 @@ from robustscale.errors import ParameterError, shown
 
 __all__ = ["Dataset", "Activation", "Norm", "Loss", "Schedule", "BNMode", "TradesStart", "ValSource", "Precision",
            "AutoAttackVersion", "AutoAttackName", "PGDLoss", "StepDivisor", "WRNStyle", "AttackLoss", "Attack",
-           "ExecutorKind", "Law", "CostRuns", "TableFormat", "Status", "Tracker", "choice"]
+           "ExecutorKind", "Law", "CostRuns", "TableFormat", "Status", "Tracker", "OnCollapse", "StopReason", "choice"]
 
 
 class _Choice(str, Enum):
@@ -177,6 +177,21 @@ class Tracker(_Choice):
     tensorboard = "tensorboard"  # event files in the run folder's tensorboard/ (torch's SummaryWriter)
     mlflow = "mlflow"  # the run in MLFLOW_TRACKING_URI's store (e.g. sqlite:///mlruns.db)
     wandb = "wandb"  # Weights & Biases (WANDB_MODE=offline: files in the run folder's wandb/, `wandb sync` later)
+
+
+class OnCollapse(_Choice):
+    """What training does when the collapse detector fires (``train.on_collapse``; training/collapse.py)."""
+
+    stop = "stop"  # end training there: the best checkpoint (from before the collapse) is evaluated as usual
+    warn = "warn"  # log it, record it, train on
+    ignore = "ignore"  # no detector
+
+
+class StopReason(_Choice):
+    """Why a run stopped before ``train.epochs`` (its record's ``stopped_early.reason``), or what an alarm saw."""
+
+    catastrophic_overfitting = "catastrophic_overfitting"  # multi-step robustness collapsed, the training attack's not
+    no_improvement = "no_improvement"  # train.patience validations without a better checkpoint (robust overfitting)
 
 
 def choice(kind: type[Enum], value: object, name: str) -> Enum:

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from robustscale.config import config_to_dict, load_config
-from robustscale.store.record import (SCHEMA_VERSION, RecordError, RunRecord, Status, failed_record, new_record,
-                                      read_record, recipe_id, record_problems, run_id, write_record)
+from robustscale.enums import StopReason
+from robustscale.store.record import (SCHEMA_VERSION, Alarm, RecordError, RunRecord, Status, failed_record,
+                                      new_record, read_record, recipe_id, record_problems, run_id, write_record)
 from robustscale.store.results import results_table
 
 # written by the landed code (commit bb9404e, schema 1): `train(load_config("configs/digits.yaml", ["train.epochs=2",
@@ -134,3 +135,34 @@ def test_run_ids_survive_new_config_keys_at_their_defaults(digits_yaml):
     assert recipe_id(with_n) != recipe_id(_config(digits_yaml, "data.synthetic.path=s.npz"))
     unknown_section = {**base, "ddp": {"nodes": 2}}  # a section this version does not know yet is identity
     assert run_id(unknown_section) != run_id(base)
+
+
+def test_the_stop_rules_keys_join_the_id_only_when_set(digits_yaml):
+    """train.on_collapse (default stop), its thresholds and train.patience came after scheme 1: at their defaults the
+    id is the one this config always had; set away from them, another run."""
+    base = _config(digits_yaml)
+    assert run_id(base) == "digits-wrn_10_1-at5-s0-c53a0fb878"
+    assert base["train"]["on_collapse"] == "stop" and base["train"]["patience"] is None
+    for override in ("train.on_collapse=warn", "train.on_collapse=ignore", "train.collapse_drop=0.4",
+                     "train.collapse_train_drop=0.2", "train.patience=5"):
+        assert run_id(_config(digits_yaml, override)) != run_id(base), override
+    assert run_id(_config(digits_yaml, "train.on_collapse=stop", "train.collapse_drop=0.5")) == run_id(base)
+
+
+def test_an_early_stop_round_trips_and_old_records_have_none(tmp_path, digits_yaml):
+    record = new_record(_config(digits_yaml))
+    record.status, record.epochs_run = Status.done, 6
+    record.stopped_early = Alarm(StopReason.catastrophic_overfitting, 6, best_epoch=5, val_pgd_acc=0.02,
+                                 best_val_pgd_acc=0.6, train_adv_acc=0.9, best_train_adv_acc=0.7)
+    record.alarms = [Alarm(StopReason.catastrophic_overfitting, 3, best_epoch=2)]
+    write_record(tmp_path, record)
+    raw = json.loads((tmp_path / "record.json").read_text())
+    assert raw["stopped_early"]["reason"] == "catastrophic_overfitting" and raw["stopped_early"]["epoch"] == 6
+    again = read_record(tmp_path)
+    assert again.stopped_early == record.stopped_early and again.alarms == record.alarms
+    old = RunRecord.from_dict(json.loads(SCHEMA1.read_text()))
+    assert old.stopped_early is None and old.alarms == []
+    with pytest.raises(RecordError, match="reason"):
+        RunRecord.from_dict(dict(raw, stopped_early={"reason": "tired", "epoch": 2}))
+    with pytest.raises(RecordError, match="'alarms' is a dict"):
+        RunRecord.from_dict(dict(raw, alarms={"reason": "no_improvement"}))

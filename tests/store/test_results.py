@@ -163,3 +163,25 @@ def test_a_folder_of_only_damaged_records_is_one_line(tmp_path, assert_one_line)
     with pytest.raises(UserError) as err:
         results_table(tmp_path)
     assert "damaged" in assert_one_line(err.value)
+
+
+def test_early_stops_in_the_table_and_the_cli(tmp_path, digits_yaml, capsys):
+    """A stopped run says why and when (stop_reason, stop_epoch); a warned collapse has only collapse_epoch; the
+    printed table shows the two columns and counts the stops only when some run stopped."""
+    runs = tmp_path / "runs"
+    alarm = {"reason": "catastrophic_overfitting", "epoch": 4, "best_epoch": 3, "val_pgd_acc": 0.01}
+    stopped = _write(runs, digits_yaml, "done", "train.seed=1", stopped_early=alarm, epochs_run=4)
+    warned = _write(runs, digits_yaml, "done", "train.seed=2", "train.on_collapse=warn", alarms=[alarm])
+    plain = _write(runs, digits_yaml, "done", "train.seed=3")
+    table = results_table(runs).set_index("run_id")
+    assert (table.loc[stopped, "stop_reason"], table.loc[stopped, "stop_epoch"]) == ("catastrophic_overfitting", 4)
+    assert table.loc[stopped, "collapse_epoch"] == 4 and table.loc[warned, "collapse_epoch"] == 4
+    assert pd.isna(table.loc[warned, "stop_reason"]) and pd.isna(table.loc[warned, "stop_epoch"])
+    assert table.loc[plain, ["stop_reason", "stop_epoch", "collapse_epoch"]].isna().all()
+    assert table["stop_epoch"].dtype == "Int64"
+    assert main(["results", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "stop_reason" in out and "catastrophic_overfitti" in out and "stopped early: 1" in out
+    assert main(["results", str(runs / plain)]) == 0
+    out = capsys.readouterr().out
+    assert "stop_reason" not in out and "stopped early" not in out

@@ -176,6 +176,8 @@ def _render(table) -> str:
 
     view = Table(show_header=True, header_style="bold", show_lines=False)
     shown = [*_SHOWN, *(c for c in ("adaptive_round",) if c in table)]  # an adaptive sweep: the round that chose it
+    if table["stop_epoch"].notna().any():  # some run stopped early: why, and at which epoch
+        shown[shown.index("reason"):shown.index("reason")] = ["stop_reason", "stop_epoch"]
     for column in shown:
         view.add_column(column, overflow="fold")
     for row in table[shown].itertuples(index=False):
@@ -185,7 +187,9 @@ def _render(table) -> str:
     width = shutil.get_terminal_size((240, 24)).columns if sys.stdout.isatty() else 240
     console = Console(file=buffer, width=width, force_terminal=False)
     console.print(view)
-    console.print(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    stops = table["stop_reason"].value_counts().to_dict()
+    console.print(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+                  + ("; stopped early: " + ", ".join(f"{n} {why}" for why, n in stops.items()) if stops else ""))
     return buffer.getvalue()
 
 

@@ -105,6 +105,11 @@ def _print_record(record, run_dir: Path) -> None:
         typer.echo(f"  train_flops     {acc.train_flops:.3e}")
     if acc.energy_kwh is not None:
         typer.echo(f"  energy_kwh      {acc.energy_kwh:.3e} ({'estimated' if acc.energy_estimated else 'measured'})")
+    stop = record.stopped_early
+    if stop is not None:
+        planned = record.config.get("train", {}).get("epochs")
+        typer.echo(f"  stopped early   epoch {stop.epoch} of {planned}: {stop.reason} (best checkpoint: epoch "
+                   f"{record.metrics.best_epoch})")
 
 
 def register(app: typer.Typer) -> None:

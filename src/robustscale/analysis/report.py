@@ -31,6 +31,7 @@ from robustscale.analysis.plan import AccuracyMap, nearest_wrn
 from robustscale.analysis.predictor import fit_predictor, summarize_predictor
 from robustscale.analysis.replicates import by_recipe, has_replicates, recipe_codes
 from robustscale.analysis.scaling import PUE, extrapolate_laws, fit_laws, summarize_laws
+from robustscale.analysis.stops import early_stops, sentence
 from robustscale.analysis.summary import answers, duration
 from robustscale.errors import UserError
 from robustscale.store.atomic import write_bytes
@@ -108,6 +109,7 @@ def build_report(table: pd.DataFrame, out_html: str | Path, *, metric: str = "au
         "hardware": hardware or runs_hardware(runs.frame),
         "autoattack": runs_autoattack(runs.frame) if runs.metric == "autoattack_acc" else None,
         "replicates": _replicates(table, runs.metric),
+        "early_stops": early_stops(table),  # None unless some run collapsed or stopped early
     }
     nd_law, content["nd_law"] = _nd_law(table, runs, bootstrap, seed)
     content["answers"] = answers(content, runs.frame, hardware=content["hardware"])
@@ -444,6 +446,16 @@ def _replicates_section(replicates: dict | None) -> str:
             + _table([*knobs, "runs", "seeds", "mean", "std", "95% CI"], rows, left=len(knobs) + 2))
 
 
+def _stops_section(stops: dict | None) -> str:
+    """The runs that collapsed or stopped early (:mod:`.stops`), and the training compute the stops saved."""
+    if not stops:
+        return ""
+    header = list(stops["runs"][0])
+    return (f"<h2 id='early-stops'>Early stops</h2><p>{html.escape(sentence(stops))} Saved compute is estimated from "
+            "the planned epochs: train_flops × (epochs − epochs_run) / epochs_run.</p>"
+            + _table(header, [[r[h] for h in header] for r in stops["runs"]]))
+
+
 def _nd_section(nd: dict) -> str:
     if "skipped" in nd:
         return (f"<h2 id='nd-law'>N-D law (beyond the paper)</h2><p class='note'>Not fitted: "
@@ -489,11 +501,13 @@ def _html(content: dict, rendered: dict[str, dict[str, bytes]]) -> str:
     nav = ("<nav><a href='#figures'>Figures</a><a href='#laws'>Scaling laws</a><a href='#extrapolations'>"
            "Extrapolations</a><a href='#predictor'>Predictor</a>"
            + ("<a href='#replicates'>Seed spread</a>" if content.get("replicates") else "")
+           + ("<a href='#early-stops'>Early stops</a>" if content.get("early_stops") else "")
            + "<a href='#nd-law'>N-D law</a><a href='#runs'>Runs</a><a href='#methodology'>Methodology</a></nav>")
     extrapolations = _extrapolation_section(content["extrapolations"], throughput, content.get("hardware"))
     tables = (f"<section id='tables'>{_laws_section(fit)}{_holdout_section(fit)}{extrapolations}"
               f"{_predictor_section(content['predictor'])}"
-              f"{_replicates_section(content.get('replicates'))}{_nd_section(content['nd_law'])}"
+              f"{_replicates_section(content.get('replicates'))}{_stops_section(content.get('early_stops'))}"
+              f"{_nd_section(content['nd_law'])}"
               f"{_runs_section(content['runs'])}{methodology}</section>")
     body = (f"<h1>{html.escape(content['title'])}</h1>{_meta(content)}{_summary_section(content, rendered)}{nav}"
             f"{_figures_section(content, rendered)}{tables}")

@@ -4,13 +4,15 @@
 failed runs), ``config`` (resolved, as a plain dict), :class:`Metrics` (accuracies as fractions, the best epoch),
 ``evaluations`` (attack results), ``params``, ``epochs_run``, :class:`Accounting` (FLOPs, samples seen, time,
 energy, cost, CO2), ``versions`` (robustscale, torch, timm, python), :class:`Hardware` (the GPUs the run used and the
-host) and ``created``/``updated`` (UTC ISO-8601). Each fact is stated once: ``samples_seen`` and ``wall_s`` live in
+host), ``stopped_early`` and ``alarms`` (what the loop's stop rules saw: :class:`Alarm`) and
+``created``/``updated`` (UTC ISO-8601). Each fact is stated once: ``samples_seen`` and ``wall_s`` live in
 the accounting (they are the scope of its FLOPs and energy), ``hardware`` at the top.
 
 Schema 1 (before robustscale 0.1's layering pass) also wrote ``samples_seen`` and ``wall_s`` at the top level and a
 second ``hardware`` inside ``accounting`` (whose ``gpu_count`` was the GPUs used, the top level's the GPUs visible);
 :meth:`RunRecord.from_dict` migrates such a record on read. Written atomically: a reader sees the previous record or
-the next one, never half of one.
+the next one, never half of one. Keys added to schema 2 since (``stopped_early``, ``alarms``, new metrics) are
+optional: a record written before them reads as none.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ from typing import Any, Mapping
 
 from robustscale._version import __version__
 from robustscale.config import Config, config_to_dict
-from robustscale.enums import Status
+from robustscale.enums import Status, StopReason
 from robustscale.errors import UserError
 from robustscale.store.atomic import write_json
 from robustscale.store.safe_paths import safe_component
 
-__all__ = ["SCHEMA_VERSION", "RECORD", "Status", "RunRecord", "Metrics", "Accounting", "Hardware", "RecordError",
-           "run_id", "recipe_id", "new_record", "failed_record", "read_record", "read_record_json", "write_record",
-           "mark_failed_if_running", "record_problems", "versions", "now"]
+__all__ = ["SCHEMA_VERSION", "RECORD", "Status", "RunRecord", "Metrics", "Accounting", "Hardware", "Alarm",
+           "RecordError", "run_id", "recipe_id", "new_record", "failed_record", "read_record", "read_record_json",
+           "write_record", "mark_failed_if_running", "record_problems", "versions", "now"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,42 @@ class Metrics:
 
 
 @dataclass
+class Alarm:
+    """What a stop rule of the training loop saw (``robustscale.training.collapse``), at the validation it fired.
+
+    Accuracies are fractions on the validation subset (PGD-40) and the epoch's training batches (the training
+    attack); ``best_*`` are the values at the validation with the best PGD-40 accuracy so far.
+    """
+
+    reason: StopReason
+    epoch: int  # epochs completed when it fired
+    best_epoch: int | None = None
+    val_pgd_acc: float | None = None
+    best_val_pgd_acc: float | None = None
+    train_adv_acc: float | None = None
+    best_train_adv_acc: float | None = None
+    validations_since_best: int | None = None  # train.patience: validations without a better checkpoint
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reason": self.reason.value}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "Alarm":
+        """An alarm from its JSON (``record.json``, a checkpoint's progress); a structure that is not one is a
+        :class:`RecordError`."""
+        if not isinstance(raw, dict):
+            raise RecordError(f"an alarm is a {type(raw).__name__}, not an object")
+        try:
+            reason = StopReason(raw.get("reason"))
+        except (ValueError, TypeError):
+            raise RecordError(f"an alarm's reason is {str(raw.get('reason'))[:40]!r}, not one of "
+                              f"{', '.join(r.value for r in StopReason)}") from None
+        if "epoch" not in raw:
+            raise RecordError("an alarm has no 'epoch'")
+        return _known(cls, {**raw, "reason": reason})
+
+
+@dataclass
 class Hardware:
     """The machines a run used: the GPUs it trained on (their metered names when known), its DDP layout, and the
     host of rank 0."""
@@ -247,6 +285,8 @@ class RunRecord:
     accounting: Accounting = field(default_factory=Accounting)
     versions: dict[str, str] = field(default_factory=versions)
     hardware: Hardware = field(default_factory=Hardware)
+    stopped_early: Alarm | None = None  # training ended before train.epochs on this alarm (status still done)
+    alarms: list[Alarm] = field(default_factory=list)  # the alarms it trained on past (train.on_collapse: warn)
     created: str | None = field(default_factory=now)
     updated: str | None = None
     schema: int = SCHEMA_VERSION
@@ -263,9 +303,9 @@ class RunRecord:
         return {"schema": self.schema, "run_id": self.run_id, "status": self.status.value, "reason": self.reason,
                 "config": self.config, "metrics": asdict(self.metrics), "evaluations": self.evaluations,
                 "params": self.params, "epochs_run": self.epochs_run, "normalization": self.normalization,
-                "accounting": asdict(self.accounting),
-                "versions": self.versions, "hardware": asdict(self.hardware), "created": self.created,
-                "updated": self.updated}
+                "accounting": asdict(self.accounting), "versions": self.versions, "hardware": asdict(self.hardware),
+                "stopped_early": self.stopped_early.to_dict() if self.stopped_early is not None else None,
+                "alarms": [a.to_dict() for a in self.alarms], "created": self.created, "updated": self.updated}
 
     @classmethod
     def from_dict(cls, raw: Any) -> "RunRecord":
@@ -289,12 +329,21 @@ class RunRecord:
                    normalization=raw.get("normalization"),
                    accounting=_known(Accounting, raw.get("accounting") or {}),
                    versions=raw.get("versions") or {}, hardware=_known(Hardware, raw.get("hardware") or {}),
+                   stopped_early=Alarm.from_dict(raw["stopped_early"]) if raw.get("stopped_early") else None,
+                   alarms=[Alarm.from_dict(a) for a in _list(raw, "alarms")],
                    created=raw.get("created"), updated=raw.get("updated"))
 
     def failed(self, reason: object) -> "RunRecord":
         """This record marked failed with a one-line ``reason`` (what training got to write is kept)."""
         self.status, self.reason = Status.failed, " ".join(str(reason).split()) or "unknown error"
         return self
+
+
+def _list(raw: dict[str, Any], name: str) -> list[Any]:
+    value = raw.get(name) or []
+    if not isinstance(value, list):
+        raise RecordError(f"'{name}' is a {type(value).__name__}, not a list")
+    return value
 
 
 def _migrate(raw: dict[str, Any]) -> dict[str, Any]:

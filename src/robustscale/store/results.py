@@ -5,7 +5,9 @@ This is the table the scaling-law analysis reads (``robustscale results RUNS_DIR
 says running but whose worker is gone says so in ``reason`` (the next sweep resumes it). A record that cannot be read
 or whose fields have the wrong types (a damaged or hand-edited file) is skipped with a warning naming it and the
 field: one bad folder never breaks ``results``, ``fit`` or ``report`` for the rest. The folder of an adaptive sweep
-adds ``adaptive_round`` and ``adaptive_strategy``: which round of which strategy chose each run.
+adds ``adaptive_round`` and ``adaptive_strategy``: which round of which strategy chose each run. A run whose training
+stopped early says why and at which epoch (``stop_reason``, ``stop_epoch``; ``collapse_epoch`` is the first
+catastrophic-overfitting alarm, stopped or only warned).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 from robustscale.errors import UserError
 from robustscale.store.adaptive_plan import chosen_rounds
+from robustscale.enums import StopReason
 from robustscale.store.record import RECORD, RecordError, RunRecord, Status, read_record_json, recipe_id
 from robustscale.store.rundir import claim_is_live
 
@@ -35,10 +38,10 @@ COLUMNS = (
 EXTRA_COLUMNS = ("reason", "run_dir", "wall_s", "samples_seen", "attack_flops", "eval_flops", "mean_power_w",
                  "epochs_run", "best_epoch", "updated", "recipe_id", "eval_wall_s", "eval_energy_kwh",
                  "total_energy_kwh", "adv_loss", "adv_margin", "unique_images", "unique_synthetic_images",
-                 "synthetic_n")
+                 "synthetic_n", "stop_reason", "stop_epoch", "collapse_epoch")
 _BOOL = ("ema", "synthetic", "energy_estimated")
 _INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch", "unique_images",
-        "unique_synthetic_images", "synthetic_n")
+        "unique_synthetic_images", "synthetic_n", "stop_epoch", "collapse_epoch")
 _FLOAT = ("beta", "synthetic_fraction", "clean_acc", "pgd40_acc", "autoattack_acc", "train_flops",
           "train_flops_paper", "gpu_hours", "energy_kwh", "cost_usd", "co2_kg", "wall_s", "attack_flops",
           "eval_flops", "mean_power_w", "eval_wall_s", "eval_energy_kwh", "total_energy_kwh", "adv_loss",
@@ -67,7 +70,7 @@ def _get(tree: Any, *keys: str) -> Any:
     return tree
 
 
-_STR = ("run_id", "status", "dataset", "model", "activation", "loss", "reason", "updated", "recipe_id")
+_STR = ("run_id", "status", "dataset", "model", "activation", "loss", "reason", "updated", "recipe_id", "stop_reason")
 
 
 def _type_problem(record: RunRecord, row: dict[str, Any]) -> str | None:
@@ -149,11 +152,22 @@ def record_row(record: RunRecord, run_dir: Path) -> dict[str, Any]:
         **{k: getattr(acc, k) for k in _ACCOUNTING},
         "train_flops_paper": acc.paper_convention_flops,  # the paper's convention (its own column: another unit)
         "reason": record.reason, "run_dir": str(run_dir), "wall_s": acc.wall_s, "samples_seen": acc.samples_seen,
-        "epochs_run": record.epochs_run, "updated": record.updated, "recipe_id": _recipe(cfg),
+        "epochs_run": record.epochs_run, "updated": record.updated, "recipe_id": _recipe(cfg), **_stop(record),
     }
     if record.status is Status.running and not claim_is_live(run_dir):
         row["reason"] = "interrupted: no worker holds it; rerun the sweep to resume it"
     return row
+
+
+def _stop(record: RunRecord) -> dict[str, Any]:
+    """Why and when training stopped early (empty cells for a run that trained all its epochs), and the first epoch
+    the collapse detector fired at, whether it stopped the run or only warned."""
+    stop = record.stopped_early
+    collapses = [a.epoch for a in (stop, *record.alarms) if a is not None
+                 and a.reason is StopReason.catastrophic_overfitting]
+    return {"stop_reason": stop.reason.value if stop is not None else None,
+            "stop_epoch": stop.epoch if stop is not None else None,
+            "collapse_epoch": min(collapses) if collapses else None}
 
 
 def results_table(runs_dir: str | Path) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from robustscale.store.record import Metrics, RunRecord, Status, mark_failed_if_
 from robustscale.tracking import End, Trackers, open_trackers
 import robustscale.training.checkpoint as ckpt
 from robustscale.training.batches import BatchSource
+from robustscale.training.collapse import StopRules, Watch, describe
 from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for, gather_objects,
                                               init_distributed, is_main_process)
 from robustscale.training.ema import ModelEMA
@@ -66,6 +67,7 @@ class Progress:
     # an epoch stopped at a step boundary (preemption): each rank's stats so far, and its training time so far
     partial_stats: list[list[float]] | None = None
     partial_s: float = 0.0
+    watch: dict[str, Any] = field(default_factory=dict)  # the stop rules' state (training/collapse.py)
 
 
 class Divergence(RuntimeError):
@@ -226,7 +228,7 @@ def _epochs(run: Run, source: BatchSource, val, progress: bool) -> None:
     cfg, state, accounting = run.cfg, run.progress, run.accounting
     steps_per_epoch = source.sampler.steps_per_epoch
     with _ProgressBar(cfg.train.epochs, steps_per_epoch, enabled=progress and run.dist.is_main) as bar:
-        while state.epoch < cfg.train.epochs:
+        while state.epoch < cfg.train.epochs and Watch.from_dict(state.watch).stopped is None:
             with accounting.phase("train"):  # energy_kwh covers what wall_s and train_flops cover
                 t0 = time.perf_counter()
                 stats = _train_epoch(run, source, bar)
@@ -246,7 +248,10 @@ def _epochs(run: Run, source: BatchSource, val, progress: bool) -> None:
                 row.update(_validate(run, val))
                 state.eval_s += time.perf_counter() - t_eval
             bar.update(state, row, steps_per_epoch, epoch_done=True)
+            stop = _watch(run, row)  # catastrophic overfitting, patience: may end training here
             _log_and_checkpoint(run, row)
+            if stop:
+                break
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 break
     if agreed(run.device):  # asked during the last validation: stop before the final evaluation, which no step
@@ -328,11 +333,27 @@ def _validate(run: Run, val) -> dict[str, Any]:
     return row
 
 
+def _watch(run: Run, row: dict[str, Any]) -> bool:
+    """The stop rules (:mod:`.collapse`) on this epoch's metrics: an alarm is logged and marked in the row, and True
+    means training stops here. The decision is kept in the progress, so the checkpoint written next holds it."""
+    state = run.progress
+    watch = Watch.from_dict(state.watch)
+    alarm = watch.observe(StopRules.from_config(run.cfg), state.epoch, row, improved=state.best_epoch == state.epoch)
+    state.watch = watch.to_dict()
+    if alarm is None:
+        return False
+    row.update(alarm=alarm.reason.value, stop=watch.stopped is alarm)
+    if run.dist.is_main:
+        log.warning("%s: %s", run.dir.name, describe(alarm, stops=row["stop"]))
+    return row["stop"]
+
+
 def _log_and_checkpoint(run: Run, row: dict[str, Any]) -> None:
     """Rank 0 appends the epoch's log line, then (every ``train.checkpoint_every`` epochs and at the end) writes the
     checkpoint; every rank first gathers the energy so far (a collective) and meets at the barrier after."""
     state = run.progress
-    checkpoint = state.epoch % run.cfg.train.checkpoint_every == 0 or state.epoch == run.cfg.train.epochs
+    checkpoint = (state.epoch % run.cfg.train.checkpoint_every == 0 or state.epoch == run.cfg.train.epochs
+                  or row.get("stop", False))  # a stop is checkpointed at once
     if checkpoint:
         run.accounting.sync()  # a collective: every rank, before rank 0 writes the energy so far
     if run.dist.is_main:
@@ -446,6 +467,8 @@ def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
     norm = run.parts.model.normalize
     record.normalization = {"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()}
     record.epochs_run = state.epoch
+    watch = Watch.from_dict(state.watch)
+    record.stopped_early, record.alarms = watch.stopped, watch.alarms
     record.accounting = run.accounting.block(wall_s=state.wall_s, eval_wall_s=state.eval_s + final_s)
     real, synthetic = sampler.unique_images(state.step)
     record.accounting.unique_images, record.accounting.unique_synthetic_images = real + synthetic, synthetic
