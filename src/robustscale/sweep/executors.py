@@ -27,7 +27,7 @@ import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import submitit
 import torch
@@ -267,6 +267,11 @@ class SlurmExecutor(Executor):
             except Exception as err:  # the job died outside run_one (a rank or node lost, out of requeues)
                 outcomes.append(self._died(Path(run_dir), job, err, stale_s))
         return outcomes
+
+    def submit(self, job: Callable[..., Any], *args: Sequence[Any]) -> list[Any]:
+        """Any job (``robustscale eval``'s :class:`~robustscale.sweep.evaluation.EvalJob`) once per item of
+        ``args``, as a job array with this executor's options and layout; the submitit jobs."""
+        return self._executor().map_array(job, *args)
 
     def _died(self, run_dir: Path, job, err: BaseException, stale_s: float) -> dict[str, Any]:
         """A job that ended without rank 0's outcome: its run, if still ``running``, fails (never left running)."""
