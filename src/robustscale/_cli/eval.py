@@ -136,6 +136,9 @@ def _run(path: Path, single: bool, request, executor, layout, slurm: dict[str, A
         from robustscale.store.results import find_run_dirs
 
         paths, folder = find_run_dirs(path), path / ".submitit"
+        if not paths:
+            raise UserError(f"no runs under '{path}' (no record.json, best.safetensors or last.safetensors): pass a "
+                            "run folder, a checkpoint or a sweep's --out folder")
     try:
         outcomes = evaluate_runs(paths, request, only_missing=not single, executor=executor,
                                  procs_per_node=layout.procs_per_node, nodes=layout.nodes, slurm=slurm, folder=folder,

@@ -34,7 +34,7 @@ import torch
 
 from robustscale.accounting.host import visible_gpus
 from robustscale.enums import ExecutorKind, choice
-from robustscale.errors import ParameterError, UserError
+from robustscale.errors import ParameterError, UserError, shown
 from robustscale.store.rundir import job_key
 from robustscale.sweep.worker import RunJob, fail_abandoned, run_one
 from robustscale.training.distributed import DDPLayout
@@ -270,8 +270,13 @@ class SlurmExecutor(Executor):
 
     def submit(self, job: Callable[..., Any], *args: Sequence[Any]) -> list[Any]:
         """Any job (``robustscale eval``'s :class:`~robustscale.sweep.evaluation.EvalJob`) once per item of
-        ``args``, as a job array with this executor's options and layout; the submitit jobs."""
-        return self._executor().map_array(job, *args)
+        ``args``, as a job array with this executor's options and layout; the submitit jobs. A submission the
+        scheduler refuses (``sbatch: error: ...``) is a one-line :class:`UserError`."""
+        try:
+            return self._executor().map_array(job, *args)
+        except submitit.core.utils.FailedJobError as err:
+            raise UserError(f"the scheduler refused the jobs: {shown(str(err).strip().splitlines()[0])} (check the "
+                            "spec's slurm section and --partition / --account)") from None
 
     def _died(self, run_dir: Path, job, err: BaseException, stale_s: float) -> dict[str, Any]:
         """A job that ended without rank 0's outcome: its run, if still ``running``, fails (never left running)."""
