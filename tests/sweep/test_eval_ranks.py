@@ -189,3 +189,17 @@ def test_eval_folder_fills_every_runs_autoattack_claim_safe_and_a_rerun_evaluate
         assert record["metrics"]["autoattack_acc"] == record["evaluations"]["autoattack"]["robust_acc"]
         assert record["evaluations"]["autoattack"]["n"] == 10  # the run's own eval.autoattack_n
         assert record["accounting"]["final_eval_flops"] > 0 and not (run_dir / "claim.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nodes", "2"], "--nodes 2: a local evaluation runs on this machine only"),
+    (["--executor", "slurm", "--spec", "nowhere.yaml"], "nowhere.yaml"),
+])
+def test_eval_job_options_that_cannot_work_are_one_line_and_status_2(trained, args, message, capsys, assert_one_line):
+    assert main(["eval", str(trained), "--attack", "pgd", *args]) == 2
+    assert message in assert_one_line(capsys.readouterr().err)
+
+
+def test_eval_of_a_folder_without_runs_is_one_line_and_status_2(tmp_path, capsys, assert_one_line):
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "no runs under" in assert_one_line(capsys.readouterr().err)
