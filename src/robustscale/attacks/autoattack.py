@@ -14,6 +14,12 @@ own, with the seed reset), and records after every batch, atomically, which poin
 The model runs in eval mode and fp32 (autocast off; TF32 as configured) and comes back in its previous mode; the
 global torch RNG, which the attacks reseed, is restored too.
 
+Split over the ranks of a process group (``shard``), each attack's batches are still the ones a single call forms (the
+points robust before it, in order), dealt out to the ranks; since pyautoattack reseeds every call with the same seed,
+a batch is attacked identically on any rank, and the ranks' flags are ANDed after each attack: the result is the
+one-process result, bit for bit, on the same kernels (:mod:`robustscale.attacks.sharding`). Each rank resumes from its
+own signed state.
+
 On a CPU the attacks run with the model's 4-D weights in channels-last layout, and on few points with PyTorch's
 native convolutions instead of oneDNN's (or NNPACK's). After APGD-CE only the still-robust points are attacked (2 to
 21 of the demo's 40 digits), through FAB-T's 9 x 100 iterations and Square's 5,000 queries, and on batches that
