@@ -5,8 +5,8 @@ CPU time, per-epoch training time, and the load the machine was under.
     nice python benchmarks/ddp_cpu_sweep.py --epochs 3 --procs 1 2 --json
 
 Each measurement is ``robustscale sweep SPEC --out FOLDER --json`` in a fresh process (what a user runs), on the
-digits recipe with AutoAttack off (it runs on rank 0 alone and would only add the same time to both). The sweep's
-wall time includes starting the processes (each rank imports torch); ``epoch_s`` in ``metrics.jsonl`` is training
+digits recipe with AutoAttack off (benchmarks/eval_ranks_cpu.py measures it over ranks). The sweep's wall time
+includes starting the processes (each rank imports torch); ``epoch_s`` in ``metrics.jsonl`` is training
 alone. Both runs use one torch thread per process (``OMP_NUM_THREADS=1``), as the local executor gives 2 processes
 on 2 cores.
 """

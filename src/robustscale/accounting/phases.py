@@ -53,7 +53,8 @@ class PhaseLedger:
             self._local[name] = self._local[name] + difference(meter.read(), start)
 
     def add(self, name: str, reading: EnergyReading) -> None:
-        """A finished reading of this phase metered elsewhere (the final evaluation's own meter, on rank 0)."""
+        """A finished reading of this phase metered elsewhere (the final evaluation's own meter, summed over the
+        ranks)."""
         self.used = True
         self.done[name] = self.done[name] + reading
         self.done_outside_meter = self.done_outside_meter + reading

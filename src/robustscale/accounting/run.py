@@ -124,17 +124,22 @@ class RunAccounting:
 
     @contextlib.contextmanager
     def final_eval(self, model) -> Iterator[None]:
-        """Meter and count the final evaluation of ``model`` (rank 0 alone): its own meter, no collective, so the
-        other ranks waiting meanwhile are not charged; FLOPs from the model's calls
-        (:func:`~robustscale.accounting.flops.count_model_calls`)."""
+        """Meter and count the final evaluation of ``model``, which every rank runs on its share of the points (a
+        collective: every rank enters it): each rank meters its own devices and counts the model's calls
+        (:func:`~robustscale.accounting.flops.count_model_calls`), and both are summed over the ranks when the block
+        ends, so the evaluation is counted once for the work done, whatever the world size. Its own meter: the
+        training meter has stopped."""
         meter = self._new_meter()
         meter.start()
         try:
             with count_model_calls(model) as calls:
                 yield
-        finally:
-            self.phases.add("eval", meter.stop())
-            self.flops.add_final_eval(calls.flops(self.flops.step), calls.samples)
+        except BaseException:  # no collective on the way out of a failure: the other ranks may be gone
+            meter.stop()
+            raise
+        self.phases.add("eval", reduce_across_ranks(meter.stop()))
+        flops, samples = _sum_over_ranks(calls.flops(self.flops.step), calls.samples)
+        self.flops.add_final_eval(flops, samples)
 
     @property
     def samples_seen(self) -> int:
@@ -220,6 +225,15 @@ class RunAccounting:
         the ranks and nodes, and the host."""
         names = (self.reading + self.phases.done_outside_meter).gpu_names or gpu_names(self.gpu_indices)
         return hardware(names, self.gpu_count, world_size=self.world_size, nodes=self.nodes)
+
+
+def _sum_over_ranks(*counts: int) -> list[int]:
+    """Integer counts summed over the ranks (a collective; the counts themselves in a single process)."""
+    if not _distributed():
+        return list(counts)
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(counts))
+    return [sum(column) for column in zip(*gathered)]
 
 
 def _distributed() -> bool:

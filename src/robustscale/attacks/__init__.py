@@ -5,6 +5,8 @@ from robustscale.attacks.autoattack import ATTACKS, VERSIONS, attack_list, run_a
 from robustscale.attacks.checks import failed_checks, sanity_checks
 from robustscale.attacks.evaluation import clean_accuracy, evaluate_model, result_path
 from robustscale.attacks.pgd import adversarial_loss, eval_fp32, frozen_bn, pgd, pgd_accuracy
+from robustscale.attacks.sharding import Shard
 
-__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "adversarial_loss", "run_autoattack", "subset_indices", "attack_list",
-           "sanity_checks", "failed_checks", "evaluate_model", "clean_accuracy", "result_path", "ATTACKS", "VERSIONS"]
+__all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "adversarial_loss", "run_autoattack", "subset_indices",
+           "attack_list", "sanity_checks", "failed_checks", "evaluate_model", "clean_accuracy", "result_path", "ATTACKS",
+           "VERSIONS", "Shard"]

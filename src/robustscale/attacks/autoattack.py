@@ -14,6 +14,12 @@ own, with the seed reset), and records after every batch, atomically, which poin
 The model runs in eval mode and fp32 (autocast off; TF32 as configured) and comes back in its previous mode; the
 global torch RNG, which the attacks reseed, is restored too.
 
+Split over the ranks of a process group (``shard``), each attack's batches are still the ones a single call forms (the
+points robust before it, in order), dealt out to the ranks; since pyautoattack reseeds every call with the same seed,
+a batch is attacked identically on any rank, and the ranks' flags are ANDed after each attack: the result is the
+one-process result, bit for bit, on the same kernels (:mod:`robustscale.attacks.sharding`). Each rank resumes from its
+own signed state.
+
 On a CPU the attacks run with the model's 4-D weights in channels-last layout, and on few points with PyTorch's
 native convolutions instead of oneDNN's (or NNPACK's). After APGD-CE only the still-robust points are attacked (2 to
 21 of the demo's 40 digits), through FAB-T's 9 x 100 iterations and Square's 5,000 queries, and on batches that
@@ -41,6 +47,7 @@ from pyautoattack import AutoAttack, checks
 from torch import Tensor, nn
 
 from robustscale.attacks.pgd import eval_fp32, model_device
+from robustscale.attacks.sharding import Shard, n_batches
 from robustscale.enums import AutoAttackName, AutoAttackVersion, Norm, choice
 from robustscale.errors import ParameterError, UserError, shown
 from robustscale.models.folded import fold_batchnorm
@@ -222,10 +229,15 @@ def _captured(sink: list[str]) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def _clean_flags(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device) -> list[bool]:
+def _clean_flags(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device,
+                 shard: Shard) -> list[bool]:
+    """Whether each point is classified correctly: this rank's batches forwarded, the others' filled in (AND)."""
+    flags = [True] * len(y)
     with torch.no_grad():
-        return [bool(f) for xb, yb in zip(x.split(batch_size), y.split(batch_size))
-                for f in (model(xb.to(device)).argmax(1).cpu() == yb)]
+        for b in shard.mine(range(n_batches(len(y), batch_size))):
+            rows = slice(b * batch_size, (b + 1) * batch_size)
+            flags[rows] = (model(x[rows].to(device)).argmax(1).cpu() == y[rows]).tolist()
+    return shard.all_and(flags)
 
 
 @contextlib.contextmanager
@@ -275,24 +287,30 @@ def _attack_batch(model: nn.Module, attacked: nn.Module, x: Tensor, y: Tensor, a
             return model(x_adv.to(device)).argmax(1).cpu()
 
 
-def _attacked_model(model: nn.Module, x: Tensor, device: torch.device, batch_size: int) -> nn.Module:
+def _attacked_model(model: nn.Module, x: Tensor, device: torch.device, batch_size: int, shard: Shard) -> nn.Module:
     """The folded copy of a WideResNet on a CPU when its logits match the model's on the first batch of points
-    (to 1e-4), else the model."""
+    (to 1e-4), else the model. Rank 0 compares and every rank follows, so the ranks attack through the same function
+    and the comparison's forwards are counted once."""
     folded = fold_batchnorm(model) if device.type == "cpu" else None
     if folded is None:
         return model
-    xb = x[:batch_size].to(device)
-    with torch.no_grad(), _conv_kernels(xb, device):
-        same = torch.allclose(folded(xb), model(xb), rtol=1e-4, atol=1e-4)
-    return folded if same else model
+    same = None
+    if shard.rank == 0:
+        xb = x[:batch_size].to(device)
+        with torch.no_grad(), _conv_kernels(xb, device):
+            same = torch.allclose(folded(xb), model(xb), rtol=1e-4, atol=1e-4)
+    return folded if shard.broadcast(same) else model
 
 
-def _run_attack(model, attacked, x, y, attack, state, *, key, device, path, clock, sink) -> None:
-    """Attack every point still robust before ``attack``, one batch at a time, saving the state (and the warnings
-    so far) after each."""
+def _run_attack(model, attacked, x, y, attack, state, *, key, device, path, clock, sink, shard) -> None:
+    """Attack this rank's batches of the points still robust before ``attack``, one batch at a time, saving the state
+    (and the warnings so far) after each. The batches are those of the whole evaluation (the robust points in order,
+    ``batch_size`` each, as one ``run_standard_evaluation`` call forms them); rank ``r`` of ``P`` takes every P-th."""
     if state["current"] != attack:
-        state["current"], state["todo"] = attack, [i for i, r in enumerate(state["robust"]) if r]
-    while state["todo"]:
+        robust = [i for i, r in enumerate(state["robust"]) if r]
+        batches = [robust[k:k + key["batch_size"]] for k in range(0, len(robust), key["batch_size"])]
+        state["current"], state["todo"] = attack, [i for batch in shard.mine(batches) for i in batch]
+    while state["todo"]:  # this rank's batches in order: only the last global batch is short, and it comes last
         batch = state["todo"][:key["batch_size"]]
         y_adv = _attack_batch(model, attacked, x[batch], y[batch], attack, key=key, device=device)
         for i, still_robust in zip(batch, (y_adv == y[batch]).tolist()):
@@ -300,8 +318,18 @@ def _run_attack(model, attacked, x, y, attack, state, *, key, device, path, cloc
         state["todo"], state["seconds"] = state["todo"][len(batch):], clock()
         state["warnings"] = _unique(state["warnings"] + sink)
         _save_state(path, state)
-    state["done"][attack], state["current"] = sum(state["robust"]), None
+
+
+def _end_attack(attack: str, state: dict[str, Any], path: Optional[Path], shard: Shard) -> None:
+    """Combine the ranks' flags after ``attack`` (a point is robust when no rank broke it), count, save; then wait
+    for every rank to have saved, so that no rank starts the next attack while another could still resume this one.
+
+    Idempotent, which is what makes a resume of ranks that stopped at different places agree: a rank that had
+    already ended ``attack`` holds the combined flags, and combining them again changes nothing."""
+    state["robust"] = shard.all_and(state["robust"])
+    state["done"][attack], state["current"], state["todo"] = sum(state["robust"]), None, []
     _save_state(path, state)
+    shard.barrier()
 
 
 def _square_check(state: dict[str, Any], n: int) -> None:
@@ -322,7 +350,7 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
                    version: AutoAttackVersion | str = AutoAttackVersion.standard,
                    attacks: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] = None,
                    n: Optional[int] = None, seed: int = 0, batch_size: int = 500,
-                   state_path: Optional[str | Path] = None) -> dict[str, Any]:
+                   state_path: Optional[str | Path] = None, shard: Optional[Shard] = None) -> dict[str, Any]:
     """Robust accuracy under AutoAttack, the number the paper (and RobustBench) reports.
 
     Args:
@@ -334,57 +362,80 @@ def run_autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: 
             ``apgd-ce`` and ``apgd-t``); the result lists the ones left out in ``skipped``.
         seed: seeds the attacks and the subset.
         batch_size: points per attack batch (results depend on it through the per-batch seeding).
-        state_path: JSON file resumed when it holds this same evaluation (model, points, settings), written after
-            every batch; a file from another evaluation is overwritten (and said so in ``warnings``).
+        state_path: JSON file resumed when it holds this same evaluation (model, points, settings, rank and world
+            size), written after every batch; a file from another evaluation is overwritten (and said so in
+            ``warnings``). Under a ``shard``, each rank's own file.
+        shard: this process's part of an evaluation split over the ranks of a process group (every rank calls this
+            function): each attack's batches are formed as in one process and dealt out to the ranks, and the
+            ranks' flags are combined after every attack, so the result is the one-process result, bit for bit
+            (README "Evaluation at scale"). Default: all of it in this process.
 
     Returns:
         ``clean_acc``, ``robust_acc``, ``per_attack`` (attack -> robust accuracy after it, in run order), ``n``,
-        ``seconds`` and ``points_per_s`` (over all sessions of a resumed run), ``warnings``, ``version``,
-        ``attacks`` (those run), ``skipped`` (the version's attacks ``only`` left out), ``eps``, ``norm``, ``seed``,
-        ``resumed``, ``attacked`` (``"folded copy"`` when the attacks ran on the BatchNorm-folded copy, else
-        ``"model"``; the points are scored on the model either way).
+        ``seconds`` and ``points_per_s`` (over all sessions of a resumed run; the slowest rank's), ``warnings`` (all
+        ranks'), ``version``, ``attacks`` (those run), ``skipped`` (the version's attacks ``only`` left out), ``eps``,
+        ``norm``, ``seed``, ``resumed``, ``attacked`` (``"folded copy"`` when the attacks ran on the BatchNorm-folded
+        copy, else ``"model"``; the points are scored on the model either way). The same on every rank.
     """
-    norm = choice(Norm, norm, "norm")
+    norm, shard = choice(Norm, norm, "norm"), shard or Shard()
     version, to_run = attack_list(version, attacks, norm, only)
     skipped = [a for a in attack_list(version, attacks, norm)[1] if a not in to_run] if only is not None else []
     _check_fp32(model)
     if len(y) == 0:
         raise UserError("AutoAttack needs at least one test point")
     idx = subset_indices(len(y), n, seed)
-    x, y, device = x[idx], y[idx], model_device(model)
     path = Path(state_path) if state_path is not None else None
     key = {"eps": float(eps), "norm": norm, "version": version, "attacks": to_run, "seed": seed,
-           "batch_size": batch_size, "n": len(idx), "fingerprint": _fingerprint(model, idx) if path else None}
+           "batch_size": batch_size, "n": len(idx), "fingerprint": _fingerprint(model, idx) if path else None,
+           "rank": shard.rank, "world_size": shard.world_size}
     sink: list[str] = []
+    device = model_device(model)
     with eval_fp32(model), torch.random.fork_rng(devices=_rng_devices(device)), _captured(sink):
         state, notes = _load_state(path, key)
-        resumed, t0 = state is not None, time.perf_counter()
-        state = state or _new_state(key, _clean_flags(model, x, y, batch_size, device))
-        before = state["seconds"]  # time spent by earlier sessions of a resumed run
-
-        def clock() -> float:
-            return before + time.perf_counter() - t0
-
-        with _channels_last(model, device):
-            attacked = _attacked_model(model, x, device, batch_size)
-            for attack in to_run:
-                if attack not in state["done"]:
-                    _run_attack(model, attacked, x, y, attack, state, key=key, device=device, path=path, clock=clock,
-                                sink=sink)
-        _square_check(state, len(idx))
-        state["seconds"] = clock()
+        if not all(shard.gather(state is not None)):  # resume together or not at all
+            notes += ["another rank had no state to resume: started over"] if state is not None else []
+            state = None
+        resumed = state is not None
+        state, folded = _attack_points(model, x[idx], y[idx], state, key=key, path=path, sink=sink, shard=shard)
     state["warnings"] = _unique(state["warnings"] + notes + sink)
     _save_state(path, state)
-    for message in state["warnings"]:
+    every = _unique([w for warnings in shard.gather(state["warnings"]) for w in warnings])
+    for message in every if shard.rank == 0 else []:
         _log.warning("AutoAttack: %s", message)
-    return _result(state, key, resumed, folded=attacked is not model, skipped=skipped)
+    return _result(state, key, resumed, folded=folded, warnings=every, skipped=skipped,
+                   seconds=max(shard.gather(state["seconds"])))
 
 
-def _result(state: dict[str, Any], key: dict[str, Any], resumed: bool, folded: bool,
-            skipped: list[str]) -> dict[str, Any]:
-    n, seconds = key["n"], state["seconds"]
+def _attack_points(model: nn.Module, x: Tensor, y: Tensor, state: Optional[dict[str, Any]], *, key: dict[str, Any],
+                   path: Optional[Path], sink: list[str], shard: Shard) -> tuple[dict[str, Any], bool]:
+    """Run every attack not done yet on the evaluated points (the clean pass first, for a new state); returns the
+    final state and whether the attacks ran on the folded copy."""
+    device, t0 = model_device(model), time.perf_counter()
+    if state is None:  # saved at once: once the clean pass (a collective) is over, every rank has a state to resume
+        state = _new_state(key, _clean_flags(model, x, y, key["batch_size"], device, shard))
+        _save_state(path, state)
+    before = state["seconds"]  # time spent by earlier sessions of a resumed run
+
+    def clock() -> float:
+        return before + time.perf_counter() - t0
+
+    with _channels_last(model, device):
+        attacked = _attacked_model(model, x, device, key["batch_size"], shard)
+        for attack in key["attacks"]:
+            if attack not in state["done"]:
+                _run_attack(model, attacked, x, y, attack, state, key=key, device=device, path=path, clock=clock,
+                            sink=sink, shard=shard)
+            _end_attack(attack, state, path, shard)
+    _square_check(state, key["n"])
+    state["seconds"] = clock()
+    return state, attacked is not model
+
+
+def _result(state: dict[str, Any], key: dict[str, Any], resumed: bool, *, folded: bool, warnings: list[str],
+            skipped: list[str], seconds: float) -> dict[str, Any]:
+    n = key["n"]
     return {"attack": "autoattack", "version": key["version"], "attacks": key["attacks"], "skipped": skipped,
             "eps": key["eps"], "norm": key["norm"], "n": n, "seed": key["seed"], "clean_acc": state["clean"] / n,
             "robust_acc": sum(state["robust"]) / n, "per_attack": {a: state["done"][a] / n for a in key["attacks"]},
             "seconds": seconds, "points_per_s": n / seconds if seconds > 0 else None,
-            "warnings": list(state["warnings"]), "resumed": resumed, "attacked": "folded copy" if folded else "model"}
+            "warnings": list(warnings), "resumed": resumed, "attacked": "folded copy" if folded else "model"}

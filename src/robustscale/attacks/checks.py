@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from robustscale.attacks.pgd import pgd_accuracy
+from robustscale.attacks.sharding import Shard
 from robustscale.enums import Attack, Norm, PGDLoss, choice
 
 __all__ = ["sanity_checks", "failed_checks", "check_eps_zero", "check_robust_le_clean", "check_monotone_in_eps",
@@ -61,12 +62,12 @@ def check_not_weaker_than_pgd(robust_acc: float, pgd_acc: float, tol: float) -> 
 
 
 def _grid_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, loss: PGDLoss,
-                     batch_size: int, seed: int) -> tuple[float, dict[float, float]]:
+                     batch_size: int, seed: int, shard: Optional[Shard]) -> tuple[float, dict[float, float]]:
     """Clean accuracy and PGD accuracy at each eps of the grid, on the same points and seed."""
     accs, clean = {}, None
     for frac in GRID:
         res = pgd_accuracy(model, x, y, eps=frac * eps, steps=CHECK_STEPS, step_size=2.5 * eps / CHECK_STEPS,
-                           norm=norm, loss=loss, batch_size=batch_size, seed=seed)
+                           norm=norm, loss=loss, batch_size=batch_size, seed=seed, shard=shard)
         accs[frac * eps], clean = res["robust_acc"], res["clean_acc"]
     return clean, accs
 
@@ -74,18 +75,21 @@ def _grid_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, clean_acc: float,
                   robust_acc: float, attack: Attack | str, norm: Norm | str = Norm.linf,
                   loss: PGDLoss | str = PGDLoss.ce, batch_size: int = 500,
-                  seed: int = 0, max_points: Optional[int] = CHECK_POINTS) -> list[dict[str, Any]]:
+                  seed: int = 0, max_points: Optional[int] = CHECK_POINTS,
+                  shard: Optional[Shard] = None) -> list[dict[str, Any]]:
     """Run every check for one evaluation of ``model`` on ``(x, y)`` (the evaluated points).
 
     The eps grid uses a fixed step size (that of the full eps), so a larger ball only adds reachable points. It runs
     on the first ``max_points`` evaluated points; ``clean_acc`` / ``robust_acc`` are the evaluation's own numbers.
+    ``shard``: the grid split over the ranks of a group, as :func:`~robustscale.attacks.pgd.pgd_accuracy` splits it
+    (every rank calls this function and gets the same checks).
 
     Returns:
         One ``{"name", "ok", "detail"}`` dict per check; :func:`failed_checks` picks the violations.
     """
     xs, ys = (x[:max_points], y[:max_points]) if max_points else (x, y)
     grid_clean, accs = _grid_accuracies(model, xs, ys, eps=eps, norm=norm, loss=loss, batch_size=batch_size,
-                                        seed=seed)
+                                        seed=seed, shard=shard)
     tol = tolerance(len(ys))
     checks = [check_eps_zero(grid_clean, accs[0.0]), check_robust_le_clean(clean_acc, robust_acc),
               check_monotone_in_eps(accs, tol)]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from robustscale.attacks.autoattack import run_autoattack, subset_indices
 from robustscale.attacks.checks import failed_checks, sanity_checks
 from robustscale.attacks.pgd import pgd_accuracy
+from robustscale.attacks.sharding import Shard
 from robustscale.enums import Attack, AutoAttackVersion, Norm, PGDLoss, choice
 from robustscale.errors import ParameterError
 from robustscale.store.atomic import write_json
@@ -47,20 +48,37 @@ def result_path(run_dir: str | Path, attack: Attack | str, eps: float, suffix: s
     return Path(run_dir) / "eval" / f"{attack}-{eps:.6g}{suffix}"
 
 
-def clean_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -> float:
+def clean_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500,
+                   shard: Optional[Shard] = None) -> float:
     """The share of ``(x, y)`` classified correctly: PGD with no step (eval mode, fp32, one forward per point)."""
-    return pgd_accuracy(model, x, y, eps=0.0, steps=0, batch_size=batch_size)["clean_acc"]
+    return pgd_accuracy(model, x, y, eps=0.0, steps=0, batch_size=batch_size, shard=shard)["clean_acc"]
 
 
 def _attack(model, x, y, *, attack, eps, norm, steps, loss, n, version, attacks, only, batch_size, seed,
-            state_path) -> dict[str, Any]:
+            state_path, shard) -> dict[str, Any]:
     if attack is Attack.autoattack:
         return run_autoattack(model, x, y, eps=eps, norm=norm, version=version, attacks=attacks, only=only, n=n,
-                              seed=seed, batch_size=batch_size, state_path=state_path)
+                              seed=seed, batch_size=batch_size, state_path=state_path, shard=shard)
     idx = subset_indices(len(y), n, seed)
     res = pgd_accuracy(model, x[idx], y[idx], eps=eps, steps=steps, norm=norm, loss=loss, batch_size=batch_size,
-                       seed=seed)
+                       seed=seed, shard=shard)
     return {"attack": attack, **res, "seed": seed}
+
+
+def _state_path(run_dir: Optional[str | Path], attack: Attack, eps: float, shard: Shard) -> Optional[Path]:
+    """AutoAttack's resume state in a run folder: ``eval/<attack>-<eps>.state.json``, one per rank
+    (``.state-<rank>-of-<ranks>.json``) when the evaluation is split over a group."""
+    if run_dir is None or attack is not Attack.autoattack:
+        return None
+    suffix = f".state-{shard.rank}-of-{shard.world_size}.json" if shard.split else ".state.json"
+    return result_path(run_dir, attack, eps, suffix)
+
+
+def _remove_states(run_dir: str | Path, attack: Attack, eps: float) -> None:
+    """Every resume state of this evaluation (any world size): its result is written."""
+    stem = result_path(run_dir, attack, eps, "")
+    for path in stem.parent.glob(f"{stem.name}.state*.json"):
+        path.unlink(missing_ok=True)
 
 
 def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, attack: Attack | str = Attack.autoattack, eps: float,
@@ -68,7 +86,7 @@ def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, attack: Attack | s
                    n: Optional[int] = None, version: AutoAttackVersion | str = AutoAttackVersion.standard,
                    attacks: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] = None,
                    batch_size: int = 500, seed: int = 0, run_dir: Optional[str | Path] = None,
-                   meta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                   meta: Optional[dict[str, Any]] = None, shard: Optional[Shard] = None) -> dict[str, Any]:
     """Attack ``model`` on ``(x, y)`` (or a seeded subset of ``n`` points) and run the sanity checks on the same
     points.
 
@@ -77,29 +95,32 @@ def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, *, attack: Attack | s
             with its settings) or ``pgd`` (``steps`` steps of ``loss``, step size 2.5 * eps / steps, one random
             start).
         run_dir: when given, the result goes to ``eval/<attack>-<eps>.json`` there (atomically), and AutoAttack
-            resumes from / saves to ``eval/<attack>-<eps>.state.json``, removed once the result is written.
+            resumes from / saves to ``eval/<attack>-<eps>.state.json`` (one file per rank under a ``shard``), removed
+            once the result is written.
         meta: extra fields for the result (which model, which dataset), written with it.
+        shard: the evaluation split over the ranks of a process group (every rank calls this function with the same
+            arguments; :mod:`robustscale.attacks.sharding`): the attack and the checks each rank's share of the
+            batches, the result the same as in one process, written by rank 0. Default: all of it here.
 
     Returns:
-        The attack's result (``clean_acc``, ``robust_acc``, ``attack``, ``eps``, ``norm``, ``n``, ``seconds``,
-        AutoAttack's ``per_attack`` and ``warnings``) plus ``checks`` (one dict per check), ``errors`` (the violated
-        checks, one line each) and ``ok``.
+        The attack's result (``clean_acc``, ``robust_acc``, ``attack``, ``eps``, ``norm``, ``n``, ``batch_size``,
+        ``seconds``, AutoAttack's ``per_attack`` and ``warnings``) plus ``checks`` (one dict per check), ``errors``
+        (the violated checks, one line each) and ``ok``; on every rank.
     """
     attack, norm, loss = _validate(attack, eps, norm, loss, steps, batch_size, x[0].numel() if len(x) else 1)
-    autoattack = attack is Attack.autoattack
-    state = result_path(run_dir, attack, eps, ".state.json") if run_dir is not None and autoattack else None
+    shard = shard or Shard()
+    state = _state_path(run_dir, attack, eps, shard)
     res = _attack(model, x, y, attack=attack, eps=eps, norm=norm, steps=steps, loss=loss, n=n, version=version,
-                  attacks=attacks, only=only, batch_size=batch_size, seed=seed, state_path=state)
+                  attacks=attacks, only=only, batch_size=batch_size, seed=seed, state_path=state, shard=shard)
     t0, idx = time.perf_counter(), subset_indices(len(y), n, seed)
     res["checks"] = sanity_checks(model, x[idx], y[idx], eps=eps, clean_acc=res["clean_acc"],
                                   robust_acc=res["robust_acc"], attack=attack, norm=norm, loss=loss,
-                                  batch_size=batch_size, seed=seed)
+                                  batch_size=batch_size, seed=seed, shard=shard)
     res["checks_seconds"] = time.perf_counter() - t0
     res["errors"] = [f"{c['name']}: {c['detail']}" for c in failed_checks(res["checks"])]
-    res["ok"] = not res["errors"]
+    res["ok"], res["batch_size"] = not res["errors"], batch_size
     res.update(meta or {})
-    if run_dir is not None:
+    if run_dir is not None and shard.rank == 0:
         write_json(result_path(run_dir, attack, eps), res)
-        if state is not None:
-            state.unlink(missing_ok=True)
+        _remove_states(run_dir, attack, eps)
     return res

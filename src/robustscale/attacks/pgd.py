@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustscale.attacks.sharding import Shard, batch_generator, n_batches
 from robustscale.enums import AttackLoss, Norm, PGDLoss, TradesStart, choice
 
 __all__ = ["pgd", "frozen_bn", "eval_fp32", "pgd_accuracy", "adversarial_loss", "model_device"]
@@ -232,46 +233,60 @@ def _robust_flags(model: nn.Module, x: Tensor, y: Tensor, *, restarts: int, gene
     return robust
 
 
-def _metric_setup(model: nn.Module, y: Tensor, eps: float, steps: int, step_size: Optional[float], seed: int,
-                  name: str) -> tuple[float, torch.device, float, torch.Generator]:
-    """What both PGD metrics start with: a start time, the model's device, the step size (Madry et al.'s
-    2.5 * eps / steps unless given) and the random start's generator seeded with ``seed``."""
+def _metric_setup(model: nn.Module, y: Tensor, eps: float, steps: int, step_size: Optional[float],
+                  name: str) -> tuple[float, torch.device, float]:
+    """What both PGD metrics start with: a start time, the model's device and the step size (Madry et al.'s
+    2.5 * eps / steps unless given)."""
     if len(y) == 0:
         raise ValueError(f"{name} needs at least one example")
     if step_size is None:
         step_size = 2.5 * eps / steps if steps > 0 else 0.0
-    device = model_device(model)
-    return time.perf_counter(), device, step_size, torch.Generator(device=device).manual_seed(seed)
+    return time.perf_counter(), model_device(model), step_size
+
+
+def _batches(x: Tensor, y: Tensor, batch_size: int, shard: Shard,
+             device: torch.device) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """``(global batch index, x, y)`` of this rank's batches, on ``device`` in fp32."""
+    for b in shard.mine(range(n_batches(len(y), batch_size))):
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        yield b, x[rows].to(device, torch.float32), y[rows].to(device)
 
 
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 40,
                  step_size: Optional[float] = None, norm: Norm | str = Norm.linf, loss: PGDLoss | str = PGDLoss.ce,
-                 batch_size: int = 500, seed: int = 0, restarts: int = 1) -> dict:
+                 batch_size: int = 500, seed: int = 0, restarts: int = 1, shard: Optional[Shard] = None) -> dict:
     """Clean and PGD accuracy (the early-stopping metric: PGD-40 on the held-out validation subset).
 
     Runs in eval mode and fp32 whatever the caller's mode and autocast, restoring the mode after. A point counts as
     robust only if it is classified correctly clean and at every PGD iterate; misclassified points are not attacked.
-    The random start comes from a generator seeded with ``seed``, so two calls give the same number.
+    The random start of batch ``b`` comes from a generator seeded by ``(seed, b)`` (:func:`batch_seed`), so two calls
+    give the same number, and so does the same call split over the ranks of a group.
+
+    Args:
+        shard: this process's part of an evaluation split over the ranks of a process group
+            (:mod:`robustscale.attacks.sharding`; every rank calls this function); default: all of it here.
 
     Returns:
-        ``clean_acc`` and ``robust_acc`` (fractions), ``n``, ``eps``, ``norm``, ``steps``, ``step_size``, ``loss``,
-        ``seconds``.
+        ``clean_acc`` and ``robust_acc`` (fractions, over all ranks), ``n``, ``eps``, ``norm``, ``steps``,
+        ``step_size``, ``loss``, ``seconds``.
     """
     norm, loss = choice(Norm, norm, "norm"), AttackLoss(choice(PGDLoss, loss, "loss"))
-    t0, device, step_size, generator = _metric_setup(model, y, eps, steps, step_size, seed, "pgd_accuracy")
+    shard = shard or Shard()
+    t0, device, step_size = _metric_setup(model, y, eps, steps, step_size, "pgd_accuracy")
     attack = dict(eps=eps, step_size=step_size, steps=steps, norm=norm, loss=loss)
-    clean = robust = torch.zeros((), dtype=torch.long, device=device)
+    counts = torch.zeros(2, dtype=torch.long, device=device)  # clean, robust
     with eval_fp32(model):
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            xb, yb = xb.to(device, torch.float32), yb.to(device)
+        for b, xb, yb in _batches(x, y, batch_size, shard, device):
             ok = _predict(model, xb) == yb
-            clean = clean + ok.sum()
+            counts[0] += ok.sum()
             if steps > 0 and bool(ok.any()):
-                ok_adv = _robust_flags(model, xb[ok], yb[ok], restarts=restarts, generator=generator, **attack)
-                robust = robust + ok_adv.sum()
+                ok_adv = _robust_flags(model, xb[ok], yb[ok], restarts=restarts,
+                                       generator=batch_generator(seed, b, device), **attack)
+                counts[1] += ok_adv.sum()
+    clean, robust = shard.all_sum(counts).tolist()
     robust = robust if steps > 0 else clean
     n = len(y)
-    return {"clean_acc": clean.item() / n, "robust_acc": robust.item() / n, "n": n, "eps": eps, "norm": norm,
+    return {"clean_acc": clean / n, "robust_acc": robust / n, "n": n, "eps": eps, "norm": norm,
             "steps": steps, "step_size": step_size, "loss": loss, "seconds": time.perf_counter() - t0}
 
 
@@ -284,30 +299,31 @@ def _margin(logits: Tensor, y: Tensor) -> Tensor:
 
 def adversarial_loss(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 40,
                      step_size: Optional[float] = None, norm: Norm | str = Norm.linf, batch_size: int = 500,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, shard: Optional[Shard] = None) -> dict:
     """The adversarial test loss: mean cross-entropy and mean CW margin at PGD-CE examples of every point.
 
     The loss-type metric of Bartoldson et al.'s (ICML 2024) L(N, D) law (``robustscale fit --law nd``): unlike an
     accuracy it keeps moving once a point is misclassified, so it resolves large models and long schedules. Every
-    point is attacked (misclassified ones too: their loss counts), in eval mode and fp32, from a random start seeded
-    with ``seed``.
+    point is attacked (misclassified ones too: their loss counts), in eval mode and fp32, batch ``b`` from a random
+    start seeded by ``(seed, b)``. The per-batch sums are added in batch order, so ``shard`` (as for
+    :func:`pgd_accuracy`) changes nothing in the result.
 
     Returns:
         ``adv_loss`` (mean CE), ``adv_margin`` (mean margin, best wrong minus true logit), ``n``, ``eps``, ``norm``,
         ``steps``, ``step_size``, ``seconds``.
     """
-    norm = choice(Norm, norm, "norm")
-    t0, device, step_size, generator = _metric_setup(model, y, eps, steps, step_size, seed, "adversarial_loss")
-    ce = margin = torch.zeros((), dtype=torch.float64, device=device)
+    norm, shard = choice(Norm, norm, "norm"), shard or Shard()
+    t0, device, step_size = _metric_setup(model, y, eps, steps, step_size, "adversarial_loss")
+    sums = torch.zeros(n_batches(len(y), batch_size), 2, dtype=torch.float64, device=device)  # per batch: CE, margin
     with eval_fp32(model):
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            xb, yb = xb.to(device, torch.float32), yb.to(device)
+        for b, xb, yb in _batches(x, y, batch_size, shard, device):
             x_adv = pgd(model, xb, yb, eps=eps, step_size=step_size, steps=steps, norm=norm, loss=AttackLoss.ce,
-                        generator=generator)
+                        generator=batch_generator(seed, b, device))
             with torch.no_grad():
                 logits = model(x_adv).float()
-            ce = ce + F.cross_entropy(logits, yb, reduction="sum").double()
-            margin = margin + _margin(logits, yb).sum().double()
+            sums[b, 0] = F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[b, 1] = _margin(logits, yb).sum().double()
+    ce, margin = shard.all_sum(sums).sum(0).tolist()
     n = len(y)
-    return {"adv_loss": ce.item() / n, "adv_margin": margin.item() / n, "n": n, "eps": eps, "norm": norm,
+    return {"adv_loss": ce / n, "adv_margin": margin / n, "n": n, "eps": eps, "norm": norm,
             "steps": steps, "step_size": step_size, "seconds": time.perf_counter() - t0}

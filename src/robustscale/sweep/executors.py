@@ -36,7 +36,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import submitit
 import torch
@@ -303,6 +303,20 @@ def death_reason(job) -> str:
     return f"{who} died ({said}) without finishing the run; its log: {shown(_task(job, rank).paths.stderr)}"
 
 
+def _map_array(executor: submitit.AutoExecutor, job: Callable[..., Any], *args: Sequence[Any]) -> list[Any]:
+    """``executor.map_array``, with a submission sbatch refuses (the spec's slurm section asks for what is not there)
+    said once, in one line (submitit prints the refusal too)."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            jobs = executor.map_array(job, *args)
+    except FailedJobError as err:
+        raise UserError(f"sbatch refused the jobs: {one_line(err)} (see the spec's slurm section, --partition, "
+                        "--account, --gpus, --time-min)") from None
+    sys.stderr.write(printed.getvalue())
+    return jobs
+
+
 class SlurmExecutor(Executor):
     """One submitit job per run (a job array on Slurm), requeued on preemption and timeout.
 
@@ -368,14 +382,7 @@ class SlurmExecutor(Executor):
         if executor.cluster != "slurm":  # every job on this machine: share its cores instead of oversubscribing
             threads = threads_per_rank(available_cores(), len(tasks), self.ddp.procs_per_node)
         n = len(tasks)
-        printed = io.StringIO()  # submitit prints sbatch's refusal too: it is said once, in the error's one line
-        try:
-            with contextlib.redirect_stderr(printed):
-                self.jobs = executor.map_array(RunJob(threads), dirs, configs, [retry_failed] * n, [stale_s] * n)
-        except FailedJobError as err:  # sbatch refused the script: the spec's slurm section asks for what is not there
-            raise UserError(f"sbatch refused the jobs: {one_line(err)} (see the spec's slurm section, --partition, "
-                            "--account, --gpus, --time-min)") from None
-        sys.stderr.write(printed.getvalue())
+        self.jobs = _map_array(executor, RunJob(threads), dirs, configs, [retry_failed] * n, [stale_s] * n)
         log.info("submitted %d jobs (%s)", len(self.jobs), ", ".join(j.job_id for j in self.jobs[:5]))
         if not self.wait:
             return [{"run_id": Path(d).name, "action": "submitted", "status": "pending", "reason": j.job_id}
@@ -420,6 +427,12 @@ class SlurmExecutor(Executor):
             if fail_abandoned(run_dir, reason, stale_s=stale_s, ended_job=self._key(job), reword_failed=True):
                 return {**result, "action": "crashed", "reason": reason}
         return result
+
+    def submit(self, job: Callable[..., Any], *args: Sequence[Any]) -> list[Any]:
+        """Any job (``robustscale eval``'s :class:`~robustscale.sweep.evaluation.EvalJob`) once per item of
+        ``args``, as a job array with this executor's options and layout; the submitit jobs. A submission the
+        scheduler refuses (``sbatch: error: ...``) is a one-line :class:`UserError`."""
+        return _map_array(self._executor(), job, *args)
 
     def _died(self, run_dir: Path, job, err: BaseException, stale_s: float) -> dict[str, Any]:
         """A job that ended without rank 0's outcome: its run, if still ``running``, fails (never left running)."""

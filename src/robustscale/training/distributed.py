@@ -115,6 +115,16 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank, in place: the ranks then hold the same weights
+    to evaluate together. DDP keeps the parameters equal, but each rank's forward moves its running statistics with
+    its own part of the batch (and an EMA of the weights averages those), while rank 0's are the ones saved. A no-op
+    in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

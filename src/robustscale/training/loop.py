@@ -26,6 +26,7 @@ from robustscale.accounting.run import RunAccounting
 from robustscale.attacks.evaluation import clean_accuracy, evaluate_model
 from robustscale.attacks.autoattack import subset_indices
 from robustscale.attacks.pgd import adversarial_loss, pgd_accuracy
+from robustscale.attacks.sharding import Shard
 from robustscale.config import Config, config_to_dict, config_to_yaml, pgd_eval_step_size
 from robustscale.data import MixedBatchSampler, load_data, load_train_data, step_generator
 from robustscale.enums import Attack, AutoAttackVersion, Loss, Precision
@@ -36,8 +37,8 @@ from robustscale.tracking import End, Trackers, open_trackers
 import robustscale.training.checkpoint as ckpt
 from robustscale.training.batches import BatchSource
 from robustscale.training.collapse import StopRules, Watch, describe
-from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, cleanup, device_for, gather_objects,
-                                              init_distributed, is_main_process)
+from robustscale.training.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup, device_for,
+                                              gather_objects, init_distributed, is_main_process)
 from robustscale.training.ema import ModelEMA
 from robustscale.training.losses import compute_loss
 from robustscale.training.model_files import create_from_config, load_model, save_model
@@ -158,6 +159,11 @@ class Run:
     def net(self) -> nn.Module:
         """The weights that are validated, saved as best and evaluated: the EMA's when EMA is on."""
         return self.parts.ema.module if self.parts.ema is not None else self.parts.model
+
+    @property
+    def shard(self) -> Shard:
+        """This rank's part of an evaluation: validation and the final evaluation are split over the ranks."""
+        return Shard(self.dist.rank, self.dist.world_size)
 
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> RunRecord | None:
@@ -312,14 +318,17 @@ def _summary(stats: torch.Tensor) -> dict[str, float]:
 
 
 def _validate(run: Run, val) -> dict[str, Any]:
-    """PGD-40 on the held-out validation subset: the early-stopping metric. Saves the best weights."""
+    """PGD-40 on the held-out validation subset: the early-stopping metric. Saves the best weights. Under DDP each
+    rank attacks its share of the batches of rank 0's weights, and every rank gets the same numbers (exactly those of
+    one process: :mod:`robustscale.attacks.sharding`)."""
     cfg, state = run.cfg, run.progress
     if state.epoch % cfg.eval.pgd_every and state.epoch != cfg.train.epochs:
         return {}
+    broadcast_buffers(run.net)
     res = pgd_accuracy(run.net, val[0], val[1], eps=cfg.attack.eps, steps=cfg.eval.pgd_steps,
                        step_size=pgd_eval_step_size(cfg),
                        norm=cfg.attack.norm, loss=cfg.eval.pgd_loss, batch_size=cfg.eval.batch_size,
-                       seed=cfg.train.seed)
+                       seed=cfg.train.seed, shard=run.shard)
     n = len(val[1])
     run.accounting.add_eval(n, cfg.eval.pgd_steps, n_attacked=round(res["clean_acc"] * n))  # correct points only
     row = {"val_clean_acc": res["clean_acc"], "val_pgd_acc": res["robust_acc"]}
@@ -450,9 +459,8 @@ def _check_finite(run: Run, summary: dict[str, float]) -> None:
 
 def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
             sampler: MixedBatchSampler) -> RunRecord | None:
-    """Final evaluation of the best checkpoint (clean test accuracy, AutoAttack), accounting, record."""
-    if not run.dist.is_main:
-        return None  # only rank 0 writes and reports
+    """Final evaluation of the best checkpoint (clean test accuracy, AutoAttack) on every rank, each its share of the
+    points; accounting and record on rank 0."""
     state = run.progress
     best = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
     record.metrics = Metrics(pgd40_acc=best.get("val_pgd_acc"), val_clean_acc=best.get("val_clean_acc"),
@@ -462,6 +470,8 @@ def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
         t0 = time.perf_counter()
         _final_eval(run, record)
         final_s = time.perf_counter() - t0
+    if not run.dist.is_main:
+        return None  # only rank 0 writes and reports
     record.status, record.reason = status, reason
     record.params = sum(p.numel() for p in run.parts.model.parameters())
     norm = run.parts.model.normalize
@@ -479,23 +489,24 @@ def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
 
 def _final_eval(run: Run, record: RunRecord) -> None:
     """Clean test accuracy, the adversarial test loss (PGD-CE at AutoAttack's points: the N-D law's metric) and
-    AutoAttack of the best checkpoint (:mod:`robustscale.attacks.evaluation`), metered and counted as evaluation."""
-    cfg, metrics = run.cfg, record.metrics
+    AutoAttack of the best checkpoint (:mod:`robustscale.attacks.evaluation`), metered and counted as evaluation.
+    Every rank runs it on its share of the batches (the numbers are those of one process); rank 0 writes."""
+    cfg, metrics, shard = run.cfg, record.metrics, run.shard
     best = load_model(run.dir, device=run.device)
     x, y = load_data(cfg.data.dataset, "test", root=cfg.data.root, image_size=cfg.data.image_size)
     idx = subset_indices(len(y), cfg.eval.autoattack_n, cfg.train.seed)  # AutoAttack's points
     with run.accounting.final_eval(best):
-        metrics.clean_acc = clean_accuracy(best, x, y, batch_size=cfg.eval.batch_size)
+        metrics.clean_acc = clean_accuracy(best, x, y, batch_size=cfg.eval.batch_size, shard=shard)
         loss = adversarial_loss(best, x[idx], y[idx], eps=cfg.attack.eps, norm=cfg.attack.norm,
                                 steps=cfg.eval.pgd_steps, batch_size=cfg.eval.batch_size, seed=cfg.train.seed,
-                                step_size=pgd_eval_step_size(cfg))
+                                step_size=pgd_eval_step_size(cfg), shard=shard)
         metrics.adv_loss, metrics.adv_margin = loss["adv_loss"], loss["adv_margin"]
         record.evaluations = {**record.evaluations, "adv_loss": loss}
         if cfg.eval.autoattack is AutoAttackVersion.none:
             return
         res = evaluate_model(best, x, y, attack=Attack.autoattack, eps=cfg.attack.eps, norm=cfg.attack.norm,
                              n=cfg.eval.autoattack_n, version=cfg.eval.autoattack, only=cfg.eval.autoattack_attacks,
-                             batch_size=cfg.eval.batch_size, seed=cfg.train.seed, run_dir=run.dir)
+                             batch_size=cfg.eval.batch_size, seed=cfg.train.seed, run_dir=run.dir, shard=shard)
     metrics.autoattack_acc, metrics.autoattack_clean_acc = res["robust_acc"], res["clean_acc"]
     record.evaluations = {**record.evaluations, "autoattack": res}
 
