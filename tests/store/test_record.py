@@ -122,13 +122,15 @@ def test_old_and_new_records_give_the_same_table_row(tmp_path):
     assert row["train_flops"] == old["accounting"]["train_flops"]
 
 
+# configs/digits.yaml as it was before issue 28 gave it the paper's early-stopping attack and clean forward (a
+# different experiment, so a new id): that recipe keeps the id it has had since scheme 1
+PRE_ISSUE_28 = ("train.at_clean_forward=false", "eval.pgd_step_size_factor=2.5", "eval.pgd_step_divisor=pgd_steps")
+
+
 def test_run_ids_survive_new_config_keys_at_their_defaults(digits_yaml):
     """A key added after run-id scheme 1 (here ``data.synthetic.n``) changes no existing id while it keeps its default,
     so a sweep resumed after an upgrade finds its runs; set, it makes a new run."""
-    # configs/digits.yaml as it was before issue 28 gave it the paper's early-stopping attack and clean forward (a
-    # different experiment, so a new id): its recipe keeps the id it has had since scheme 1
-    base = _config(digits_yaml, "train.at_clean_forward=false", "eval.pgd_step_size_factor=2.5",
-                   "eval.pgd_step_divisor=pgd_steps")
+    base = _config(digits_yaml, *PRE_ISSUE_28)
     assert run_id(base) == "digits-wrn_10_1-at5-s0-c53a0fb878"  # the id this config has had since scheme 1
     with_n = _config(digits_yaml, "data.synthetic.path=s.npz", "data.synthetic.n=100")
     assert run_id(with_n) != run_id(_config(digits_yaml, "data.synthetic.path=s.npz"))
@@ -140,13 +142,14 @@ def test_run_ids_survive_new_config_keys_at_their_defaults(digits_yaml):
 def test_the_stop_rules_keys_join_the_id_only_when_set(digits_yaml):
     """train.on_collapse (default stop), its thresholds and train.patience came after scheme 1: at their defaults the
     id is the one this config always had; set away from them, another run."""
-    base = _config(digits_yaml)
+    base = _config(digits_yaml, *PRE_ISSUE_28)
     assert run_id(base) == "digits-wrn_10_1-at5-s0-c53a0fb878"
     assert base["train"]["on_collapse"] == "stop" and base["train"]["patience"] is None
     for override in ("train.on_collapse=warn", "train.on_collapse=ignore", "train.collapse_drop=0.4",
                      "train.collapse_train_drop=0.2", "train.patience=5"):
-        assert run_id(_config(digits_yaml, override)) != run_id(base), override
-    assert run_id(_config(digits_yaml, "train.on_collapse=stop", "train.collapse_drop=0.5")) == run_id(base)
+        assert run_id(_config(digits_yaml, *PRE_ISSUE_28, override)) != run_id(base), override
+    assert run_id(_config(digits_yaml, *PRE_ISSUE_28, "train.on_collapse=stop", "train.collapse_drop=0.5")) == \
+        run_id(base)
 
 
 def test_an_early_stop_round_trips_and_old_records_have_none(tmp_path, digits_yaml):

@@ -26,9 +26,12 @@ def _run(cfg, steps: int = 3):
     return parts, stats
 
 
-@pytest.mark.parametrize("loss, forwards_per_step", [("at", 1), ("trades", 2)])
-def test_compiled_step_matches_eager(tiny_cfg, monkeypatch, loss, forwards_per_step):
-    cfg = tiny_cfg(f"train.loss={loss}", "train.ema=true", f"data.batch_size={BATCH}")
+@pytest.mark.parametrize("loss, clean_forward, forwards_per_step", [("at", False, 1), ("at", True, 2),
+                                                                     ("trades", False, 2)])
+def test_compiled_step_matches_eager(tiny_cfg, monkeypatch, loss, clean_forward, forwards_per_step):
+    """PGD-AT's BatchNorm statistics move once a step, or twice with the paper's clean forward; TRADES' twice."""
+    cfg = tiny_cfg(f"train.loss={loss}", "train.ema=true", f"data.batch_size={BATCH}",
+                   f"train.at_clean_forward={clean_forward}")
     eager, eager_stats = _run(cfg)
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     torch._dynamo.reset()
