@@ -25,7 +25,7 @@ from robustscale.accounting.cost import PAPER_PUE, CostModel
 from robustscale.accounting.hardware import DEFAULT_UTILIZATION, get_gpu, gpu_energy_kwh
 from robustscale.analysis.replicates import has_replicates, recipe_codes, resample_within_recipes
 from robustscale.enums import CostRuns, Precision, choice
-from robustscale.errors import ParameterError, UserError, shown
+from robustscale.errors import ParameterError, UserError
 
 COST_LAWS = {"cost_law": "cost_usd", "energy_law": "energy_kwh", "co2_law": "co2_kg"}
 PUE = PAPER_PUE  # the paper's Power Usage Effectiveness, extrapolate's default (its ``cost`` says otherwise)
