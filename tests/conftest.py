@@ -75,3 +75,43 @@ def assert_one_line():
         return text
 
     return check
+
+
+@pytest.fixture
+def planted_fifo():
+    """``plant(path, text)``: a FIFO at ``path`` that a reader opening it the blocking way (``open()``) reads ``text``
+    from, fed by a thread until the test ends. A reader that refuses FIFOs never gets ``text``: a test can tell the two
+    apart without waiting forever on a reader that blocks."""
+    import threading
+    import time
+
+    threads, done = [], threading.Event()
+
+    def feed(path, data: bytes) -> None:
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not done.is_set():
+            try:  # non-blocking: succeeds only while a reader has the FIFO open
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            try:
+                os.set_blocking(fd, True)
+                os.write(fd, data)
+            except OSError:  # the reader closed it at once (BrokenPipeError): a reader that refuses FIFOs
+                pass
+            finally:
+                os.close(fd)
+            return
+
+    def plant(path, text: str):
+        os.mkfifo(path)
+        thread = threading.Thread(target=feed, args=(path, text.encode()), daemon=True)
+        thread.start()
+        threads.append(thread)
+        return path
+
+    yield plant
+    done.set()  # the test is over: a reader that blocked on the FIFO has had its text
+    for thread in threads:
+        thread.join(timeout=5)

@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - not POSIX: takeovers rely on the renam
 
 from robustscale.store.atomic import _fsync_dir, shared_mode
 from robustscale.store.record import now
+from robustscale.store.safe_json import read_json
 from robustscale.store.scheduler import job_in_queue
 
 __all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim_info", "claim_is_live",
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 CLAIM = "claim.json"
 LOCK = ".claim.lock"  # flock'ed while a claim is being taken over
 DEFAULT_STALE_S = 600.0  # a claim whose heartbeat is older than this belongs to a dead worker
+MAX_CLAIM_BYTES = 64 << 10  # a claim is a few hundred bytes
 
 
 def create_exclusive(path: str | Path, data: bytes) -> bool:
@@ -131,9 +133,15 @@ def _pid_alive(pid: int) -> bool:
 
 def claim_info(run_dir: str | Path) -> dict[str, Any] | None:
     """The content of a run's claim (host, pid, job, token, started), or None when unclaimed or unreadable."""
+    return _read_claim(Path(run_dir) / CLAIM)
+
+
+def _read_claim(path: Path) -> dict[str, Any] | None:
+    """A claim's JSON object, or None: missing, or not a claim a reader may take (a link, a FIFO, too large, not JSON:
+    :mod:`robustscale.store.safe_json`)."""
     try:
-        info = json.loads((Path(run_dir) / CLAIM).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = read_json(path, max_bytes=MAX_CLAIM_BYTES)
+    except (OSError, ValueError):  # JsonFileError is a ValueError
         return None
     return info if isinstance(info, dict) else None
 
@@ -153,11 +161,8 @@ def _owner_gone(path: Path, stale_s: float, ended_job: str | None = None) -> str
     age = _age_s(path)
     if age is None:
         return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        info = None
-    if not isinstance(info, dict):
+    info = _read_claim(path)
+    if info is None:
         return f"heartbeat {age:.0f} s old" if age > stale_s else None
     job = current_job()
     if job is not None and info.get("job") == job and info.get("pid") != os.getpid():
