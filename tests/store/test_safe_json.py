@@ -3,7 +3,6 @@ a file belongs, a huge or deeply nested file, is refused with one typed line (or
 never followed, never blocking, never a RecursionError; and every reader of a run or sweep folder goes through it."""
 
 import json
-import os
 
 import pytest
 
