@@ -23,7 +23,7 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 # `-n 2 --dist loadgroup`) every worker imports this file, and `one_torch_thread` below puts it back before each test,
 # whatever a test before it on the same worker set.
 # The tests that bind a TCP port or start gloo/DDP/submitit processes carry `@pytest.mark.xdist_group("ports")`: one
-# worker runs them all, one at a time, because a free port picked by one of them (launch.free_port, torchrun's
+# worker runs them all, one at a time, because a free port picked by one of them (torchrun's
 # --master_port, submitit's port from the job id) could be taken by another's rendezvous or gloo connections before
 # it is bound. And since `--dist loadgroup` schedules every other test on its own, both workers would build a costly
 # module-scoped fixture (a trained model, the paper grid's dry run, a report) when its module's tests land on both:

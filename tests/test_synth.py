@@ -37,7 +37,7 @@ def test_synth_is_seeded(tmp_path):
 
 
 def test_the_largest_seed_draws_with_the_gmm(tmp_path):
-    """--seed allows 2**32 - 1, but the mixture of class c was seeded with seed + c: scikit-learn's InvalidParameterError
-    for every class past 0 (found with issue 34's range checks)."""
+    """--seed allows 2**32 - 1, but the mixture of class c was seeded with seed + c: scikit-learn's
+    InvalidParameterError for every class past 0 (found with issue 34's range checks)."""
     assert main(["synth", "--method", "gmm", "--n", "20", "--seed", str(2**32 - 1), "-o", str(tmp_path / "x.npz")]) == 0
     assert len(np.load(tmp_path / "x.npz", allow_pickle=False)["label"]) == 20

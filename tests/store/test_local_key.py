@@ -35,7 +35,8 @@ def test_a_relative_cache_home_is_ignored(cache, tmp_path, monkeypatch, value):
     assert lk.local_key() is not None and list((tmp_path / "work").iterdir()) == []
 
 
-@pytest.mark.parametrize("content", [b"", b"short", b"x" * 33, b"y" * (1 << 20)], ids=["empty", "short", "long", "1MiB"])
+@pytest.mark.parametrize("content", [b"", b"short", b"x" * 33, b"y" * (1 << 20)],
+                         ids=["empty", "short", "long", "1MiB"])
 def test_a_key_of_the_wrong_length_is_replaced(cache, content):
     """An empty or cut-short key (a full disk) made every state untrusted forever, silently."""
     cache.parent.mkdir(parents=True)

@@ -143,8 +143,8 @@ def _check_options(strategy: str, budget_frac: float, seeds: int, batch_size: in
 def _check_seeds(first_seed: int, seeds: int) -> None:
     """Seeds are numpy's: 32-bit and non-negative, the last one included."""
     if isinstance(first_seed, bool) or not 0 <= first_seed <= MAX_SEED - seeds + 1:
-        raise ParameterError(f"first_seed {first_seed}: the seeds first_seed ... first_seed + seeds - 1 must lie in 0 .. "
-                             f"{MAX_SEED}", "first_seed")
+        raise ParameterError(f"first_seed {first_seed}: the seeds first_seed ... first_seed + seeds - 1 must lie in "
+                             f"0 .. {MAX_SEED}", "first_seed")
 
 
 def _median(values: list, missing: float | None = None) -> float | None:
