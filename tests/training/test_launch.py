@@ -127,12 +127,15 @@ def _running(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
     """`train --procs-per-node 2`'s launcher killed: its ranks were re-parented to init and trained on, writing
-    checkpoints and records into a folder a `train --resume` could be training too. Now they die with it, and the
-    claim the launcher held is free for the next `train`."""
+    checkpoints and records into a folder a `train --resume` could be training too. Now they die with it (SIGKILL:
+    their parent-death signal; SIGTERM: the launcher stops them on its way out), and the claim the launcher held is
+    free for the next `train`."""
     from robustscale.store.rundir import CLAIM, acquire_claim
 
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    out, temp = tmp_path / "run", tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+           "TMPDIR": str(temp)}
     proc = subprocess.Popen([sys.executable, "-m", "robustscale", "train", *TRAIN, "train.epochs=500", "--quiet",
                              "--procs-per-node", "2", "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -149,6 +152,9 @@ def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
         proc.wait(timeout=30)
         time.sleep(5)
         assert [p for p in ranks if _running(p)] == []
+        if sig == signal.SIGTERM:  # handled: the ranks stopped, the rendezvous folder removed, the claim released
+            assert proc.returncode == 128 + signal.SIGTERM
+            assert list(temp.glob("robustscale-group-*")) == [] and not (out / CLAIM).exists()
         claim = acquire_claim(out)  # its holder is dead: taken over at once, as a `train --resume` would
         assert claim is not None
         claim.release()

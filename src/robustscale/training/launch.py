@@ -8,8 +8,9 @@ member. NCCL on GPUs (rank ``r`` on ``cuda:r`` of the devices ``CUDA_VISIBLE_DEV
 
 No rank outlives the launcher: each sets its parent-death signal (``PR_SET_PDEATHSIG``, SIGKILL) as it starts, then
 checks that its parent is still the launcher (which may have died before the signal was set); a launcher killed with
-SIGTERM or SIGKILL takes its ranks with it, instead of leaving them to init, training on and writing into the run
-folder. (``torch.multiprocessing.spawn`` sets no such signal. Linux only; elsewhere a thread polls the parent.)
+SIGKILL takes its ranks with it, instead of leaving them to init, training on and writing into the run folder.
+(``torch.multiprocessing.spawn`` sets no such signal. Linux only; elsewhere a thread polls the parent.) SIGTERM, where
+nobody else handles it, makes the launcher stop its ranks and clean up before it exits (status 143).
 
 Nothing of the group listens beyond this machine: the ranks meet in a ``FileStore`` in a private (0700) temporary
 folder, removed when the group ends, instead of a TCPStore that binds every interface, and gloo's and NCCL's own
@@ -152,6 +153,26 @@ def loopback_interface() -> str:
 
 
 @contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While a group runs, SIGTERM ends the launcher with ``SystemExit(143)`` instead of at once, so that it stops its
+    ranks, removes the rendezvous folder and releases its run's claim on the way out. Only where SIGTERM has its
+    default action and this is the main thread: a handler someone else set (submitit's) is left alone."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def _rendezvous() -> Iterator[str]:
     """A FileStore path in a private temporary folder (mkdtemp: 0700), removed when the group has ended."""
     folder = tempfile.mkdtemp(prefix="robustscale-group-")
@@ -230,7 +251,7 @@ def launch(fn: Callable[..., Any], args: Sequence[Any], procs: int, *, kwargs: d
     """
     check_local_ranks(procs)
     reports = mp.get_context("spawn").SimpleQueue()
-    with _rendezvous() as store:
+    with _sigterm_exits(), _rendezvous() as store:
         ranks_args = (fn, tuple(args), dict(kwargs or {}), procs, store, os.getpid(), threads, reports)
         context = torch_mp.start_processes(_rank_main, args=ranks_args, nprocs=procs, join=False,
                                            start_method="spawn")
