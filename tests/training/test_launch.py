@@ -115,6 +115,13 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:  # gone meanwhile
+        return ""
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie (an orphan reaped late by a container's init stays a zombie for a while)."""
     try:
@@ -143,7 +150,7 @@ def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:  # both ranks training: rank 0 logged an epoch
-            ranks = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+            ranks = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
             if len(ranks) == 2 and (out / "metrics.jsonl").exists() and (out / CLAIM).exists():
                 break
             time.sleep(0.2)
