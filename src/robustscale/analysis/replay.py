@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustscale.analysis._table import usable_runs
+from robustscale.analysis._table import check_flops_sum, usable_runs
 from robustscale.analysis.adaptive import STRATEGIES, make_strategy, search_features
-from robustscale.analysis.scaling import ScalingLaw
+from robustscale.analysis.scaling import ScalingLaw, check_bins
+from robustscale.config_checks import MAX_SEED
 from robustscale.errors import ParameterError, UserError, shown
 
 
@@ -39,9 +40,11 @@ def replay(table: pd.DataFrame, strategy: str, *, budget_frac: float, seeds: int
         ``median_compute_frac``.
     """
     _check_options(strategy, budget_frac, seeds, batch_size)
+    _check_seeds(first_seed, seeds)
+    check_bins(bins)
     full_alpha = _fit_alpha(table, metric, bins, min_acc)  # a table without a law is the user's to fix: say why
     pool, excluded = oracle_pool(table)
-    total_flops = float(pool["train_flops"].sum())
+    total_flops = check_flops_sum(pool["train_flops"], str(table.attrs.get("source", "table")))
     episodes = [_episode(pool, strategy, seed, budget_frac * total_flops, batch_size, metric, bins, min_acc)
                 for seed in range(first_seed, first_seed + seeds)]
     for episode in episodes:
@@ -135,6 +138,13 @@ def _check_options(strategy: str, budget_frac: float, seeds: int, batch_size: in
         raise ParameterError(f"seeds {seeds}: replay at least one seed", "seeds")
     if batch_size < 1:
         raise ParameterError(f"batch_size {batch_size}: choose at least one run per round", "batch_size")
+
+
+def _check_seeds(first_seed: int, seeds: int) -> None:
+    """Seeds are numpy's: 32-bit and non-negative, the last one included."""
+    if isinstance(first_seed, bool) or not 0 <= first_seed <= MAX_SEED - seeds + 1:
+        raise ParameterError(f"first_seed {first_seed}: the seeds first_seed ... first_seed + seeds - 1 must lie in "
+                             f"0 .. {MAX_SEED}", "first_seed")
 
 
 def _median(values: list, missing: float | None = None) -> float | None:
