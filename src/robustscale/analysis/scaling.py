@@ -26,7 +26,7 @@ from robustscale.accounting.hardware import DEFAULT_UTILIZATION, check_utilizati
 from robustscale.analysis.replicates import has_replicates, recipe_codes, resample_within_recipes
 from robustscale.config_checks import MAX_BINS
 from robustscale.enums import CostRuns, Precision, choice
-from robustscale.errors import ParameterError, UserError
+from robustscale.errors import ParameterError, UserError, shown
 
 COST_LAWS = {"cost_law": "cost_usd", "energy_law": "energy_kwh", "co2_law": "co2_kg"}
 PUE = PAPER_PUE  # the paper's Power Usage Effectiveness, extrapolate's default (its ``cost`` says otherwise)
