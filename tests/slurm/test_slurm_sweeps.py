@@ -48,7 +48,7 @@ LONG_EPOCHS = 20  # outlasts a requeue's 5 s KillWait (scripts/slurm-local.sh) a
 DEADLINE_S = 900
 NAME = "robustscale-test"  # the jobs' name
 LIMITED = "robustscale-test-limited"  # the time-limited run's job
-LIMITED_EPOCHS, LIMITED_SIGNAL_S = 3, 5  # its length, and when before its 1-minute limit Slurm signals it
+LIMITED_EPOCHS, LIMITED_SIGNAL_S = 10, 5  # its length, and when before its 1-minute limit Slurm signals it
 
 
 def write_spec(folder: Path, *, losses=("at", "trades"), epochs: dict | None = None, procs: int = 1,
@@ -226,13 +226,15 @@ def _usr2_pending(pid: int) -> bool:
 
 
 def outlast_time_limit(spec: Path, out: Path) -> tuple[Path, str]:
-    """Submit a run with a 1-minute time limit and make it need longer: as soon as it starts, its process is paused
-    (SIGSTOP) until Slurm's time-limit signal (USR2) waits on it, the time a slow run would spend on its steps,
-    without burning a core; it then goes on and meets the signal at once. (Paused only at its start: an idle fast
-    machine trains the whole run within a second of its first epoch, before the signal.)"""
+    """Submit a run with a 1-minute time limit and make it need longer: once it trains (its first epoch logged), its
+    process is paused (SIGSTOP) until Slurm's time-limit signal (USR2) waits on it, the time a slow run would spend
+    on its steps, without burning a core; it then goes on and meets the signal at once, inside its training steps,
+    where it stops with a checkpoint. (Paused in its steps, not at its start: a signal during the setup requeues at
+    once, with nothing to checkpoint. The run is long enough that an idle fast machine is still training when the
+    pause comes: 0.3 s an epoch there.)"""
     robustscale("sweep", spec, "--out", out, "--executor", "slurm", "--no-wait")
     (run,) = by_loss(out).values()
-    wait_for(lambda: lines(run / "attempts.jsonl"), "the time-limited run's start",
+    wait_for(lambda: lines(run / "metrics.jsonl"), "the time-limited run's first epoch",
              hurrying=lambda: hurry(name=LIMITED))
     job, pid = job_of(run), lines(run / "attempts.jsonl")[-1]["pid"]
     end = slurm_job_end(job)
