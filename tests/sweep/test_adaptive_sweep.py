@@ -125,10 +125,12 @@ def test_interrupted_adaptive_sweep_resumes_the_recorded_plan(tmp_path, spec, mo
 @pytest.mark.slow
 def test_target_ci_and_gpu_hour_budget_stop_the_sweep(tmp_path, spec, capsys, one_torch_thread):
     wide = adaptive_sweep(spec, tmp_path / "ci", target_ci=100.0, metric="clean_acc", round_size=2)
-    assert wide["stop_reason"] == "target_ci"
-    widths = [r["ci_width"] for r in wide["rounds"]]
-    assert widths[-1] is not None and widths[-1] < 100.0
-    assert all(w is None or w >= 100.0 for w in widths[:-1])  # it stopped at the first narrow enough round
+    assert wide["stop_reason"] == "target_ci" and wide["pinned"] and wide["not_pinned"] == []
+    narrow = [r["ci_width"] is not None and r["ci_width"] < 100.0 for r in wide["rounds"]]
+    assert narrow[-1] and wide["rounds"][-1]["pinned"]
+    # it stopped at the first round both pinned and narrow enough; a narrow interval alone did not stop it
+    assert not any(r["pinned"] for r in wide["rounds"][:-1]) and any(narrow[:-1])
+    assert all(r["not_pinned"] for r in wide["rounds"][:-1])
 
     hours = tmp_path / "hours"  # the text output; one worker, so rounds of one run
     assert main(["sweep", str(spec), "--out", str(hours), "--adaptive", "--budget-gpu-hours", "1e-9"]) == 0

@@ -7,7 +7,9 @@ runs finished so far and the untrained runs with their planned train FLOPs (the 
 the same executors and :func:`robustscale.sweep.worker.run_one` as any sweep. After each round the law is refitted on
 every run chosen so far (:func:`robustscale.analysis.adaptive_law.law_interval`), and the sweep stops when
 
-* ``target_ci``: alpha's 95% bootstrap interval is narrower than this; or
+* ``target_ci``: the chosen runs pin the law (:mod:`robustscale.analysis.adaptive_law`: enough FLOP bins, more
+  than one recipe family where the grid has several, an interval no wider than ``|alpha|``) and alpha's 95% bootstrap
+  interval is narrower than this; or
 * ``budget``: no untrained run fits what is left of ``budget_flops`` (train FLOPs as the results table counts them,
   the law's x axis: PGD validation and AutoAttack are not counted; a chosen run costs its measured ``train_flops``, or
   its planned ones until it has them) or of ``budget_gpu_hours`` (what the chosen runs' records report, wall hours for
@@ -126,8 +128,9 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
 
     Returns:
         The ``sweep --adaptive --json`` object: ``rounds`` (per round: ``run_ids``, cumulative ``spent_flops`` and
-        ``spent_gpu_hours``, ``alpha``, ``alpha_ci``, ``ci_width``), ``runs_trained`` (by this call), ``chosen``,
-        ``spent_flops``, ``spent_gpu_hours``, ``compute_frac``, ``alpha``, ``alpha_ci`` and ``stop_reason``.
+        ``spent_gpu_hours``, ``alpha``, ``alpha_ci``, ``ci_width``, ``pinned``, ``not_pinned``), ``runs_trained`` (by
+        this call), ``chosen``, ``spent_flops``, ``spent_gpu_hours``, ``compute_frac``, ``alpha``, ``alpha_ci``,
+        ``pinned``, ``not_pinned`` and ``stop_reason``.
     """
     limits = Limits(budget_flops, budget_gpu_hours, target_ci).check()
     _check_choices(strategy, seed, metric, bins, round_size)
@@ -218,6 +221,7 @@ class _AdaptiveSweep:
         self.round_size, self.retry_failed, self.stale_s, self.progress = round_size, retry_failed, stale_s, progress
         self.strategy: Strategy = make_strategy(plan.strategy, seed=plan.seed, metric=plan.metric, bins=plan.bins)
         self.grid_flops = sum(c.planned_flops for c in grid.values())
+        self.grid_rows = pd.DataFrame([c.row for c in grid.values()])  # the families the grid holds
         self.trained: list[str] = []
         self.rounds: list[dict[str, Any]] = []
 
@@ -243,8 +247,8 @@ class _AdaptiveSweep:
         return self._end_round(entry, self._spent(upto=entry.round), replayed=replayed, outcomes=outcomes)
 
     def _target_reached(self) -> str | None:
-        width = self.rounds[-1]["ci_width"] if self.rounds else None
-        if self.limits.target_ci is not None and width is not None and width < self.limits.target_ci:
+        last = self.rounds[-1] if self.rounds else {}
+        if self.limits.target_ci is not None and last.get("pinned") and last["ci_width"] < self.limits.target_ci:
             return "target_ci"
         return None
 
@@ -334,7 +338,7 @@ class _AdaptiveSweep:
 
     def _end_round(self, entry: PlanRound, spent: Spent, *, replayed: bool, outcomes: list[dict[str, Any]]) -> bool:
         """Record what the round cost and the law after it (in the plan and in this call's rounds)."""
-        law = law_interval(spent.finished, metric=self.plan.metric, bins=self.plan.bins)
+        law = law_interval(spent.finished, metric=self.plan.metric, bins=self.plan.bins, grid=self.grid_rows)
         ended = all(_status(self.out / rid) in _ENDED for rid in entry.run_ids)
         entry.ended = entry.ended or (now() if ended else None)
         entry.spent_flops, entry.spent_gpu_hours = spent.flops, spent.gpu_hours
@@ -368,6 +372,7 @@ class _AdaptiveSweep:
             "spent_flops": spent.flops, "spent_gpu_hours": spent.gpu_hours,
             "compute_frac": spent.flops / self.grid_flops if self.grid_flops else None,
             "alpha": last.get("alpha"), "alpha_ci": last.get("alpha_ci"), "ci_width": last.get("ci_width"),
+            "pinned": last.get("pinned", False), "not_pinned": last.get("not_pinned", ["no_law: no round yet"]),
             "stop_reason": stop,
         }
 
@@ -390,6 +395,8 @@ def _round_line(entry: dict[str, Any]) -> str:
     law = "no law yet" if entry["alpha"] is None else f"alpha {entry['alpha']:.4g}"
     if entry["alpha_ci"] is not None:
         law += f" [{entry['alpha_ci'][0]:.4g}, {entry['alpha_ci'][1]:.4g}]"
+    if entry["alpha"] is not None and not entry["pinned"]:
+        law += f", not pinned ({', '.join(reason.split(':')[0] for reason in entry['not_pinned'])})"
     frac = "" if entry["compute_frac"] is None else f" ({entry['compute_frac']:.0%} of the grid)"
     runs = len(entry["run_ids"])
     return (f"round {entry['round']}: {runs} run{'s' if runs != 1 else ''} ({len(entry['trained'])} trained), "
