@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from robustscale.analysis.adaptive import make_strategy
 from robustscale.analysis.adaptive_law import MIN_PINNED_BINS, law_interval
 from robustscale.analysis.replay import replay
 from robustscale.cli import main
@@ -132,3 +133,54 @@ def test_a_bad_target_ci_is_one_line(capsys, grid_csv, value):
     assert main(["replay", grid_csv, "--target-ci", str(value)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--target-ci" in err
+
+
+def replicate_grid() -> pd.DataFrame:
+    """Twelve recipes (six sizes, ReLU or SiLU at the same FLOPs) x three seeds, with seed noise large against the
+    recipes' differences: the better of each size's two recipes holds that FLOP bin's envelope point."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, (params, activation) in enumerate(itertools.product([1e6, 2e6, 4e6, 8e6, 16e6, 32e6], ["relu", "silu"])):
+        flops = 6.0 * params * 5e4 * 100
+        for seed in range(3):
+            rows.append({"run_id": f"r{i}s{seed}", "status": "done", "recipe_id": f"r{i}", "seed": seed,
+                         "params": params, "activation": activation, "train_flops": flops,
+                         "pgd40_acc": 0.02 * flops**ALPHA * 10.0 ** rng.normal(0, 0.08)})
+    return pd.DataFrame(rows).set_index("run_id", drop=False)
+
+
+def test_envelope_anchors_the_grid_ends_first_while_the_interval_is_wide():
+    rng = np.random.default_rng(4)
+    rows = [{"params": params, "epochs": epochs, "activation": activation, "train_flops": 3e5 * params * epochs,
+             "pgd40_acc": 0.02 * (3e5 * params * epochs) ** ALPHA * 10.0 ** rng.normal(0, 0.08)}
+            for params, epochs, activation in itertools.product([1e6, 2e6, 4e6, 8e6], [100, 300], ["relu", "silu"])]
+    grid = pd.DataFrame(rows)
+    seen = (grid["epochs"] == 100) | (grid["params"] == 1e6)  # every axis value, not the top of the FLOP range
+    finished, candidates = grid[seen], grid[~seen][["params", "epochs", "activation", "train_flops"]]
+    assert "wide" in [r.split(":")[0] for r in law_interval(finished, metric="pgd40_acc")["not_pinned"]]
+    strategy = make_strategy("envelope", metric="pgd40_acc")
+    first = strategy.select(finished, candidates, k=1)[0]
+    assert grid.at[first, "train_flops"] == grid["train_flops"].max()  # the top bin, which no revealed run reaches
+    plain = make_strategy("envelope", metric="pgd40_acc", anchor=False)
+    assert grid.at[plain.select(finished, candidates, k=1)[0], "train_flops"] < grid["train_flops"].max()
+    on_law = finished.assign(pgd40_acc=0.02 * finished["train_flops"] ** ALPHA)  # alpha pinned: no anchoring
+    assert strategy.select(on_law, candidates, k=3) == plain.select(on_law, candidates, k=3)
+
+
+def test_replicate_trains_more_seeds_of_the_envelope_recipes_while_the_interval_is_wide():
+    grid = replicate_grid()
+    finished = grid[grid["seed"] == 0]
+    candidates = grid[grid["seed"] > 0][["params", "activation", "train_flops"]]
+    law = law_interval(finished, metric="pgd40_acc")
+    assert "wide" in [r.split(":")[0] for r in law["not_pinned"]]
+    best = finished.loc[finished.groupby("params")["pgd40_acc"].idxmax(), "recipe_id"]
+    replicate = make_strategy("envelope", metric="pgd40_acc", replicate=True)
+    picks = replicate.select(finished, candidates, k=4)
+    recipes = list(grid.loc[picks, "recipe_id"])
+    assert len(set(recipes)) == 4 and set(recipes) <= set(best)  # four envelope recipes, one more seed each
+    sizes = grid.loc[picks, "params"].tolist()
+    assert {sizes[0], sizes[1]} == {1e6, 32e6}  # the ends of the FLOP range move alpha most
+
+    on_law = finished.assign(pgd40_acc=0.02 * finished["train_flops"] ** ALPHA)  # alpha known: nothing to replicate
+    assert replicate.select(on_law, candidates, k=4) == \
+        make_strategy("envelope", metric="pgd40_acc").select(on_law, candidates, k=4)
