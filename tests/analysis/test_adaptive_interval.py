@@ -112,19 +112,22 @@ def test_replay_json_carries_the_intervals_and_their_coverage(capsys, grid_csv):
     assert "holds the full-table alpha in" in text and f"[{full[0]:.4g}, {full[1]:.4g}]" in text
 
 
-def test_target_ci_stops_once_the_law_is_pinned_and_narrow(grid_csv):
+def test_target_ci_stops_once_the_law_stayed_pinned_and_narrow_for_settle_runs(grid_csv):
     table = pd.read_csv(grid_csv)
-    budget = replay(table, "envelope", budget_frac=0.5, seeds=1, batch_size=2, bootstrap=200)["seeds"][0]
-    target = replay(table, "envelope", budget_frac=0.5, seeds=1, batch_size=2, bootstrap=200,
-                    target_ci=0.5 * ALPHA)["seeds"][0]
+    options = {"budget_frac": 0.5, "seeds": 1, "batch_size": 2, "bootstrap": 200}
+    budget = replay(table, "envelope", **options)["seeds"][0]
+    target = replay(table, "envelope", **options, target_ci=0.5 * ALPHA)["seeds"][0]
     assert target["stop_reason"] == "target_ci" and target["pinned"] and target["ci_width"] < 0.5 * ALPHA
     assert target["runs"] < budget["runs"] and target["chosen"] == budget["chosen"][:target["runs"]]
-    # every earlier round was refitted and found not pinned or not narrow: the stop came at the first chance
-    for runs in range(2, target["runs"], 2):
-        earlier = law_interval(table.set_index("run_id").loc[target["chosen"][:runs]].reset_index(), bootstrap=200,
-                               seed=0, grid=table)
-        assert not (earlier["pinned"] and earlier["ci_width"] < 0.5 * ALPHA)
-    never = replay(table, "envelope", budget_frac=0.3, seeds=1, batch_size=2, bootstrap=200, target_ci=1e-9)
+    # the law after each round, as the replay refitted it: the stop came at the first round closing 8 runs
+    # (SETTLE_RUNS) over which every round's law was pinned and narrower than the target
+    narrow = [law["pinned"] and law["ci_width"] < 0.5 * ALPHA for law in
+              (law_interval(table.set_index("run_id").loc[target["chosen"][:runs]].reset_index(), bootstrap=200,
+                            seed=0, grid=table) for runs in range(2, target["runs"] + 1, 2))]
+    assert all(narrow[-5:]) and not all(narrow[-6:])  # rounds at runs n-8, ..., n: five rounds of two runs
+    first = replay(table, "envelope", **options, target_ci=0.5 * ALPHA, settle_runs=0)["seeds"][0]
+    assert first["runs"] == 2 * (narrow.index(True) + 1) < target["runs"]  # without the wait: the first narrow round
+    never = replay(table, "envelope", **{**options, "budget_frac": 0.3}, target_ci=1e-9)
     assert never["seeds"][0]["stop_reason"] == "budget"
 
 

@@ -2,8 +2,8 @@
 
 A finished sweep is an oracle: choosing one of its runs reveals that run's row and spends its ``train_flops``. The
 strategy sees only the revealed rows and, for the rest, the recipe columns and planned FLOPs; it chooses until the
-next choice would overrun ``budget_frac`` of the grid's compute or, with ``target_ci``, until the law is pinned with
-an interval narrower than that (as ``sweep --adaptive --target-ci`` stops). The law is then fitted on the revealed
+next choice would overrun ``budget_frac`` of the grid's compute or, with ``target_ci``, until the law has stayed
+pinned with an interval narrower than that (as ``sweep --adaptive --target-ci`` stops). The law is then fitted on the revealed
 rows exactly as ``robustscale fit`` fits it (:func:`usable_runs`, :class:`ScalingLaw` with the same bins), with its
 95% bootstrap interval from the revealed runs (:func:`robustscale.analysis.adaptive_law.law_interval`), and compared
 with the law fitted on the whole table: the error of alpha, and whether the interval holds the full table's alpha.
@@ -23,14 +23,14 @@ import pandas as pd
 
 from robustscale.analysis._table import usable_runs
 from robustscale.analysis.adaptive import STRATEGIES, make_strategy, search_features
-from robustscale.analysis.adaptive_law import LEVEL, law_interval
+from robustscale.analysis.adaptive_law import LEVEL, SETTLE_RUNS, law_interval, target_reached
 from robustscale.analysis.scaling import ScalingLaw
 from robustscale.errors import ParameterError, UserError, shown
 
 
 def replay(table: pd.DataFrame, strategy: str, *, budget_frac: float, seeds: int = 8, first_seed: int = 0,
            batch_size: int = 1, metric: str = "autoattack_acc", bins: int = 19, min_acc: float | None = None,
-           target_ci: float | None = None, bootstrap: int = 1000,
+           target_ci: float | None = None, bootstrap: int = 1000, settle_runs: int = SETTLE_RUNS,
            strategy_options: dict[str, Any] | None = None) -> dict:
     """Replay ``strategy`` on ``table`` for ``seeds`` seeds and summarise the alpha it recovers, with its interval.
 
@@ -41,7 +41,8 @@ def replay(table: pd.DataFrame, strategy: str, *, budget_frac: float, seeds: int
         seeds: how many seeds, ``first_seed`` onwards.
         batch_size: runs chosen per round (a live sweep's number of workers).
         metric, bins, min_acc: as for ``robustscale fit``.
-        target_ci: stop a seed early once the law is pinned and its interval is narrower than this (alpha units).
+        target_ci: stop a seed early once the law has stayed pinned with an interval narrower than this (alpha
+            units) over the last ``settle_runs`` runs chosen, as ``sweep --adaptive --target-ci`` stops.
         bootstrap: resamples of each interval (and of each round's refit under ``target_ci``).
         strategy_options: keyword arguments of the strategy beyond its seed, metric and bins (benchmarks).
 
@@ -53,12 +54,14 @@ def replay(table: pd.DataFrame, strategy: str, *, budget_frac: float, seeds: int
         ``median_runs``, ``median_compute_frac``.
     """
     _check_options(strategy, budget_frac, seeds, batch_size, target_ci, bootstrap)
+    if isinstance(settle_runs, bool) or not isinstance(settle_runs, int) or settle_runs < 0:
+        raise ParameterError(f"settle_runs {shown(settle_runs)}: a number of runs, 0 or more", "settle_runs")
     full_alpha = _fit_alpha(table, metric, bins, min_acc)  # a table without a law is the user's to fix: say why
     law = _Law(metric, bins, min_acc, bootstrap)
     full = law.fit(table, seed=0)
     pool, excluded = oracle_pool(table)
     total_flops = float(pool["train_flops"].sum())
-    stops = _Stops(budget_frac * total_flops, batch_size, target_ci)
+    stops = _Stops(budget_frac * total_flops, batch_size, target_ci, settle_runs)
     episodes = [_episode(pool, strategy, seed, stops, law, strategy_options or {})
                 for seed in range(first_seed, first_seed + seeds)]
     for episode in episodes:
@@ -120,13 +123,15 @@ class _Law:
 
 
 class _Stops:
-    """When a seed stops choosing: the budget, and (with ``target_ci``) a pinned law narrow enough."""
+    """When a seed stops choosing: the budget, and (with ``target_ci``) a law that stayed pinned and narrow enough
+    (:func:`robustscale.analysis.adaptive_law.target_reached`, as a live sweep stops)."""
 
-    def __init__(self, budget_flops: float, batch_size: int, target_ci: float | None):
+    def __init__(self, budget_flops: float, batch_size: int, target_ci: float | None, settle_runs: int):
         self.budget_flops, self.batch_size, self.target_ci = budget_flops, batch_size, target_ci
+        self.settle_runs = settle_runs
 
-    def narrow(self, law: dict[str, Any]) -> bool:
-        return self.target_ci is not None and law["pinned"] and law["ci_width"] < self.target_ci
+    def reached(self, history: list[tuple[int, dict[str, Any]]]) -> bool:
+        return self.target_ci is not None and target_reached(history, self.target_ci, self.settle_runs)
 
 
 def _episode(pool: pd.DataFrame, name: str, seed: int, stops: _Stops, law: _Law,
@@ -136,7 +141,7 @@ def _episode(pool: pd.DataFrame, name: str, seed: int, stops: _Stops, law: _Law,
     strategy = make_strategy(name, seed=seed, metric=law.metric, bins=law.bins, **options)
     hidden = pool[[*pool.attrs["features"], "train_flops"]]  # what a strategy may know of an untrained recipe
     chosen: list = []
-    spent, stop, fitted = 0.0, None, None
+    spent, stop, fitted, history = 0.0, None, None, []
     while stop is None:
         open_ = hidden.drop(index=chosen)
         if open_.empty:
@@ -152,7 +157,8 @@ def _episode(pool: pd.DataFrame, name: str, seed: int, stops: _Stops, law: _Law,
         spent += float(pool.loc[fitting, "train_flops"].sum())
         if stops.target_ci is not None:
             fitted = law.fit(_revealed(pool, chosen), seed, pool)
-            stop = "target_ci" if stops.narrow(fitted) else None
+            history.append((len(chosen), fitted))
+            stop = "target_ci" if stops.reached(history) else None
     revealed = _revealed(pool, chosen)
     fitted = fitted if stop == "target_ci" else law.fit(revealed, seed, pool)
     ids = revealed["run_id"].astype(str).tolist() if "run_id" in revealed else [str(i) for i in chosen]

@@ -9,7 +9,7 @@ every run chosen so far (:func:`robustscale.analysis.adaptive_law.law_interval`)
 
 * ``target_ci``: the chosen runs pin the law (:mod:`robustscale.analysis.adaptive_law`: enough FLOP bins, more
   than one recipe family where the grid has several, an interval no wider than ``|alpha|``) and alpha's 95% bootstrap
-  interval is narrower than this; or
+  interval is narrower than this, after every round of the last 8 runs chosen (``SETTLE_RUNS``); or
 * ``budget``: no untrained run fits what is left of ``budget_flops`` (train FLOPs as the results table counts them,
   the law's x axis: PGD validation and AutoAttack are not counted; a chosen run costs its measured ``train_flops``, or
   its planned ones until it has them) or of ``budget_gpu_hours`` (what the chosen runs' records report, wall hours for
@@ -39,7 +39,7 @@ import pandas as pd
 from robustscale.accounting.budget import run_flops_plan
 from robustscale.accounting.flops import step_flops_for_config
 from robustscale.analysis.adaptive import STRATEGIES, Strategy, make_strategy
-from robustscale.analysis.adaptive_law import law_interval
+from robustscale.analysis.adaptive_law import SETTLE_RUNS, law_interval, target_reached
 from robustscale.enums import AutoAttackVersion, ExecutorKind, Status, Tracker
 from robustscale.errors import ParameterError, UserError, shown
 from robustscale.store.adaptive_plan import AdaptivePlan, PlanRound, plan_lock, read_plan, write_plan
@@ -67,12 +67,15 @@ class Limits:
     budget_flops: float | None = None
     budget_gpu_hours: float | None = None
     target_ci: float | None = None
+    settle_runs: int = SETTLE_RUNS  # target_ci must hold over this many of the latest runs (adaptive_law)
 
     def check(self) -> "Limits":
         for name in ("budget_flops", "budget_gpu_hours", "target_ci"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
                 raise ParameterError(f"{name} {shown(value)}: must be a positive number", name)
+        if isinstance(self.settle_runs, bool) or not isinstance(self.settle_runs, int) or self.settle_runs < 0:
+            raise ParameterError(f"settle_runs {shown(self.settle_runs)}: a number of runs, 0 or more", "settle_runs")
         if self.budget_flops is None and self.budget_gpu_hours is None and self.target_ci is None:
             raise ParameterError("an adaptive sweep needs a stopping rule: budget_flops, budget_gpu_hours or target_ci "
                                  "(e.g. budget_flops 1e15)", "budget_flops", "budget_gpu_hours", "target_ci")
@@ -108,7 +111,8 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
                    executor: ExecutorKind | str = ExecutorKind.local, workers: int | None = None,
                    round_size: int | None = None, retry_failed: bool = False, stale_s: float | None = None,
                    slurm: dict[str, Any] | None = None, progress: bool = False, nodes: int | None = None,
-                   procs_per_node: int | None = None, trackers: Sequence[Tracker] | None = None) -> dict[str, Any]:
+                   procs_per_node: int | None = None, trackers: Sequence[Tracker] | None = None,
+                   settle_runs: int = SETTLE_RUNS) -> dict[str, Any]:
     """Train the runs of a spec in rounds chosen by ``strategy`` until a limit is reached; resumable.
 
     Args:
@@ -124,6 +128,7 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
         executor, workers, retry_failed, stale_s, slurm, nodes, procs_per_node, trackers: as for
             :func:`robustscale.sweep.sweep`.
         round_size: runs per round (default: ``workers``, else the spec's ``workers``, else 1).
+        settle_runs: ``target_ci`` must have held after every round of this many latest runs.
         progress: show the live progress view and one line per round on stderr.
 
     Returns:
@@ -132,7 +137,7 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
         this call), ``chosen``, ``spent_flops``, ``spent_gpu_hours``, ``compute_frac``, ``alpha``, ``alpha_ci``,
         ``pinned``, ``not_pinned`` and ``stop_reason``.
     """
-    limits = Limits(budget_flops, budget_gpu_hours, target_ci).check()
+    limits = Limits(budget_flops, budget_gpu_hours, target_ci, settle_runs).check()
     _check_choices(strategy, seed, metric, bins, round_size)
     spec = load_spec(spec_path)
     out = Path(out) if out is not None else spec.out or Path("runs") / spec.name
@@ -247,8 +252,9 @@ class _AdaptiveSweep:
         return self._end_round(entry, self._spent(upto=entry.round), replayed=replayed, outcomes=outcomes)
 
     def _target_reached(self) -> str | None:
-        last = self.rounds[-1] if self.rounds else {}
-        if self.limits.target_ci is not None and last.get("pinned") and last["ci_width"] < self.limits.target_ci:
+        history = [(r["runs"], r) for r in self.rounds]
+        if self.limits.target_ci is not None and target_reached(history, self.limits.target_ci,
+                                                                self.limits.settle_runs):
             return "target_ci"
         return None
 
