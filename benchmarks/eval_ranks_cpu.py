@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustscale.accounting.flops import count_model_calls, step_flops_for_config
+from robustscale.accounting.flops import step_flops_for_config
 from robustscale.accounting.hardware import DEFAULT_UTILIZATION, get_gpu
 from robustscale.attacks import run_autoattack
 from robustscale.data import load_data

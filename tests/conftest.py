@@ -23,7 +23,7 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 # `-n 2 --dist loadgroup`) every worker imports this file, and `one_torch_thread` below puts it back before each test,
 # whatever a test before it on the same worker set.
 # The tests that bind a TCP port or start gloo/DDP/submitit processes carry `@pytest.mark.xdist_group("ports")`: one
-# worker runs them all, one at a time, because a free port picked by one of them (launch.free_port, torchrun's
+# worker runs them all, one at a time, because a free port picked by one of them (torchrun's
 # --master_port, submitit's port from the job id) could be taken by another's rendezvous or gloo connections before
 # it is bound. And since `--dist loadgroup` schedules every other test on its own, both workers would build a costly
 # module-scoped fixture (a trained model, the paper grid's dry run, a report) when its module's tests land on both:
@@ -75,3 +75,43 @@ def assert_one_line():
         return text
 
     return check
+
+
+@pytest.fixture
+def planted_fifo():
+    """``plant(path, text)``: a FIFO at ``path`` that a reader opening it the blocking way (``open()``) reads ``text``
+    from, fed by a thread until the test ends. A reader that refuses FIFOs never gets ``text``: a test can tell the two
+    apart without waiting forever on a reader that blocks."""
+    import threading
+    import time
+
+    threads, done = [], threading.Event()
+
+    def feed(path, data: bytes) -> None:
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not done.is_set():
+            try:  # non-blocking: succeeds only while a reader has the FIFO open
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            try:
+                os.set_blocking(fd, True)
+                os.write(fd, data)
+            except OSError:  # the reader closed it at once (BrokenPipeError): a reader that refuses FIFOs
+                pass
+            finally:
+                os.close(fd)
+            return
+
+    def plant(path, text: str):
+        os.mkfifo(path)
+        thread = threading.Thread(target=feed, args=(path, text.encode()), daemon=True)
+        thread.start()
+        threads.append(thread)
+        return path
+
+    yield plant
+    done.set()  # the test is over: a reader that blocked on the FIFO has had its text
+    for thread in threads:
+        thread.join(timeout=5)

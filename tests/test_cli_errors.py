@@ -29,6 +29,16 @@ from robustscale.cli import main
     (["predict", "t.csv", "--ema", "--no-such-flag"], ["--no-such-flag"]),
     (["sweep", "spec.yaml", "--workers", "two"], ["--workers"]),
     (["results"], ["runs_dir"]),
+    # issue 34 item 8: ranges checked before any work (a MemoryError, an OverflowError or a numpy traceback before)
+    (["replay", "t.csv", "--first-seed", "-1"], ["--first-seed"]),
+    (["replay", "t.csv", "--seeds", "0"], ["--seeds"]),
+    (["fit", "t.csv", "--bins", "1000000000"], ["--bins"]),
+    (["replay", "t.csv", "--bins", "1000000000"], ["--bins"]),
+    (["report", "t.csv", "--bins", "1001"], ["--bins"]),
+    (["plan", "t.csv", "--seed", "-1"], ["--seed"]),
+    (["synth", "-o", "x.npz", "--method", "gmm", "--n", "100000000000"], ["--n"]),
+    (["synth", "-o", "x.npz", "--method", "gmm", "--n", str(2**63)], ["--n"]),
+    (["synth", "-o", "x.npz", "--n", "0"], ["--n"]),
 ])
 def test_usage_errors_are_one_line_and_exit_2(capsys, assert_one_line, argv, words):
     assert main(argv) == 2
@@ -96,3 +106,26 @@ def test_eval_eps_outside_the_pixel_range_is_one_line(tmp_path, capsys, assert_o
     model = save_model(tmp_path / "m.safetensors", create_from_config(cfg), cfg)
     assert main(["eval", str(model), "--attack", "pgd", "--steps", "1", "--n", "2", "--eps", eps]) == 2
     assert "--eps" in assert_one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["extrapolate", "budget"])
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "nan"])
+def test_utilization_outside_0_1_is_one_line_before_any_work(tmp_path, capsys, assert_one_line, digits_yaml,
+                                                           command, value):
+    """`extrapolate --utilization 0` divided by zero and -1 printed negative GPU-years; the table (here missing) is
+    not even read."""
+    first = [str(tmp_path / "missing.csv"), "--target", "0.5"] if command == "extrapolate" else [str(digits_yaml)]
+    assert main([command, *first, "--utilization", value]) == 2
+    message = assert_one_line(capsys.readouterr().err)
+    assert "--utilization" in message and "(0, 1]" in message
+
+
+def test_replay_seeds_stay_32_bit():
+    """The last seed replayed is a numpy seed too (first_seed + seeds - 1 <= 2**32 - 1)."""
+    import pandas as pd
+
+    from robustscale.analysis.replay import replay
+    from robustscale.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="first_seed"):
+        replay(pd.DataFrame(), "random", budget_frac=0.5, seeds=2, first_seed=2**32 - 1)

@@ -2,14 +2,17 @@
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from robustscale.demo import (PROBE_REFERENCE_CPU_S, SPEC_SYNTHETIC, default_out, expected_s, planned_flops, run_core_s,
-                              run_demo, spec_path)
+from robustscale.demo import (PROBE_REFERENCE_CPU_S, SPEC_SYNTHETIC, _background_load, _others_busy_cores,
+                              default_out, expected_s, planned_flops, run_core_s, run_demo, spec_path)
 from robustscale.sweep.spec import expand_runs, load_spec
 
 pytestmark = pytest.mark.slow
@@ -123,3 +126,25 @@ def test_the_shipped_demo_is_priced_as_it_runs(repo_root):
     medium = expand_runs(load_spec(spec_path("medium")))[0].config
     assert len(small) >= 24 and {f["autoattack"] for f in small} == {"some"}
     assert planned_flops(medium)["autoattack"] == "all" and run_core_s(planned_flops(medium)) > 0
+
+
+def test_the_background_load_leaves_out_the_demos_own_work():
+    """Between two /proc/stat readings 2 CPUs ran 100 ticks each (200 in all), 150 of them busy, 50 of those ours
+    (0.5 s at 100 ticks a second): others kept 100 / 100 = 1 core busy. No reading, no figure."""
+    assert _others_busy_cores((1000, 5000), (1150, 5200), 0.5, cpus=2, ticks_per_s=100) == pytest.approx(1.0)
+    assert _others_busy_cores((1000, 5000), (1040, 5200), 0.5, cpus=2, ticks_per_s=100) == 0.0  # never below 0
+    assert _others_busy_cores(None, (1150, 5200), 0.5) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="no /proc/stat: the load average is used instead")
+def test_a_busy_process_beside_the_demo_counts_as_load():
+    """A process spinning beside the probe shows up as most of a core, though the probe itself keeps one busy:
+    what the start-up estimate shares the cores with, measured now rather than the minute's load average."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        probe_cpu_s, busy = _background_load(lambda: sum(i * i for i in range(200_000)) and 0.01, window_s=2.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert probe_cpu_s == 0.01 and busy > 0.6

@@ -2,7 +2,10 @@
 readers, the answer is exit 2 with one line on stderr, or a valid result (issue 20, "done when").
 
 Three inputs are fuzzed through the real CLI (`main`, in process): YAML configs (``robustscale config``), results
-tables (``robustscale fit``, csv/json/jsonl), and run folders' ``record.json`` files (``robustscale results``). The
+tables (``robustscale fit``, csv/json/jsonl), and run folders' ``record.json`` files (``robustscale results``).
+Then (issue 34) arbitrary JSON, nested past the recursion limit or large, in every JSON file a run or sweep folder
+holds: records, the adaptive plan, AutoAttack resume states, tables, claims, trackers.json, metrics.jsonl and
+evaluation results. The
 texts start from valid ones and are mutated the ways files break: cut, spliced with YAML syntax (anchors, aliases,
 explicit tags, flow brackets), cells replaced by words, infinities and huge numbers. CI runs them derandomized
 (tests/conftest.py); every failure a random run found is pinned below as an @example.
@@ -242,6 +245,188 @@ def test_run_records_give_a_table_or_one_line(texts, tmp_path_factory):
         (runs / f"run{i}").mkdir()
         (runs / f"run{i}" / "record.json").write_text(text, encoding="utf-8")
     assert_one_line_or_valid(*cli("results", str(runs), "--format", "json"), _valid_results)
+
+
+# ------------------------------------------------------------------------------------------------ any JSON, any file
+
+# Issue 34: every JSON the tool reads from a run or sweep folder gets arbitrary JSON (any types, nesting far beyond
+# Python's recursion limit, large arrays), or a valid file with one value replaced by arbitrary JSON, or a cut one.
+# The property: one line (exit 2 through the CLI, or the typed UserError in process) or a clean start over (None, an
+# empty state, a warning), never a traceback.
+
+_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                    st.sampled_from(["done", "running", "envelope", "pgd40_acc", "autoattack_acc", "apgd-ce", "r0"]))
+_KEY_NAMES = st.one_of(st.text(max_size=8), st.sampled_from(
+    ["schema", "status", "run_id", "rounds", "run_ids", "round", "seed", "bins", "metric", "strategy", "train_flops",
+     "autoattack_acc", "robust", "done", "todo", "current", "signature", "key", "format", "pid", "token", "epoch"]))
+JSON_VALUES = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(_KEY_NAMES, inner, max_size=4), max_leaves=16)
+
+
+def _set_somewhere(draw, doc, value):
+    """``doc`` (a JSON object or list) with one value, at a path drawn from it, replaced by ``value``."""
+    node = doc
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            return doc
+        key = draw(st.sampled_from(keys))
+        if isinstance(node[key], (dict, list)) and node[key] and draw(st.booleans()):
+            node = node[key]
+            continue
+        node[key] = value
+        return doc
+
+
+@st.composite
+def json_texts(draw, valid: dict | list | None = None) -> str:
+    """Arbitrary JSON text, or ``valid`` damaged: a value replaced, nested deep, cut short, or grown large."""
+    kinds = ["any", "deep", "big"] + (["replace", "replace", "cut"] if valid is not None else [])
+    kind = draw(st.sampled_from(kinds))
+    value = draw(JSON_VALUES)
+    if kind == "replace":
+        return json.dumps(_set_somewhere(draw, json.loads(json.dumps(valid)), value), allow_nan=True)
+    if kind == "cut":
+        text = json.dumps(valid)
+        return text[:draw(st.integers(0, len(text)))]
+    if kind == "deep":
+        depth = draw(st.sampled_from([63, 64, 65, 900, 5000, 100_000]))
+        opening, closing = draw(st.sampled_from([("[", "]"), ('{"a": ', "}")]))
+        return opening * depth + json.dumps(value, allow_nan=True) + closing * depth
+    if kind == "big":
+        return json.dumps([value] * draw(st.sampled_from([1000, 20_000])), allow_nan=True)
+    return json.dumps(value, allow_nan=True)
+
+
+def _plan_dict() -> dict:
+    return {"schema": 1, "strategy": "envelope", "seed": 0, "metric": "pgd40_acc", "bins": 19, "spec": "s.yaml",
+            "rounds": [{"round": 1, "run_ids": ["r0", "r1"], "planned_flops": 2e12, "alpha": 0.1,
+                        "alpha_ci": [0.05, 0.2], "law_points": 3}]}
+
+
+@FUZZ
+@given(text=json_texts(valid=_record(0)), plan=json_texts(valid=_plan_dict()))
+def test_any_json_as_a_record_or_a_plan_gives_a_table_or_one_line(text, plan, tmp_path_factory):
+    """``results`` reads every record.json and the sweep's adaptive_plan.json: a record that is no record is skipped,
+    a plan that is no plan costs its columns (a warning); ``sweep --adaptive`` and ``report`` read the plan first
+    (read_plan with the sweep's names): a plan or the one-line UserError naming the file."""
+    from robustscale.analysis.adaptive import STRATEGIES
+    from robustscale.errors import UserError
+    from robustscale.store.adaptive_plan import PLAN, read_plan
+    from robustscale.sweep.adaptive import METRICS
+
+    runs = tmp_path_factory.mktemp("runs")
+    (runs / "r0").mkdir()
+    (runs / "r0" / "record.json").write_text(text, encoding="utf-8")
+    (runs / "r1").mkdir()
+    (runs / "r1" / "record.json").write_text(json.dumps(_record(1)), encoding="utf-8")
+    (runs / PLAN).write_text(plan, encoding="utf-8")
+    assert_one_line_or_valid(*cli("results", str(runs), "--format", "json"), _valid_results)
+    try:
+        read = read_plan(runs, strategies=STRATEGIES, metrics=METRICS)
+    except UserError as err:
+        assert len(str(err).splitlines()) == 1 and PLAN in str(err)
+    else:
+        assert read.strategy in STRATEGIES and read.metric in METRICS and 2 <= read.bins <= 1000
+        assert len(set(read.chosen_ids())) == len(read.chosen_ids())  # no run counted twice
+
+
+@FUZZ
+@given(text=json_texts(valid=[{k: v for k, v in r.items()} for r in _base_rows(4)]),
+       suffix=st.sampled_from([".json", ".jsonl"]))
+def test_any_json_as_a_table_gives_a_fit_or_one_line(text, suffix, tmp_path_factory):
+    if suffix == ".jsonl":  # the same values, one per line when the document is a list
+        try:
+            rows = json.loads(text)
+            text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows) if isinstance(rows, list) else text
+        except (ValueError, RecursionError):
+            pass
+    path = tmp_path_factory.mktemp("tab") / f"t{suffix}"
+    path.write_text(text, encoding="utf-8")
+    assert_one_line_or_valid(*cli("fit", str(path), "--bootstrap", "0", "--json"), _valid_fit)
+
+
+def _state_template():
+    """A valid AutoAttack resume state for ``_STATE_KEY`` (n = 4 points, one attack)."""
+    return {"format": "robustscale-autoattack-state-1", "key": dict(_STATE_KEY), "clean": 3,
+            "robust": [True, True, False, True], "done": {"apgd-ce": 2}, "current": "apgd-ce", "todo": [3],
+            "seconds": 1.5, "warnings": []}
+
+
+_STATE_KEY = {"n": 4, "attacks": ["apgd-ce"], "eps": 0.1}
+
+
+@FUZZ
+@given(text=json_texts(valid=_state_template()), sign_it=st.booleans())
+def test_any_json_as_a_resume_state_is_resumed_only_when_valid_else_started_over(text, sign_it, tmp_path_factory,
+                                                                                 monkeypatch):
+    """An AutoAttack state: resumed only when it is this evaluation's, signed and well-formed; anything else starts
+    over with a warning (signed here too, so the checks behind the signature are reached)."""
+    import robustscale.attacks.autoattack as aa
+    from robustscale.store.local_key import sign
+
+    folder = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+    assert _state_template()["format"] == aa._STATE_FORMAT
+    try:
+        state = json.loads(text)
+    except (ValueError, RecursionError):
+        state = None
+    if sign_it and isinstance(state, dict) and len(text) < 100_000:
+        state.pop("signature", None)
+        text = json.dumps({**state, "signature": sign(state)}, allow_nan=True)
+    path = folder / "aa.state.json"
+    path.write_text(text, encoding="utf-8")
+    loaded, notes = aa._load_state(path, dict(_STATE_KEY))
+    if loaded is None:
+        assert len(notes) == 1 and "started over" in notes[0] and len(notes[0].splitlines()) == 1
+    else:
+        assert notes == [] and aa._state_problem(loaded, 4, ["apgd-ce"]) is None
+
+
+@FUZZ
+@given(claim=json_texts(valid={"host": "h", "pid": 1, "job": None, "token": "t", "started": "x"}),
+       trackers=json_texts(valid={"run_id": "r", "tensorboard": {"epochs": 2}}),
+       metrics=json_texts(valid=[{"epoch": 1, "train_flops": 1.0}, {"epoch": 2, "train_flops": 2.0}]),
+       result=json_texts(valid={"attack": "pgd", "norm": "linf", "n": 10, "seed": 0, "steps": 20, "loss": "ce",
+                                "test_points": 10}))
+def test_any_json_in_a_run_folder_is_read_or_left_out_by_every_other_reader(claim, trackers, metrics, result,
+                                                                           tmp_path_factory):
+    """Claims, trackers.json, metrics.jsonl (as its lines) and evaluation results: each reader gives its value or its
+    "nothing there" (None, {}, [], 0.0), or one typed line where a run cannot go on (trimming metrics.jsonl)."""
+    from robustscale.enums import Attack, Norm, PGDLoss
+    from robustscale.errors import UserError
+    from robustscale.evaluate import EvalRequest, existing_evaluation
+    from robustscale.store.atomic import keep_lines
+    from robustscale.store.rundir import claim_info, claim_is_live
+    from robustscale.sweep.progress import _last_train_flops
+    from robustscale.tracking.trackers import _read_state, _rows
+
+    run = tmp_path_factory.mktemp("run")
+    (run / "claim.json").write_text(claim, encoding="utf-8")
+    (run / "trackers.json").write_text(trackers, encoding="utf-8")
+    try:
+        rows = json.loads(metrics)
+    except (ValueError, RecursionError):
+        rows = None
+    lines = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows) if isinstance(rows, list) else metrics
+    (run / "metrics.jsonl").write_text(lines, encoding="utf-8")
+    (run / "eval").mkdir()
+    (run / "eval" / "pgd-0.1.json").write_text(result, encoding="utf-8")
+
+    assert claim_info(run) is None or isinstance(claim_info(run), dict)
+    assert isinstance(claim_is_live(run), bool)
+    assert isinstance(_read_state(run), dict)
+    assert all(isinstance(r, dict) for r in _rows(run / "metrics.jsonl"))
+    assert isinstance(_last_train_flops(run), float)
+    request = EvalRequest(attack=Attack.pgd, eps=0.1, norm=Norm.linf, steps=20, loss=PGDLoss.ce, n=10, seed=0)
+    found = existing_evaluation(run, request)
+    assert found is None or isinstance(found, dict)
+    try:
+        assert keep_lines(run / "metrics.jsonl", lambda row: row.get("epoch", 0) == 1) >= 0
+    except UserError as err:
+        assert len(str(err).splitlines()) == 1
 
 
 @pytest.mark.parametrize("profile", ["ci"])

@@ -34,3 +34,10 @@ def test_synth_is_seeded(tmp_path):
     a = np.load(tmp_path / "a.npz", allow_pickle=False)
     b = np.load(tmp_path / "b.npz", allow_pickle=False)
     assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])
+
+
+def test_the_largest_seed_draws_with_the_gmm(tmp_path):
+    """--seed allows 2**32 - 1, but the mixture of class c was seeded with seed + c: scikit-learn's
+    InvalidParameterError for every class past 0 (found with issue 34's range checks)."""
+    assert main(["synth", "--method", "gmm", "--n", "20", "--seed", str(2**32 - 1), "-o", str(tmp_path / "x.npz")]) == 0
+    assert len(np.load(tmp_path / "x.npz", allow_pickle=False)["label"]) == 20

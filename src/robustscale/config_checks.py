@@ -12,10 +12,13 @@ from typing import Any
 
 from robustscale.enums import Norm
 
-__all__ = ["MAX_BATCH", "MAX_SEED", "RESERVED_MODEL_KWARGS", "check_model_kwargs", "check_limits"]
+__all__ = ["MAX_BATCH", "MAX_SEED", "MAX_BINS", "RESERVED_MODEL_KWARGS", "check_model_kwargs", "check_limits"]
 
 MAX_BATCH = 1 << 16  # images per (global or evaluation) batch; the paper's is 512, large-batch AT uses a few thousand
 MAX_SEED = 2**32 - 1  # numpy's global seeding (np.random.seed) takes 32 bits
+# equal-width log10(FLOP) bins of a law's envelope (fit, replay, report, an adaptive plan): the paper uses 19; 1000
+# bins over ten decades are 0.01 decade wide, finer than any sweep spaces its runs (1e9 bins was a MemoryError)
+MAX_BINS = 1000
 # model.kwargs robustscale sets itself, or that would make timm read files (a crafted model file's metadata must not
 # make `robustscale eval` load a pickle through timm's checkpoint_path)
 RESERVED_MODEL_KWARGS = {

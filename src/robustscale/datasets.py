@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from robustscale.enums import Dataset, choice
 
-__all__ = ["DatasetInfo", "dataset_info", "epoch_steps"]
+__all__ = ["DatasetInfo", "dataset_info", "epoch_steps", "MAX_SYNTH_IMAGES"]
+
+# images `robustscale synth` draws for the embedded digits, all held in memory at once (the GMM's draw is ~2 KiB an
+# image in float64 before it is quantised: 2 GiB at this cap; 1e11 was a MemoryError, 2**63 an OverflowError). A
+# million synthetic digits are 700 times the 1,437 real training images; the README draws 20,000.
+MAX_SYNTH_IMAGES = 1_000_000
 
 
 @dataclass(frozen=True)

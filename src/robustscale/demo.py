@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,8 @@ BUDGETS = {"small": "demo.yaml", "medium": "demo-medium.yaml"}
 # the attack steps AutoAttack spends per point; plus a fixed part per run (setup, checkpoints, clean accuracy, checks).
 # The runs are dealt to the workers in the sweep's order, each to the first one free, and the serial steps added. All
 # of it scales by this machine's speed, the CPU seconds of _probe_cpu_s against the reference's (CPU time: other
-# jobs hardly change it, so the load counts once), and by the share of the cores other jobs leave (load average).
+# jobs hardly change it, so the load counts once), and by the share of the cores other jobs leave (_background_load,
+# measured as the demo starts).
 # Reference and fit: BENCHMARKS.md, "The demo's start-up estimate"; tests/demo_timings.json holds the recorded runs
 # the estimate is tested on (benchmarks/demo_timings.py records a demo folder).
 PROBE_REFERENCE_CPU_S = 0.095
@@ -173,7 +175,7 @@ def expected_s(flops: Sequence[dict[str, Any]], workers: int, probe_cpu_s: float
                cores: int = 2, synthetic_ready: bool = True) -> float:
     """Seconds the demo should take here: the runs still to train (their :func:`planned_flops`, in the sweep's order)
     dealt to the workers, plus the serial steps, scaled by the probe against the reference machine and by the share
-    of a core each process gets beside ``load`` (the load average before the demo starts: other jobs). A guide: the
+    of a core each process gets beside ``load`` (the cores other jobs keep busy as the demo starts). A guide: the
     sweep's live ETA refines it."""
     speed = max(probe_cpu_s / PROBE_REFERENCE_CPU_S, 0.05)
     sweep_share = min(1.0, cores / max(load + min(workers, max(len(flops), 1)), 1e-9))
@@ -182,16 +184,52 @@ def expected_s(flops: Sequence[dict[str, Any]], workers: int, probe_cpu_s: float
     return speed * (_deal([run_core_s(f) for f in flops], workers) / sweep_share + serial / serial_share)
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, all) clock ticks of every CPU since boot, from ``/proc/stat``; None where it cannot be read."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+        user, nice, system, _idle, _iowait, irq, softirq = fields
+    except (OSError, ValueError):
+        return None
+    return user + nice + system + irq + softirq, sum(fields)
+
+
+def _others_busy_cores(before: tuple[int, int] | None, after: tuple[int, int] | None, own_cpu_s: float,
+                       cpus: int | None = None, ticks_per_s: int | None = None) -> float | None:
+    """Cores other processes kept busy between two :func:`_cpu_ticks` readings of ``cpus`` CPUs (default: this
+    machine's), this process's own CPU seconds taken out; None without both readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    ticks_per_cpu = (after[1] - before[1]) / max(cpus or os.cpu_count() or 1, 1)
+    others = (after[0] - before[0]) - own_cpu_s * (ticks_per_s or os.sysconf("SC_CLK_TCK"))
+    return max(0.0, others / ticks_per_cpu)
+
+
+def _background_load(probe: Callable[[], float], window_s: float = 1.0) -> tuple[float, float]:
+    """The probe's CPU seconds (best of three) and the cores other jobs keep busy meanwhile, measured over at least
+    ``window_s``: what they take now, where the 1-minute load average still carries what just ended (README command
+    1 starts the demo right after pip's install, which left the average near 1 on an idle machine). The load
+    average where ``/proc/stat`` is missing."""
+    start, own, before = time.perf_counter(), time.process_time(), _cpu_ticks()
+    probe_cpu_s = min(probe() for _ in range(3))
+    time.sleep(max(0.0, window_s - (time.perf_counter() - start)))
+    busy = _others_busy_cores(before, _cpu_ticks(), time.process_time() - own)
+    if busy is None:
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return probe_cpu_s, busy
+
+
 def _announce(progress: bool, plan: dict[str, Any], workers: int) -> dict[str, Any]:
     """Say what the demo will do and how long it should take here; returns what the estimate was made of."""
-    load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), available_cores()
-    probe = min(_probe_cpu_s() for _ in range(3))
+    loadavg, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else None), available_cores()
+    probe, load = _background_load(_probe_cpu_s)
     estimate = expected_s(plan["flops"], workers, probe, load, cores, plan["synthetic_ready"])
-    said = {"estimate_s": estimate, "probe_cpu_s": probe, "load_start": load, "cores": cores, "workers": workers}
+    said = {"estimate_s": estimate, "probe_cpu_s": probe, "load_start": load, "loadavg_start": loadavg,
+            "cores": cores, "workers": workers}
     if not progress:
         return said
     todo, minutes = plan["n"] - plan["done"], estimate / 60
-    busy = f"; the machine is busy: load average {load:.1f} on {cores} cores" if load > 0.5 * cores else ""
+    busy = f"; the machine is busy: other jobs keep {load:.1f} of {cores} cores busy" if load > 0.5 * cores else ""
     resumed = f" ({plan['done']} already done: resuming)" if plan["done"] else ""
     _say(progress, f"{plan['n']} adversarial training runs{resumed} on the embedded 8x8 digits: models "
                    f"{plan['models']}; losses {plan['losses']}; attack steps {plan['steps']}; epochs {plan['epochs']} "

@@ -16,7 +16,6 @@ AutoAttack number yet gets this one (:func:`record_evaluation`): ``robustscale r
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -30,6 +29,7 @@ from robustscale.enums import Attack, AutoAttackVersion, Norm, PGDLoss, Status, 
 from robustscale.errors import DataError, UserError, shown
 from robustscale.store.atomic import write_json
 from robustscale.store.record import read_record, write_record
+from robustscale.store.safe_json import read_json
 from robustscale.store.safe_paths import check_run_folder
 from robustscale.tracking import End, open_trackers, require_installed
 from robustscale.training.distributed import DistInfo, cleanup, device_for, init_distributed
@@ -169,10 +169,8 @@ def existing_evaluation(run_dir: str | Path, request: EvalRequest) -> Optional[d
     and attack list; PGD: steps and loss); the batch size is not compared."""
     path = result_path(run_dir, request.attack, request.eps)
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_RESULT_BYTES:
-            return None
-        res = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        res = read_json(path, max_bytes=MAX_RESULT_BYTES)  # a regular file, bounded (store/safe_json.py)
+    except (OSError, ValueError):  # missing, or not a result (JsonFileError is a ValueError): evaluate again
         return None
     return res if isinstance(res, dict) and _same(res, request) else None
 

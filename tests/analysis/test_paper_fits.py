@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustscale.analysis import fit_all, predict_summary, read_table
+from robustscale.analysis import predict_summary, read_table
 from robustscale.analysis.predictor import same_partition, select_features
 from robustscale.cli import main
 from robustscale.errors import UserError

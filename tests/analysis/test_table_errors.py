@@ -66,3 +66,56 @@ def test_output_that_is_a_folder_is_one_line(tmp_path, capsys, assert_one_line, 
     argv = [str(tmp_path / "runs") if a == "RUNS" else str(tmp_path / "out") if a == "OUT" else a for a in command]
     message = _error(capsys, assert_one_line, *argv)
     assert "is a folder" in message
+
+
+# ------------------------------------------------------------------------------------------------ issue 34, item 7
+
+COMMANDS = [["fit", "T", "--bootstrap", "0"], ["replay", "T", "--budget-frac", "0.5", "--seeds", "1"],
+            ["report", "T", "-o", "R", "--bootstrap", "0"], ["plan", "T", "--flops", "1e18", "--bootstrap", "0"],
+            ["predict", "T"]]
+
+
+def _argv(command, table, tmp_path):
+    return [str(table) if a == "T" else str(tmp_path / "r.html") if a == "R" else a for a in command]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("suffix, text, words", [
+    (".json", "[" * 100_000 + "]" * 100_000, "deeper than 64"),  # RecursionError
+    (".json", json.dumps([{"a": [[[[1]]]]}]), "'a' holds a JSON list"),
+    (".jsonl", '{"train_flops": 1e15, "autoattack_acc": 0.5}\n[1, 2]\n', "line 2 is a JSON list"),  # pandas TypeError
+    (".jsonl", '{"train_flops": 1e15}\n7\n', "line 2 is a number"),
+], ids=["deep", "nested-cell", "jsonl-list", "jsonl-number"])
+def test_a_json_table_that_is_no_table_is_one_line(tmp_path, capsys, assert_one_line, command, suffix, text, words):
+    path = tmp_path / f"t{suffix}"
+    path.write_text(text)
+    message = _error(capsys, assert_one_line, *_argv(command, path, tmp_path))
+    assert words in message and str(path) in message
+
+
+def test_an_infinite_adaptive_round_is_one_line(tmp_path, capsys, assert_one_line):
+    """`report` raised OverflowError (int(inf)) on an adaptive table whose round column held inf."""
+    table = synthetic_table(40)
+    table["adaptive_round"] = [1.0 + i % 3 for i in range(40)]
+    table.loc[5, "adaptive_round"] = np.inf
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    from robustscale.analysis.adaptive_law import rounds_of_table
+    from robustscale.analysis import read_table
+    from robustscale.errors import UserError
+
+    with pytest.raises(UserError, match="adaptive_round' holds inf"):
+        rounds_of_table(read_table(path), bootstrap=0)
+    message = _error(capsys, assert_one_line, "report", str(path), "-o", str(tmp_path / "r.html"), "--bootstrap", "0")
+    assert "adaptive_round" in message and "inf" in message
+
+
+def test_flops_summing_beyond_a_float_is_one_line(tmp_path, capsys, assert_one_line):
+    """`replay` on FLOPs near 1e308 (each finite, the sum not) spent an infinite budget whatever --budget-frac said
+    and printed a null compute share."""
+    table = synthetic_table(40)
+    table["train_flops"] = table["train_flops"] / table["train_flops"].max() * 1e308
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    message = _error(capsys, assert_one_line, "replay", str(path), "--budget-frac", "0.2", "--seeds", "1")
+    assert "train_flops" in message and "sums to more than a float" in message

@@ -282,6 +282,34 @@ def test_a_resume_state_from_elsewhere_or_edited_is_started_over(mlp, test_set, 
     assert any("started over" in w for w in again["warnings"])
 
 
+@pytest.mark.parametrize("kind, words", [("deep", "deeper than 64"), ("link", "symbolic link"), ("fifo", "FIFO"),
+                                         ("huge", "larger than")])
+def test_a_state_that_is_no_regular_json_file_is_started_over(mlp, test_set, tmp_path, planted_fifo, kind, words):
+    """Issue 34 item 3: a deeply nested state raised RecursionError, and one that is a FIFO or a link was read
+    (a FIFO blocked until someone wrote to it; a link to /dev/zero ate the memory; a link to a valid state elsewhere
+    was resumed). Each now starts over, with a warning saying why."""
+    kw = dict(eps=0.1, attacks=["apgd-ce"], n=30, batch_size=10)
+    net = _CrashAfter(mlp)
+    reference = run_autoattack(net, *test_set, **kw)
+    saved = tmp_path / "saved.state.json"  # a valid state of this very evaluation, signed by this user
+    net.calls, net.limit = 0, net.calls // 2
+    with pytest.raises(KeyboardInterrupt):
+        run_autoattack(net, *test_set, state_path=saved, **kw)
+    net.limit = None
+    state_path = tmp_path / "aa.state.json"
+    if kind == "deep":
+        state_path.write_text("[" * 100_000 + "]" * 100_000)
+    elif kind == "link":
+        state_path.symlink_to(saved)
+    elif kind == "fifo":
+        planted_fifo(state_path, saved.read_text())
+    else:
+        state_path.write_text(saved.read_text()[:-1] + " " * (64 << 20) + "}")
+    again = run_autoattack(net, *test_set, state_path=state_path, **kw)
+    assert not again["resumed"] and again["robust_acc"] == reference["robust_acc"]
+    assert any("started over" in w and words in w for w in again["warnings"]), again["warnings"]
+
+
 class _Masked(torch.nn.Module):
     """Gradient masking: confident one-hot outputs of the argmax, so every gradient is zero."""
 

@@ -48,6 +48,7 @@ LONG_EPOCHS = 20  # outlasts a requeue's 5 s KillWait (scripts/slurm-local.sh) a
 DEADLINE_S = 900
 NAME = "robustscale-test"  # the jobs' name
 LIMITED = "robustscale-test-limited"  # the time-limited run's job
+LIMITED_EPOCHS, LIMITED_SIGNAL_S = 3, 5  # its length, and when before its 1-minute limit Slurm signals it
 
 
 def write_spec(folder: Path, *, losses=("at", "trades"), epochs: dict | None = None, procs: int = 1,
@@ -214,21 +215,34 @@ def test_a_killed_rank_fails_its_run_naming_that_rank_and_its_log(ddp_runs):
 # ---------------------------------------------------------------------------------------------- failures, preemption
 
 
+def _usr2_pending(pid: int) -> bool:
+    """Whether a USR2 waits on the (stopped) process ``pid``: its thread's or its process's pending signal mask."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    masks = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask >> (signal.SIGUSR2 - 1) & 1 for mask in masks)
+
+
 def outlast_time_limit(spec: Path, out: Path) -> tuple[Path, str]:
-    """Submit a run with a 1-minute time limit and make it need longer: once it trains, its process is paused
-    (SIGSTOP) until 25 s before the limit, the time a slow run would spend on its steps, without burning a core. (On
-    a loaded machine the run may reach the point where it stops for its limit before that: the pause is then moot.)"""
+    """Submit a run with a 1-minute time limit and make it need longer: as soon as it starts, its process is paused
+    (SIGSTOP) until Slurm's time-limit signal (USR2) waits on it, the time a slow run would spend on its steps,
+    without burning a core; it then goes on and meets the signal at once. (Paused only at its start: an idle fast
+    machine trains the whole run within a second of its first epoch, before the signal.)"""
     robustscale("sweep", spec, "--out", out, "--executor", "slurm", "--no-wait")
     (run,) = by_loss(out).values()
-    wait_for(lambda: lines(run / "metrics.jsonl"), "the time-limited run's first epoch",
+    wait_for(lambda: lines(run / "attempts.jsonl"), "the time-limited run's start",
              hurrying=lambda: hurry(name=LIMITED))
     job, pid = job_of(run), lines(run / "attempts.jsonl")[-1]["pid"]
     end = slurm_job_end(job)
-    left_s = (end - datetime.now()).total_seconds() if end else 0.0
-    if left_s > 30:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(left_s - 25)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            deadline = (end - datetime.now()).total_seconds() - LIMITED_SIGNAL_S if end else 0.0
+            with contextlib.suppress(AssertionError):  # past the deadline: it goes on, and the test says what it did
+                wait_for(lambda: _usr2_pending(pid), "the time-limit signal", deadline_s=max(deadline, 0.0))
+        finally:
             os.kill(pid, signal.SIGCONT)
     wait_for(lambda: status(run) in ("done", "failed"), "the time-limited run", hurrying=lambda: hurry(jobs=[job]))
     return run, job
@@ -243,9 +257,10 @@ def interrupted(slurm, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("interrupted")
     spec, out = write_spec(root, epochs={"at": LONG_EPOCHS, "trades": LONG_EPOCHS}, slurm={"cpus": 1}), root / "out"
     # Slurm sends the time-limit signal up to a check interval (30 s) early: with the default 15 s of a 1-minute job,
-    # as early as 15 s into it, while a loaded machine may still be importing torch (a signal that then kills it)
-    limited = write_spec(root / "limited", losses=("at",), epochs={"at": 3},
-                         slurm={"cpus": 1, "time": 1, "signal_delay_s": 1, "name": LIMITED})
+    # as early as 15 s into it, while a loaded machine may still be importing torch (a signal that then kills it);
+    # LIMITED_SIGNAL_S before the limit, it comes 25-55 s into the job and leaves the run 5 s to checkpoint
+    limited = write_spec(root / "limited", losses=("at",), epochs={"at": LIMITED_EPOCHS},
+                         slurm={"cpus": 1, "time": 1, "signal_delay_s": LIMITED_SIGNAL_S, "name": LIMITED})
     waiting = robustscale("sweep", spec, "--out", out, "--executor", "slurm", "--json", stdout=root / "sweep.json")
     wait_for(lambda: list((out / ".submitit").glob("*_submission.sh")), "the sweep's jobs")
     with ThreadPoolExecutor(1) as pool:
@@ -322,7 +337,7 @@ def test_a_run_past_its_time_limit_is_requeued_resumed_and_finished_before_the_l
     assert status(run) == "done" and len(attempts) >= 2
     assert all(a["resume"] and a["from_step"] > 0 for a in attempts[1:])
     assert {a["job"] for a in attempts} == {f"slurm:{interrupted['limited_job']}"}
-    assert [row["epoch"] for row in lines(run / "metrics.jsonl")] == [1, 2, 3]
+    assert [row["epoch"] for row in lines(run / "metrics.jsonl")] == list(range(1, LIMITED_EPOCHS + 1))
     # each incarnation but the last requeued itself with its checkpoint before the limit: none was killed there
     states = sh("sacct", "-n", "-X", "--duplicates", "-j", interrupted["limited_job"], "-o", "state").split()
     assert "TIMEOUT" not in states and states.count("REQUEUED") >= len(attempts) - 1, states

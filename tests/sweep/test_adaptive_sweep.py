@@ -237,3 +237,69 @@ def test_the_plan_file_reads_back_as_written(tmp_path):
     assert read_plan(tmp_path) == plan and read_plan(tmp_path / "none") is None
     assert plan.chosen_ids() == ["a", "b", "c"]
     assert not [p for p in tmp_path.iterdir() if p.name != PLAN]  # no temp file left behind
+
+
+def _plan_edits():
+    """``(id, edit of the plan's JSON, the key the one line names)``: issue 34 item 6 and its "also"."""
+    def dup(p):
+        p["rounds"].append({"round": 2, "run_ids": list(p["rounds"][0]["run_ids"])})
+
+    return [
+        ("seed -1", lambda p: p.update(seed=-1), "seed"), ("seed x", lambda p: p.update(seed="x"), "seed"),
+        ("seed true", lambda p: p.update(seed=True), "seed"),
+        ("bins x", lambda p: p.update(bins="x"), "bins"), ("bins -5", lambda p: p.update(bins=-5), "bins"),
+        ("bins 2.5", lambda p: p.update(bins=2.5), "bins"), ("bins 1e9", lambda p: p.update(bins=10**9), "bins"),
+        ("strategy evil", lambda p: p.update(strategy="evil"), "strategy"),
+        ("metric", lambda p: p.update(metric="adv_loss"), "metric"),
+        ("run twice", dup, "rounds[1].run_ids[0]"),
+        ("flops word", lambda p: p["rounds"][0].update(spent_flops="lots"), "rounds[0].spent_flops"),
+        ("alpha inf", lambda p: p["rounds"][0].update(alpha=float("inf")), "rounds[0].alpha"),
+        ("ci short", lambda p: p["rounds"][0].update(alpha_ci=[0.1]), "rounds[0].alpha_ci"),
+        ("round key", lambda p: p["rounds"][0].update(evil=1), "rounds[0].evil"),
+        ("round id", lambda p: p["rounds"][0].update(run_ids=[7]), "rounds[0].run_ids[0]"),
+        ("rounds", lambda p: p.update(rounds={"a": 1}), "rounds"),
+    ]
+
+
+@pytest.mark.parametrize("edit, key", [e[1:] for e in _plan_edits()], ids=[e[0] for e in _plan_edits()])
+def test_a_bad_plan_value_is_one_line_naming_the_file_and_key(tmp_path, small_spec, capsys, assert_one_line, edit,
+                                                              key):
+    """Seed -1 or "x" and bins "x", -5 or 2.5 were numpy tracebacks; a strategy "evil" was blamed on a --strategy
+    flag never passed; an unknown metric gave "no law yet" forever; a run listed twice was counted twice ("116% of
+    the grid"). Each is now one line naming adaptive_plan.json and the key, before anything is trained."""
+    out = tmp_path / "out"
+    plan = planned(out, small_spec).to_dict()
+    edit(plan)
+    (out / PLAN).write_text(json.dumps(plan))
+    argv = ["sweep", str(small_spec), "--out", str(out), "--adaptive", "--budget-flops", "1e12"]
+    assert main(argv) == 2
+    message = assert_one_line(capsys.readouterr().err)
+    assert str(out / PLAN) in message and f"key '{key}'" in message, message
+    assert "--strategy" not in message and "--seed" not in message and "--metric" not in message
+    assert not any(p.is_dir() for p in out.iterdir())  # nothing trained
+
+
+def test_a_deeply_nested_plan_is_one_line_in_sweep_results_and_report(tmp_path, small_spec, capsys,
+                                                                      assert_one_line):
+    """A plan nested 100,000 levels deep was a RecursionError in `results`, `report` and `sweep --adaptive`."""
+    out = tmp_path / "out"
+    rid = planned(out, small_spec).rounds[0].run_ids[0]
+    (out / rid).mkdir()
+    (out / rid / "record.json").write_text(json.dumps({"schema": 2, "run_id": rid, "status": "pending"}))
+    (out / PLAN).write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["sweep", str(small_spec), "--out", str(out), "--adaptive", "--budget-flops", "1e12"]) == 2
+    message = assert_one_line(capsys.readouterr().err)
+    assert str(out / PLAN) in message and "deeper than 64" in message
+    assert main(["results", str(out)]) == 0  # the plan only adds columns: the table is shown without them
+    assert rid in capsys.readouterr().out
+    assert main(["report", str(out), "-o", str(tmp_path / "r.html"), "--bootstrap", "0"]) == 2  # no runs: one line
+    assert "Recursion" not in assert_one_line(capsys.readouterr().err)
+
+
+def test_a_valid_plan_reads_back_with_every_field(tmp_path):
+    """The checks accept what write_plan writes (every field set, ints where floats are allowed)."""
+    plan = AdaptivePlan("envelope", 2**32 - 1, "clean_acc", 1000, spec="s.yaml", stop_reason="budget",
+                        rounds=[PlanRound(1, ["a"], chosen="t", planned_flops=3, ended="t", spent_flops=3.0,
+                                          spent_gpu_hours=0.0, alpha=-0.1, alpha_ci=[-0.2, 0.0], law_points=3)])
+    write_plan(tmp_path, plan)
+    assert read_plan(tmp_path, strategies=["envelope"], metrics=["clean_acc"]) == plan

@@ -12,9 +12,10 @@ from typing import Any, List, Optional
 import typer
 
 from robustscale._cli._common import print_json
-from robustscale._cli.analysis import BINS, MAPPING, METRIC, MIN_ACC, TABLE, _table
+from robustscale._cli.analysis import BINS, MAPPING, METRIC, MIN_ACC, SEED_MAX, TABLE, _table
 from robustscale.errors import UserError
 
+MAX_REPLAY_SEEDS = 10_000  # each seed replays a whole sweep; the study replays 8
 STRATEGY_HELP = "random, cheapest-first, crude (the issue's baseline) or envelope (ours)."
 
 # `robustscale sweep` options of an adaptive sweep (declared here so the sweep command stays a table of contents)
@@ -85,12 +86,12 @@ def replay(
     table: Path = TABLE,
     strategy: str = typer.Option("envelope", "--strategy", help=STRATEGY_HELP),
     budget_frac: float = typer.Option(0.2, "--budget-frac", help="Share of the grid's total train_flops to spend."),
-    seeds: int = typer.Option(8, "--seeds", help="Seeds to replay (0, 1, ...)."),
-    first_seed: int = typer.Option(0, "--first-seed", help="First seed."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Runs chosen per round (a live sweep's workers)."),
+    seeds: int = typer.Option(8, "--seeds", min=1, max=MAX_REPLAY_SEEDS, help="Seeds to replay (0, 1, ...)."),
+    first_seed: int = typer.Option(0, "--first-seed", min=0, max=SEED_MAX, help="First seed."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Runs chosen per round (a live sweep's workers)."),
     target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop a seed once the law is pinned and "
                                               "alpha's 95% interval is narrower than this (as sweep --adaptive)."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of each 95% interval."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=2, help="Bootstrap resamples of each 95% interval."),
     mapping: Optional[List[str]] = MAPPING,
     bins: int = BINS,
     min_acc: Optional[float] = MIN_ACC,

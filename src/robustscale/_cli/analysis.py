@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 import typer
 
 from robustscale._cli._common import print_json
+from robustscale.config_checks import MAX_BINS, MAX_SEED
 from robustscale.enums import CostRuns, Law
 
 TABLE_HELP = "Results table (csv/parquet/json) or a runs directory."
@@ -22,12 +23,12 @@ MIN_ACC_HELP = "Drop runs below this accuracy first (collapsed runs), in the tab
 # the options every analysis command shares (one definition, the same flags and help everywhere)
 TABLE = typer.Argument(..., help=TABLE_HELP)
 MAPPING = typer.Option(None, "--map", help=MAP_HELP)
-BINS = typer.Option(19, "--bins", min=2, help="Equal-width bins in log10(FLOPs) for the envelope.")
+BINS = typer.Option(19, "--bins", min=2, max=MAX_BINS, help="Equal-width bins in log10(FLOPs) for the envelope.")
 MIN_ACC = typer.Option(None, "--min-acc", help=MIN_ACC_HELP)
 BOOTSTRAP = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals.")
 METRIC = typer.Option("autoattack_acc", "--metric", help=METRIC_HELP)
 AS_JSON = typer.Option(False, "--json", help="Print one JSON object.")
-SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+SEED_MAX = MAX_SEED  # numpy's and scikit-learn's seeds are 32-bit
 
 
 def _table(path: Path, mapping: Optional[List[str]]) -> Any:
@@ -120,7 +121,8 @@ def extrapolate(
     table: Path = TABLE,
     target: float = typer.Option(..., "--target", help="Robust accuracy wanted, in the table's unit."),
     gpu: str = typer.Option("h100", "--gpu", help="GPU for GPU-years and the TDP energy estimate."),
-    utilization: Optional[float] = typer.Option(None, "--utilization", help="Assumed model-FLOPs utilisation."),
+    utilization: Optional[float] = typer.Option(None, "--utilization", help="Assumed model-FLOPs utilisation, in "
+                                                "(0, 1] (default 0.35)."),
     pue: Optional[float] = typer.Option(None, "--pue", min=1.0, help="Power usage effectiveness of the TDP energy "
                                         "estimate (default: the paper's 1.58)."),
     region: Optional[str] = typer.Option(None, "--region", help="Price and carbon preset (as accounting.region)."),
@@ -135,7 +137,10 @@ def extrapolate(
     as_json: bool = AS_JSON,
 ) -> None:
     """How much compute, energy, money, CO2 and GPU time a target robust accuracy needs under each law."""
+    from robustscale.accounting.hardware import check_utilization
     from robustscale.analysis import extrapolate as run_extrapolation
+
+    check_utilization(utilization)  # before the table is read and the laws fitted
 
     result = run_extrapolation(_table(table, mapping), target, gpu=gpu, metric=metric, min_acc=min_acc, bins=bins,
                                bootstrap=bootstrap, seed=seed, utilization=utilization,
@@ -176,7 +181,7 @@ def plan(
     metric: Optional[str] = typer.Option(None, "--metric", help="Loss column, or an accuracy column to use robust "
                                          "error (default: adv_loss when the table has it)."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals (max 200)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap."),
     resample_seeds: bool = RESAMPLE_SEEDS,
     as_json: bool = AS_JSON,
 ) -> None:

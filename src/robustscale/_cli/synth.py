@@ -8,10 +8,13 @@ from typing import Optional
 
 import typer
 
+from robustscale.datasets import MAX_SYNTH_IMAGES
+
 
 def synth(
     dataset: str = typer.Option("digits", "--dataset", help="Dataset to model (digits)."),
-    n: int = typer.Option(20000, "--n", help="Number of images to draw."),
+    n: int = typer.Option(20000, "--n", min=1, max=MAX_SYNTH_IMAGES, help="Number of images to draw (held in "
+                          "memory)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output .npz (image uint8 NHWC, label)."),
     split: str = typer.Option("train", "--split", help="Split to fit on: only 'train' is allowed."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the density model and the draw."),

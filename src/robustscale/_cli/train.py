@@ -80,7 +80,22 @@ def train(
 
 
 def _run(cfg, run_dir: Path, resume: bool, progress: bool, procs: int):
-    """The run in this process (or as one rank of torchrun's group), or as a DDP job of ``procs`` processes."""
+    """The run in this process (or as one rank of torchrun's group), or as a DDP job of ``procs`` processes; while it
+    trains, this process holds the run folder's claim, as a sweep worker does (not under torchrun, whose ranks
+    are started by torchrun)."""
+    import os
+
+    from robustscale.store.rundir import holding_claim
+    from robustscale.training.launch import check_local_ranks
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank of torchrun's group
+        return _train(cfg, run_dir, resume, progress, procs, None)
+    check_local_ranks(procs)  # before the claim: nothing is written for a job this machine cannot run
+    with holding_claim(run_dir) as claim:
+        return _train(cfg, run_dir, resume, progress, procs, claim)
+
+
+def _train(cfg, run_dir: Path, resume: bool, progress: bool, procs: int, claim):
     if procs == 1:
         from robustscale.training.loop import train as run_training
 
@@ -88,7 +103,7 @@ def _run(cfg, run_dir: Path, resume: bool, progress: bool, procs: int):
     from robustscale.training.launch import RankFailed, train_on_ranks
 
     try:
-        return train_on_ranks(cfg, run_dir, procs, resume=resume, progress=progress)
+        return train_on_ranks(cfg, run_dir, procs, resume=resume, progress=progress, claim=claim)
     except RankFailed as err:  # the record says failed (rank 0 wrote why, or the launcher did: this line)
         typer.echo(f"failed: {err}", err=True)
         raise typer.Exit(1) from None

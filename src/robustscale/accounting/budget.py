@@ -23,7 +23,7 @@ from typing import Any
 
 from robustscale.accounting.cost import CostModel
 from robustscale.accounting.flops import StepFlops, step_flops_for_config
-from robustscale.accounting.hardware import DEFAULT_UTILIZATION, GPUSpec, get_gpu, gpu_energy_kwh
+from robustscale.accounting.hardware import DEFAULT_UTILIZATION, GPUSpec, check_utilization, get_gpu, gpu_energy_kwh
 from robustscale.config import Config
 from robustscale.datasets import dataset_info, epoch_steps
 from robustscale.enums import ValSource
@@ -79,8 +79,7 @@ def plan(cfg: Config, *, gpu: str | None = "h100", gpus: int = 1, utilization: f
     """
     if gpus < 1:
         raise ParameterError(f"gpus must be at least 1, got {gpus}", "gpus")
-    if utilization is not None and not 0 < utilization <= 1:
-        raise ParameterError(f"utilization must be in (0, 1], got {utilization}", "utilization")
+    check_utilization(utilization)
     step = step_flops_for_config(cfg)
     out: dict[str, Any] = {
         "run": {"model": cfg.model.name, "dataset": cfg.data.dataset.value, "loss": cfg.train.loss.value,

@@ -69,6 +69,15 @@ DEFAULT_UTILIZATION = 0.35
 DEFAULT_GPU_TDP_W = 300.0  # a GPU missing from the table
 
 
+def check_utilization(utilization: float | None) -> float | None:
+    """``utilization`` as given, or a one-line :class:`ParameterError` unless it is a share of the peak in (0, 1]:
+    0 divided by zero and a negative one gave negative GPU-years."""
+    if utilization is not None and (isinstance(utilization, bool) or not 0 < utilization <= 1):
+        raise ParameterError(f"utilization must be in (0, 1] (a share of the GPU's peak), got {utilization}",
+                             "utilization")
+    return utilization
+
+
 def gpu_tdp_w(name: str) -> float:
     """The board power limit of a GPU by name (:func:`get_gpu`), or :data:`DEFAULT_GPU_TDP_W` for one not in the
     table."""

@@ -9,7 +9,7 @@ file or column and the fix.
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ import pandas as pd
 from robustscale.errors import ParameterError, UserError, shown
 from robustscale.store.paper_table import read_paper_table
 from robustscale.store.results import results_table
+from robustscale.store.safe_json import MAX_TABLE_BYTES, JsonFileError, loads, read_bytes
 
 CANONICAL_COLUMNS = (
     "run_id", "status", "dataset", "model", "params", "activation", "loss", "beta", "attack_steps", "epochs", "ema",
@@ -88,31 +89,65 @@ def read_table(path: str | os.PathLike, mapping: Mapping[str, str] | None = None
 
 
 def _read_any(path: Path) -> pd.DataFrame:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"{path}: no such file or directory; pass a results table (csv/parquet/json) or a runs dir")
     if path.is_dir():
         return results_table(path)
     readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet, ".json": _read_json,
-               ".jsonl": lambda p: pd.read_json(p, lines=True)}
+               ".jsonl": _read_json_lines}
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise UserError(f"{path}: unknown table format '{path.suffix}'; use .csv, .parquet, .json or .jsonl")
+    data = read_bytes(path, MAX_TABLE_BYTES)  # a regular file, bounded: never a FIFO or a link to /dev/zero
     try:
-        return reader(path)
+        return reader(io.BytesIO(data)) if reader in (pd.read_csv, pd.read_parquet) else reader(data, path)
     except (ValueError, OSError, pd.errors.ParserError) as err:
+        if isinstance(err, UserError):
+            raise
         raise UserError(f"{path}: cannot be read as a {path.suffix[1:]} table ({str(err).splitlines()[0]})") from None
 
 
-def _read_json(path: Path) -> pd.DataFrame:
-    """Read a JSON table: a list of records, ``{"runs": [...]}``, or JSON lines."""
-    text = path.read_text()
+def _read_json(data: bytes, path: Path) -> pd.DataFrame:
+    """A JSON table: a list of records, ``{"runs": [...]}`` (or ``rows``), or JSON lines."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return pd.read_json(path, lines=True)
-    if isinstance(data, dict):
-        data = data.get("runs", data.get("rows", data))
-    return pd.DataFrame(data)
+        rows = loads(data, path)
+    except JsonFileError:
+        if b"\n" not in data.strip():  # one line that is not JSON: say why as JSON, not as JSON lines
+            raise
+        return _read_json_lines(data, path)
+    if isinstance(rows, dict):
+        rows = rows.get("runs", rows.get("rows", rows))
+    if not isinstance(rows, list):
+        raise UserError(f"{path}: a JSON table is a list of objects (one per run), or {{\"runs\": [...]}}; this one "
+                        f"holds a {_json_type(rows)}")
+    return _frame(rows, path, "item")
+
+
+def _read_json_lines(data: bytes, path: Path) -> pd.DataFrame:
+    """A JSON-lines table: one object per line (blank lines skipped)."""
+    rows = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            rows.append(loads(line, f"{path}, line {number}"))
+    return _frame(rows, path, "line")
+
+
+def _frame(rows: list[Any], path: Path, unit: str) -> pd.DataFrame:
+    """The table of ``rows``: each a JSON object of plain values (a nested list or object is no table cell)."""
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: {unit} {number} is a {_json_type(row)}, not an object of column: value pairs; "
+                            "fix or remove it")
+        nested = next((k for k, v in row.items() if isinstance(v, (dict, list))), None)
+        if nested is not None:
+            raise UserError(f"{path}: {unit} {number}, column '{shown(nested)}' holds a {_json_type(row[nested])}, "
+                            "not a value; flatten it or remove the column")
+    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "JSON object", list: "JSON list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
 
 
 def _apply_mapping(table: pd.DataFrame, mapping: dict[str, str], path: Path) -> pd.DataFrame:
@@ -236,6 +271,18 @@ def _numeric(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
 def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> pd.DataFrame:
     """``frame`` with ``columns`` checked and converted by :func:`_numeric` (for the predictor's numeric features)."""
     return frame.assign(**{column: _numeric(frame, column, source) for column in columns if column in frame})
+
+
+def check_flops_sum(flops: pd.Series | np.ndarray, source: str) -> float:
+    """The sum of a FLOP column, or one line when it overflows a float (each value finite, the total not): a share of
+    an infinite total is no share (``replay`` ignored ``--budget-frac`` and printed a null compute share)."""
+    with np.errstate(over="ignore"):
+        total = float(np.sum(np.asarray(flops, dtype=float)))
+    if not math.isfinite(total):
+        raise UserError(f"{source}: column 'train_flops' sums to more than a float holds (about 1.8e308); FLOPs are "
+                        "counts (a WRN-70-16 run is about 1e21): fix the column or map the right one (mapping)",
+                        "mapping")
+    return total
 
 
 def _reject_non_positive_flops(frame: pd.DataFrame, source: str) -> None:

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from robustscale.analysis._table import usable_runs
+from robustscale.analysis._table import check_flops_sum, usable_runs
 from robustscale.analysis.replicates import recipe_codes
 from robustscale.analysis.scaling import ScalingLaw
 from robustscale.errors import UserError
@@ -52,6 +52,7 @@ MIN_PINNED_BINS = 5  # FLOP bins holding a usable run before the law can count a
 MAX_REL_WIDTH = 1.0  # X of issue 31: an interval wider than X * |alpha| does not pin the law
 SETTLE_RUNS = 8  # --target-ci: pinned and narrow enough after every round of the last this many runs
 FAMILY_AXES = ("activation", "synthetic", "loss")  # a recipe family: the paper's curve-shifting choices (Fig. 2)
+MAX_ROUND = 1_000_000  # a round trains at least one run: more rounds than any grid has runs
 
 
 def law_interval(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 19, bootstrap: int = 1000,
@@ -137,6 +138,22 @@ def is_adaptive(table: pd.DataFrame) -> bool:
     return ROUND_COLUMN in table and pd.to_numeric(table[ROUND_COLUMN], errors="coerce").notna().any()
 
 
+def _round_numbers(table: pd.DataFrame) -> pd.Series | None:
+    """The table's round column as numbers (blank or non-numeric: not chosen by the strategy), or one line naming a
+    number that is no round: rounds count 1, 2, 3, ... (an ``inf`` was an OverflowError in the report)."""
+    if ROUND_COLUMN not in table:
+        return None
+    rounds = pd.to_numeric(table[ROUND_COLUMN], errors="coerce").astype(float)
+    values = rounds.to_numpy()
+    bad = ~np.isnan(values) & ~(np.isfinite(values) & (values >= 1) & (values <= MAX_ROUND)
+                                & (np.floor(values) == values))
+    if bad.any():
+        source = table.attrs.get("source", "table")
+        raise UserError(f"{source}: column '{ROUND_COLUMN}' holds {values[bad][0]:g}, not a round number (1, 2, 3, "
+                        f"... up to {MAX_ROUND}); fix the value or remove the column")
+    return rounds
+
+
 def rounds_of_table(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins: int = 19, bootstrap: int = 1000,
                     seed: int = 0, min_acc: float | None = None) -> list[dict[str, Any]]:
     """For each round of an adaptive sweep's table: the runs chosen up to it, their train FLOPs, and the law on them.
@@ -144,10 +161,12 @@ def rounds_of_table(table: pd.DataFrame, *, metric: str = "autoattack_acc", bins
     Compute is the sum of ``train_flops`` over every run chosen so far, failed ones included (what was spent); a run
     the strategy did not choose (trained by a plain sweep into the same folder) is left out.
     """
-    rounds = pd.to_numeric(table[ROUND_COLUMN], errors="coerce") if ROUND_COLUMN in table else None
+    rounds = _round_numbers(table)
     if rounds is None or rounds.notna().sum() == 0:
         return []
     flops = pd.to_numeric(table["train_flops"], errors="coerce").fillna(0.0) if "train_flops" in table else None
+    if flops is not None:
+        check_flops_sum(flops, str(table.attrs.get("source", "table")))
     out = []
     for number in sorted(int(r) for r in rounds.dropna().unique()):
         seen = (rounds <= number).fillna(False).to_numpy(dtype=bool)

@@ -40,7 +40,7 @@ from sklearn.base import BaseEstimator
 
 from robustscale.analysis._table import ACCURACY_METRICS, _numeric, _require_columns
 from robustscale.analysis.replicates import has_replicates, recipe_codes, resample_recipes
-from robustscale.errors import ParameterError, UserError, shown
+from robustscale.errors import ParameterError, UserError
 
 __all__ = ["HUBER_DELTA", "LOSS_METRIC", "NDLaw", "PARAMS", "fit_nd", "nd_summary"]
 

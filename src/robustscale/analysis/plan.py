@@ -17,7 +17,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from robustscale.analysis.ndlaw import NDLaw, _flops_for, fit_nd, nd_summary
 from robustscale.datasets import dataset_info
-from robustscale.errors import ParameterError, UserError, shown
+from robustscale.errors import ParameterError, UserError
 from robustscale.models import wrn_params
 
 __all__ = ["AccuracyMap", "nearest_wrn", "plan"]

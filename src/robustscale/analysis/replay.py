@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustscale.analysis._table import usable_runs
+from robustscale.analysis._table import check_flops_sum, usable_runs
 from robustscale.analysis.adaptive import STRATEGIES, make_strategy, search_features
 from robustscale.analysis.adaptive_law import LEVEL, SETTLE_RUNS, law_interval, target_reached
-from robustscale.analysis.scaling import ScalingLaw
+from robustscale.analysis.scaling import ScalingLaw, check_bins
+from robustscale.config_checks import MAX_SEED
 from robustscale.errors import ParameterError, UserError, shown
 
 
@@ -56,11 +57,13 @@ def replay(table: pd.DataFrame, strategy: str, *, budget_frac: float, seeds: int
     _check_options(strategy, budget_frac, seeds, batch_size, target_ci, bootstrap)
     if isinstance(settle_runs, bool) or not isinstance(settle_runs, int) or settle_runs < 0:
         raise ParameterError(f"settle_runs {shown(settle_runs)}: a number of runs, 0 or more", "settle_runs")
+    _check_seeds(first_seed, seeds)
+    check_bins(bins)
     full_alpha = _fit_alpha(table, metric, bins, min_acc)  # a table without a law is the user's to fix: say why
     law = _Law(metric, bins, min_acc, bootstrap)
     full = law.fit(table, seed=0)
     pool, excluded = oracle_pool(table)
-    total_flops = float(pool["train_flops"].sum())
+    total_flops = check_flops_sum(pool["train_flops"], str(table.attrs.get("source", "table")))
     stops = _Stops(budget_frac * total_flops, batch_size, target_ci, settle_runs)
     episodes = [_episode(pool, strategy, seed, stops, law, strategy_options or {})
                 for seed in range(first_seed, first_seed + seeds)]
@@ -205,6 +208,13 @@ def _check_options(strategy: str, budget_frac: float, seeds: int, batch_size: in
     if bootstrap < 2:
         raise ParameterError(f"bootstrap {bootstrap}: an interval needs at least 2 resamples (default 1000)",
                              "bootstrap")
+
+
+def _check_seeds(first_seed: int, seeds: int) -> None:
+    """Seeds are numpy's: 32-bit and non-negative, the last one included."""
+    if isinstance(first_seed, bool) or not 0 <= first_seed <= MAX_SEED - seeds + 1:
+        raise ParameterError(f"first_seed {first_seed}: the seeds first_seed ... first_seed + seeds - 1 must lie in "
+                             f"0 .. {MAX_SEED}", "first_seed")
 
 
 def _median(values: list, missing: float | None = None) -> float | None:

@@ -22,8 +22,9 @@ from sklearn.base import BaseEstimator, clone
 
 from robustscale.analysis._table import MIN_POINTS, Runs, usable_runs
 from robustscale.accounting.cost import PAPER_PUE, CostModel
-from robustscale.accounting.hardware import DEFAULT_UTILIZATION, get_gpu, gpu_energy_kwh
+from robustscale.accounting.hardware import DEFAULT_UTILIZATION, check_utilization, get_gpu, gpu_energy_kwh
 from robustscale.analysis.replicates import has_replicates, recipe_codes, resample_within_recipes
+from robustscale.config_checks import MAX_BINS
 from robustscale.enums import CostRuns, Precision, choice
 from robustscale.errors import ParameterError, UserError, shown
 
@@ -33,12 +34,20 @@ SECONDS_PER_YEAR = 3600 * 24 * 365
 _GAMMA_GRID = np.logspace(-3, 1, 41)
 
 
+def check_bins(bins: int) -> int:
+    """``bins`` as given, or a one-line :class:`ParameterError` unless it is an integer from 2 to ``MAX_BINS``."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 2 <= bins <= MAX_BINS:
+        raise ParameterError(f"bins {shown(bins)}: use an integer from 2 to {MAX_BINS} (the paper: 19)", "bins")
+    return int(bins)
+
+
 def envelope_indices(x_flops: np.ndarray, y: np.ndarray, bins: int = 19) -> np.ndarray:
     """Indices of the best run in each non-empty bin of equal width in log10(FLOPs): the performance envelope.
 
     A law fitted to every run would describe the average recipe; the envelope asks what the *best* recipe reaches at
     a given compute, which is the question a scaling law answers.
     """
+    check_bins(bins)
     log_flops = np.log10(np.asarray(x_flops, dtype=float))
     y = np.asarray(y, dtype=float)
     edges = np.linspace(log_flops.min(), log_flops.max(), bins + 1)
@@ -457,6 +466,7 @@ def extrapolate(table: pd.DataFrame, target: float, *, gpu: str = "h100", metric
         cost: the PUE (and price and carbon intensity) of the TDP-based estimate: the user's cost model (a config's
             ``accounting`` section, ``CostModel.from_config``); default the paper's.
     """
+    check_utilization(utilization)  # before the fit, which takes the time
     runs = usable_runs(table, metric, min_acc)
     laws = fit_laws(runs, bins=bins, bootstrap=bootstrap, seed=seed)
     return extrapolate_laws(laws, target, gpu=gpu, utilization=utilization, precision=precision, cost=cost)
@@ -468,7 +478,7 @@ def extrapolate_laws(laws: FittedLaws, target: float, *, gpu: str = "h100", util
     _check_target(laws.runs, target)
     spec, cost = get_gpu(gpu), cost or CostModel()
     precision = choice(Precision, precision, "precision")
-    utilization = DEFAULT_UTILIZATION if utilization is None else utilization
+    utilization = DEFAULT_UTILIZATION if utilization is None else check_utilization(utilization)
     throughput = spec.peak(precision) * 1e12 * utilization  # FLOP/s actually achieved
     gpu_time = _GpuTime(throughput, spec.tdp_w, cost)
     best = float(laws.runs.accuracy.max())

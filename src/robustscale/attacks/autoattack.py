@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import time
 import warnings
@@ -53,6 +52,7 @@ from robustscale.errors import ParameterError, UserError, shown
 from robustscale.models.folded import fold_batchnorm
 from robustscale.store.atomic import write_json
 from robustscale.store.local_key import sign, signature_holds
+from robustscale.store.safe_json import JsonFileError, read_json
 
 __all__ = ["run_autoattack", "subset_indices", "attack_list", "ATTACKS", "VERSIONS"]
 
@@ -140,12 +140,15 @@ def _new_state(key: dict[str, Any], robust: list[bool]) -> dict[str, Any]:
 
 def _load_state(path: Optional[Path], key: dict[str, Any]) -> tuple[Optional[dict[str, Any]], list[str]]:
     """The saved state for exactly this evaluation, or None (and a note when a file was there but not usable)."""
-    if path is None or not path.exists():
+    if path is None:
         return None, []
     try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None, [f"state file '{shown(path)}' was unreadable: started over"]
+        state = read_json(path)  # a regular file only, bounded in size and depth (store/safe_json.py)
+    except FileNotFoundError:
+        return None, []
+    except (OSError, ValueError) as err:  # JsonFileError is a ValueError
+        why = f" ({err})" if isinstance(err, JsonFileError) else ""
+        return None, [f"state file '{shown(path)}' was unreadable{why}: started over"]
     if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT or state.get("key") != key:
         return None, [f"state file '{shown(path)}' belongs to another evaluation (model, points or settings): "
                       "started over"]

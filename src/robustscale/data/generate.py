@@ -24,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 from robustscale.data import diffusion
 from robustscale.data.splits import load_arrays, split_validation
 from robustscale.data.synthetic import save_synthetic
+from robustscale.datasets import MAX_SYNTH_IMAGES
 from robustscale.errors import ParameterError, UserError, shown
 
 PCA_COMPONENTS = 24
@@ -49,7 +50,7 @@ def sample_class_conditional(images: np.ndarray, labels: np.ndarray, n: int, *, 
             continue
         zc = z[labels == c]
         gmm = GaussianMixture(n_components=min(components, len(zc)), covariance_type="full", reg_covar=1e-3,
-                              random_state=seed + int(c)).fit(zc)
+                              random_state=(seed + int(c)) % 2**32).fit(zc)  # scikit-learn's seeds are 32-bit
         samples, _ = gmm.sample(int(k))
         out_x.append(pca.inverse_transform(samples))
         out_y.append(np.full(int(k), c, dtype=np.int64))
@@ -82,8 +83,8 @@ def synthesize(dataset: str, n: int, out, *, split: str = "train", seed: int = 0
     if dataset != "digits":
         raise UserError(f"synth models the embedded digits only; for {dataset} use the public DDPM/EDM releases "
                         "(an .npz with image and label) through data.synthetic.path")
-    if n < 1:
-        raise UserError("synth --n must be at least 1")
+    if isinstance(n, bool) or not 1 <= n <= MAX_SYNTH_IMAGES:
+        raise ParameterError(f"n {n}: draw from 1 to {MAX_SYNTH_IMAGES:,} images (all are held in memory)", "n")
     if Path(out).is_dir():
         raise UserError(f"'{shown(Path(out))}' is a folder: pass a file name to write")
     x, y = load_arrays(dataset, "train", image_size=image_size)

@@ -19,7 +19,7 @@ from robustscale.data.digits import load_digits_arrays
 from robustscale.data.synthetic import load_synthetic
 from robustscale.data.torchvision_sets import load_torchvision_arrays
 from robustscale.datasets import DatasetInfo, dataset_info
-from robustscale.enums import Dataset, ValSource, choice
+from robustscale.enums import Dataset, ValSource
 from robustscale.errors import DataError, shown
 
 __all__ = ["DataBundle", "VAL_SPLIT_SEED", "load_arrays", "load_data", "load_train_data", "split_validation",

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from robustscale.errors import UserError, shown
 from robustscale.store.fence import check_write
+from robustscale.store.safe_json import loads, read_bytes
 from robustscale.store.safe_paths import open_append_nofollow
 
 TEMP_MARK = ".tmp"  # every temp name is ".<final name>.<random>.tmp<suffix>"
@@ -113,15 +114,16 @@ def append_line(path: str | Path, line: str) -> None:
 
 def keep_lines(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> int:
     """Atomically rewrite a jsonl log keeping the rows ``keep`` accepts (and dropping a torn last line); returns how
-    many rows were dropped. A missing file is left missing."""
+    many rows were dropped. A missing file is left missing; one that is not a regular file, or is too large, is a
+    one-line :class:`~robustscale.store.safe_json.JsonFileError`."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = read_bytes(path).decode("utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return 0
     kept = []
     for line in lines:
         try:
-            row = json.loads(line)
+            row = loads(line, path)
         except ValueError:  # a line cut short by a kill
             continue
         if isinstance(row, dict) and keep(row):

@@ -35,6 +35,7 @@ from robustscale.config import Config, config_to_dict
 from robustscale.enums import Status, StopReason
 from robustscale.errors import UserError
 from robustscale.store.atomic import write_json
+from robustscale.store.safe_json import read_json
 from robustscale.store.safe_paths import safe_component
 
 __all__ = ["SCHEMA_VERSION", "RECORD", "Status", "RunRecord", "Metrics", "Accounting", "Hardware", "Alarm",
@@ -382,10 +383,11 @@ def failed_record(config: dict[str, Any], reason: object, previous: RunRecord | 
 
 
 def read_record_json(run_dir: str | Path) -> Any:
-    """The JSON in a run folder's record.json as written, or None when there is none or it is not JSON."""
+    """The JSON in a run folder's record.json as written, or None when there is none or it is not JSON a reader may
+    take (a link, a FIFO, too large or too deep: :mod:`robustscale.store.safe_json`)."""
     try:
-        return json.loads((Path(run_dir) / RECORD).read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return read_json(Path(run_dir) / RECORD)
+    except (OSError, ValueError):  # JsonFileError is a ValueError
         return None
 
 

@@ -36,18 +36,22 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: takeovers rely on the rename check alone
     fcntl = None
 
+from robustscale.errors import UserError, shown
 from robustscale.store.atomic import _fsync_dir, shared_mode
+from robustscale.store.fence import fence
 from robustscale.store.record import now
+from robustscale.store.safe_json import read_json
 from robustscale.store.scheduler import job_in_queue
 
-__all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "claim_info", "claim_is_live",
-           "create_exclusive", "write_json_exclusive", "job_key", "current_job"]
+__all__ = ["CLAIM", "LOCK", "DEFAULT_STALE_S", "Claim", "acquire_claim", "holding_claim", "claim_info",
+           "claim_is_live", "create_exclusive", "write_json_exclusive", "job_key", "current_job"]
 
 log = logging.getLogger(__name__)
 
 CLAIM = "claim.json"
 LOCK = ".claim.lock"  # flock'ed while a claim is being taken over
 DEFAULT_STALE_S = 600.0  # a claim whose heartbeat is older than this belongs to a dead worker
+MAX_CLAIM_BYTES = 64 << 10  # a claim is a few hundred bytes
 
 
 def create_exclusive(path: str | Path, data: bytes) -> bool:
@@ -131,9 +135,15 @@ def _pid_alive(pid: int) -> bool:
 
 def claim_info(run_dir: str | Path) -> dict[str, Any] | None:
     """The content of a run's claim (host, pid, job, token, started), or None when unclaimed or unreadable."""
+    return _read_claim(Path(run_dir) / CLAIM)
+
+
+def _read_claim(path: Path) -> dict[str, Any] | None:
+    """A claim's JSON object, or None: missing, or not a claim a reader may take (a link, a FIFO, too large, not JSON:
+    :mod:`robustscale.store.safe_json`)."""
     try:
-        info = json.loads((Path(run_dir) / CLAIM).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = read_json(path, max_bytes=MAX_CLAIM_BYTES)
+    except (OSError, ValueError):  # JsonFileError is a ValueError
         return None
     return info if isinstance(info, dict) else None
 
@@ -153,11 +163,8 @@ def _owner_gone(path: Path, stale_s: float, ended_job: str | None = None) -> str
     age = _age_s(path)
     if age is None:
         return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        info = None
-    if not isinstance(info, dict):
+    info = _read_claim(path)
+    if info is None:
         return f"heartbeat {age:.0f} s old" if age > stale_s else None
     job = current_job()
     if job is not None and info.get("job") == job and info.get("pid") != os.getpid():
@@ -355,3 +362,26 @@ def acquire_claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S,
         if not _take_over(path, stale_s, ended_job):
             return None
     return None
+
+
+@contextlib.contextmanager
+def holding_claim(run_dir: str | Path, stale_s: float = DEFAULT_STALE_S) -> Iterator[Claim]:
+    """Hold ``run_dir``'s claim for the block, every write into the folder fenced by it, as a sweep worker holds a
+    run's (``robustscale train``: a ``train --resume`` started while another process trains the folder is refused,
+    instead of training it concurrently).
+
+    Raises:
+        UserError: another live process holds the claim (one line naming it).
+    """
+    claim = acquire_claim(run_dir, stale_s)
+    if claim is None:
+        info = claim_info(run_dir) or {}
+        who = f"process {info.get('pid')} on {shown(info.get('host'), 60)}" if info.get("pid") else "another worker"
+        job = f", job {shown(info['job'], 60)}" if info.get("job") else ""
+        raise UserError(f"'{shown(run_dir)}' is being trained by {who}{job} (its {CLAIM}): wait for it to end or stop "
+                        f"it; a claim whose holder died is taken over (on another host, after {stale_s:.0f} s)")
+    try:
+        with fence(run_dir, claim.holds, "claim"):
+            yield claim
+    finally:
+        claim.release()

@@ -81,7 +81,7 @@ def open_append_nofollow(path: str | Path) -> int:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         return os.open(path, flags, 0o666)
-    except OSError as err:
+    except OSError:
         if _is_link(Path(path)):
             raise UserError(f"'{shown(path)}' is a symbolic link: robustscale does not append through links; "
                             "remove it") from None

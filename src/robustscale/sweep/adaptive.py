@@ -40,6 +40,7 @@ from robustscale.accounting.budget import run_flops_plan
 from robustscale.accounting.flops import step_flops_for_config
 from robustscale.analysis.adaptive import STRATEGIES, Strategy, make_strategy
 from robustscale.analysis.adaptive_law import SETTLE_RUNS, law_interval, target_reached
+from robustscale.config_checks import MAX_BINS, MAX_SEED
 from robustscale.enums import AutoAttackVersion, ExecutorKind, Status, Tracker
 from robustscale.errors import ParameterError, UserError, shown
 from robustscale.store.adaptive_plan import AdaptivePlan, PlanRound, plan_lock, read_plan, write_plan
@@ -162,12 +163,12 @@ def _check_choices(strategy: str | None, seed: int | None, metric: str | None, b
     if strategy is not None and strategy not in STRATEGIES:
         raise ParameterError(f"strategy {shown(strategy)}: unknown; choose one of {', '.join(STRATEGIES)}",
                              "strategy")
-    if seed is not None and seed < 0:
-        raise ParameterError(f"seed {seed}: use a non-negative integer", "seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"seed {seed}: use a non-negative integer up to {MAX_SEED}", "seed")
     if metric is not None and metric not in METRICS:
         raise ParameterError(f"metric {shown(metric)}: an adaptive sweep fits one of {', '.join(METRICS)}", "metric")
-    if bins is not None and bins < 2:
-        raise ParameterError(f"bins {bins}: the law needs at least 2 FLOP bins (the paper: 19)", "bins")
+    if bins is not None and not 2 <= bins <= MAX_BINS:
+        raise ParameterError(f"bins {bins}: the law needs 2 to {MAX_BINS} FLOP bins (the paper: 19)", "bins")
     if round_size is not None and round_size < 1:
         raise ParameterError(f"round_size {round_size}: train at least one run per round", "round_size")
 
@@ -197,7 +198,7 @@ def _default_metric(grid: dict[str, Candidate]) -> str:
 def _open_plan(out: Path, spec: SweepSpec, grid: dict[str, Candidate], strategy: str | None, seed: int | None,
                metric: str | None, bins: int | None) -> AdaptivePlan:
     """The folder's plan, checked against this call's choices, or a new one."""
-    plan = read_plan(out)
+    plan = read_plan(out, strategies=STRATEGIES, metrics=METRICS)  # a name the file gives is the file's, not a flag's
     if plan is None:
         plan = AdaptivePlan(strategy or DEFAULT_STRATEGY, 0 if seed is None else int(seed),
                             metric or _default_metric(grid), 19 if bins is None else int(bins), spec=str(spec.path))

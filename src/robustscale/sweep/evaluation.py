@@ -39,7 +39,7 @@ from robustscale.store.rundir import CLAIM, DEFAULT_STALE_S, Claim, acquire_clai
 from robustscale.sweep.executors import SlurmExecutor
 from robustscale.sweep.worker import _join_job_group
 from robustscale.training.distributed import DDPLayout, DistInfo, broadcast_object, cleanup, init_distributed
-from robustscale.training.launch import available_cores, launch, threads_per_rank
+from robustscale.training.launch import available_cores, check_local_ranks, launch, threads_per_rank
 
 __all__ = ["evaluate_runs", "eval_runs", "EvalJob", "is_run", "ACTIONS"]
 
@@ -185,6 +185,7 @@ def evaluate_runs(paths: Sequence[str | Path], request: EvalRequest, *, only_mis
             raise ParameterError("procs_per_node: this process is already one rank of a group (torchrun): drop it",
                                  "procs_per_node")
         return eval_runs(paths, request, only_missing, stale_s)
+    check_local_ranks(procs_per_node)
     threads = threads_per_rank(available_cores(), 1, procs_per_node)
     return launch(eval_runs, ([str(p) for p in paths], request, only_missing, stale_s), procs_per_node,
                   threads=threads)

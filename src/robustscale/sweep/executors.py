@@ -49,7 +49,8 @@ from robustscale.store.rundir import job_key
 from robustscale.store.scheduler import LIVE_STATES, slurm_job_state
 from robustscale.sweep.worker import RunJob, fail_abandoned, run_one
 from robustscale.training.distributed import DDPLayout
-from robustscale.training.launch import RankFailed, available_cores, gpu_sets, launch, threads_per_rank
+from robustscale.training.launch import (RankFailed, available_cores, check_local_ranks, gpu_sets, launch,
+                                         threads_per_rank)
 
 __all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor", "available_cores", "slurm_options"]
 
@@ -460,6 +461,7 @@ def make_executor(kind: ExecutorKind | str, *, workers: int = 1, folder: str | P
         if ddp.nodes > 1:
             raise ParameterError(f"nodes {ddp.nodes}: the local executor trains on this machine only; use executor "
                                  "slurm for runs across several nodes", "nodes")
+        check_local_ranks(ddp.procs_per_node)  # before any run folder is made
         return LocalExecutor(workers, ddp.procs_per_node)
     options = dict(slurm or {})
     return SlurmExecutor(folder, cluster=options.pop("cluster", None), wait=wait, ddp=ddp, **options)

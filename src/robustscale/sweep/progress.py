@@ -3,7 +3,6 @@ and an ETA; a live table on a terminal, a plain line per finished run elsewhere.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -17,6 +16,7 @@ from rich.table import Table
 from robustscale.enums import Status
 from robustscale.errors import UserError
 from robustscale.store.record import RunRecord, read_record
+from robustscale.store.safe_json import loads, open_regular
 
 __all__ = ["SweepProgress"]
 
@@ -24,11 +24,11 @@ __all__ = ["SweepProgress"]
 def _last_train_flops(run_dir: Path) -> float:
     """FLOPs so far of a running run: the last line of its metrics.jsonl (records are written at the end)."""
     try:
-        with open(run_dir / "metrics.jsonl", "rb") as fh:
+        with os.fdopen(open_regular(run_dir / "metrics.jsonl"), "rb") as fh:  # never a FIFO or a link: no hang
             fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
-            last = fh.read().decode(errors="replace").strip().splitlines()[-1]
-        return float(json.loads(last).get("train_flops") or 0.0)
-    except (OSError, IndexError, ValueError, AttributeError):
+            last = fh.read(4096).decode(errors="replace").strip().splitlines()[-1]
+        return float(loads(last, run_dir / "metrics.jsonl").get("train_flops") or 0.0)
+    except (OSError, IndexError, ValueError, AttributeError, TypeError):
         return 0.0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from robustscale.enums import Tracker
 from robustscale.errors import UserError, shown
 from robustscale.store.atomic import write_json
 from robustscale.store.record import RunRecord, Status, run_id
+from robustscale.store.safe_json import read_json, read_json_lines
 from robustscale.store.safe_paths import check_run_folder
 from robustscale.tracking.base import End, RunInfo, TrackerRun, epoch_metrics, final_metrics, flat_params
 
@@ -183,24 +183,16 @@ def _first_line(err: BaseException) -> str:
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows (a torn or foreign line left out; a file that cannot be read: none)."""
     try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
+        return [row for row in read_json_lines(path, strict=False) if isinstance(row, dict)]
+    except (OSError, ValueError):  # missing, or not a file to read (safe_json's JsonFileError is a ValueError)
         return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:
     try:
-        state = json.loads((run_dir / STATE).read_text())
+        state = read_json(run_dir / STATE)
     except (OSError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from robustscale.accounting.host import device_gpus, gpu_names
 from robustscale.errors import UserError, shown
 from robustscale.store.atomic import atomic_path
+from robustscale.store.safe_json import loads
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -114,7 +115,7 @@ def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
 def _saved_progress(path: str | Path, key: str) -> int | None:
     try:
         with safe_open(str(path), framework="pt") as fh:
-            value = json.loads((fh.metadata() or {})["state"])["progress"][key]
+            value = loads((fh.metadata() or {})["state"], path)["progress"][key]
     except Exception:  # no checkpoint, or not one of ours: nothing is kept
         return None
     return value if isinstance(value, int) else None
@@ -170,7 +171,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
-        return _unflatten(json.loads(meta["state"]), tensors)
+        return _unflatten(loads(meta["state"], f"{path} (its state metadata)"), tensors)
     except (OSError, KeyError, ValueError, TypeError, IndexError, RecursionError, json.JSONDecodeError,
             SafetensorError) as err:
         detail = f"{type(err).__name__}: {shown(err)}" if str(err) else type(err).__name__

@@ -54,8 +54,13 @@ class DistInfo:
         return self.world_size > 1
 
 
+STORE_ENV = "ROBUSTSCALE_GROUP_STORE"  # a FileStore path: the group meets there instead of at MASTER_ADDR:PORT
+
+
 def init_distributed() -> DistInfo:
-    """Join the process group torchrun describes in the environment (a no-op for a single process)."""
+    """Join the process group torchrun describes in the environment (a no-op for a single process): at
+    ``MASTER_ADDR:MASTER_PORT`` (a TCPStore), or in the file store ``ROBUSTSCALE_GROUP_STORE`` names (a group
+    :mod:`robustscale.training.launch` started on this machine: nothing listens on the network)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -66,16 +71,21 @@ def init_distributed() -> DistInfo:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        store = os.environ.get(STORE_ENV)
+        if store:
+            dist.init_process_group(backend=backend, init_method=f"file://{store}", rank=rank, world_size=world)
+        else:
+            dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local, owns, local_world)
 
 
 def rank_env(rank: int, world_size: int, local_rank: int, local_world_size: int, master_addr: str,
-             master_port: int) -> dict[str, str]:
+             master_port: int, store: str | None = None) -> dict[str, str]:
     """torchrun's description of one rank of a process group, as environment variables (what
-    :func:`init_distributed` reads)."""
-    return {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank),
-            "LOCAL_WORLD_SIZE": str(local_world_size), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
+    :func:`init_distributed` reads); ``store``: a FileStore path the group meets in instead of the TCP address."""
+    env = {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank),
+           "LOCAL_WORLD_SIZE": str(local_world_size), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
+    return {**env, STORE_ENV: store} if store else env
 
 
 def is_main_process() -> bool:

@@ -1,40 +1,65 @@
 """One machine, P processes: run a function on every rank of a local process group, as ``torchrun`` would.
 
 ``launch(fn, args, procs)`` spawns ``procs`` processes (``spawn``: CUDA and torch's thread pools do not survive a
-fork), describes the group to each in torchrun's environment variables with a free port on this host
-(:func:`robustscale.training.distributed.rank_env`), and returns rank 0's return value. The ranks die with the
-process that launched them (torch sets their parent-death signal), and when one rank fails the others are stopped
-and :class:`RankFailed` says which rank and why, so a caller never waits on a group that lost a member. NCCL on GPUs
-(rank ``r`` on ``cuda:r`` of the devices ``CUDA_VISIBLE_DEVICES`` leaves visible), gloo on CPUs.
+fork), describes the group to each in torchrun's environment variables
+(:func:`robustscale.training.distributed.rank_env`), and returns rank 0's return value. When one rank fails the
+others are stopped and :class:`RankFailed` says which rank and why, so a caller never waits on a group that lost a
+member. NCCL on GPUs (rank ``r`` on ``cuda:r`` of the devices ``CUDA_VISIBLE_DEVICES`` leaves visible), gloo on CPUs.
 
-:func:`gpu_sets` and :func:`threads_per_rank` divide a machine between runs that train side by side.
+No rank outlives the launcher: each sets its parent-death signal (``PR_SET_PDEATHSIG``, SIGKILL) as it starts, then
+checks that its parent is still the launcher (which may have died before the signal was set); a launcher killed with
+SIGKILL takes its ranks with it, instead of leaving them to init, training on and writing into the run folder.
+(``torch.multiprocessing.spawn`` sets no such signal. Linux only; elsewhere a thread polls the parent.) SIGTERM, where
+nobody else handles it, makes the launcher stop its ranks and clean up before it exits (status 143).
+
+Nothing of the group listens beyond this machine: the ranks meet in a ``FileStore`` in a private (0700) temporary
+folder, removed when the group ends, instead of a TCPStore that binds every interface, and gloo's and NCCL's own
+connections are pinned to the loopback interface (``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME``). Multi-node groups
+(torchrun, Slurm jobs through submitit) keep their TCP rendezvous: they need the network.
+
+:func:`check_local_ranks` refuses more ranks than this machine has GPUs, or, without GPUs, CPU cores (one line,
+before anything starts); :func:`gpu_sets` and :func:`threads_per_rank` divide a machine between runs that train side
+by side.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import socket
+import sys
+import tempfile
+import threading
 import time
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
+from robustscale.accounting.host import visible_gpus
 from robustscale.config import Config, config_to_dict
+from robustscale.errors import ParameterError
+from robustscale.store.fence import fence
 from robustscale.store.record import RunRecord, mark_failed_if_running
+from robustscale.store.rundir import CLAIM, Claim
 from robustscale.training.distributed import rank_env
 from robustscale.training.loop import train
 from robustscale.training.run_config import config_from_dict
 
-__all__ = ["launch", "train_on_ranks", "RankFailed", "free_port", "gpu_sets", "threads_per_rank", "available_cores"]
+__all__ = ["launch", "train_on_ranks", "RankFailed", "free_port", "gpu_sets", "threads_per_rank", "available_cores",
+           "check_local_ranks", "die_with_parent", "loopback_interface"]
 
 # how gloo and NCCL say that a peer of a collective is gone
 _PEER_LOST = re.compile(r"gloo|nccl|connection (closed|reset)|broken pipe|DistBackendError", re.IGNORECASE)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RankFailed(RuntimeError):
@@ -77,11 +102,95 @@ def threads_per_rank(cores: int, runs: int, procs: int) -> int:
     return max(1, cores // max(1, runs * procs))
 
 
+def check_local_ranks(procs: int) -> None:
+    """Refuse ``procs`` ranks on this machine beyond one per visible GPU, or, without GPUs, one per CPU core this
+    process may run on (512 gloo processes on 2 cores was 512 processes). One line naming ``procs_per_node``."""
+    if procs <= 1:
+        return
+    gpus = len(visible_gpus())
+    if gpus and procs > gpus:
+        raise ParameterError(f"procs_per_node {procs}: each process trains on a GPU of its own and {gpus} are visible "
+                             f"here; use at most {gpus} (set by --procs-per-node, or a sweep spec's "
+                             "ddp.procs_per_node)", "procs_per_node")
+    cores = available_cores()
+    if not gpus and procs > cores:
+        raise ParameterError(f"procs_per_node {procs}: this machine has no GPU and {cores} CPU core(s) this process "
+                             f"may use; use at most {cores} processes, one per core (set by --procs-per-node, or a "
+                             "sweep spec's ddp.procs_per_node)", "procs_per_node")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process die with its parent ``parent_pid``: the kernel's parent-death signal on Linux (SIGKILL when
+    the thread that started this process ends), a thread polling the parent elsewhere. The parent may have died before
+    the signal was set (this process was re-parented already): then exit at once."""
+    libc = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+    if libc is not None and libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        return
+
+    def orphaned() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=orphaned, name="die-with-parent", daemon=True).start()
+
+
+def loopback_interface() -> str:
+    """The name of this machine's loopback interface (``lo`` on Linux, ``lo0`` on macOS)."""
+    with contextlib.suppress(OSError, AttributeError):
+        names = [name for _, name in socket.if_nameindex()]
+        for name in ("lo", "lo0", *names):
+            if name in names and name.startswith("lo"):
+                return name
+    return "lo"
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While a group runs, SIGTERM ends the launcher with ``SystemExit(143)`` instead of at once, so that it stops its
+    ranks, removes the rendezvous folder and releases its run's claim on the way out. Only where SIGTERM has its
+    default action and this is the main thread: a handler someone else set (submitit's) is left alone."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _rendezvous() -> Iterator[str]:
+    """A FileStore path in a private temporary folder (mkdtemp: 0700), removed when the group has ended."""
+    folder = tempfile.mkdtemp(prefix="robustscale-group-")
+    try:
+        yield str(Path(folder) / "store")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _rank_main(local_rank: int, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], procs: int,
-               port: int, threads: int | None, reports) -> None:
-    """One spawned rank: describe the group in the environment, run ``fn``; rank 0 hands back the result, and a rank
-    that raises says when (the first to fail is the cause, the others failed on its broken connections)."""
-    os.environ.update(rank_env(local_rank, procs, local_rank, procs, "127.0.0.1", port))
+               store: str, parent_pid: int, threads: int | None, reports) -> None:
+    """One spawned rank: die with the launcher, describe the group in the environment (a file store, loopback only),
+    run ``fn``; rank 0 hands back the result, and a rank that raises says when (the first to fail is the cause, the
+    others failed on its broken connections)."""
+    die_with_parent(parent_pid)
+    interface = loopback_interface()
+    os.environ.update(rank_env(local_rank, procs, local_rank, procs, "127.0.0.1", 0, store=store),
+                      GLOO_SOCKET_IFNAME=interface, NCCL_SOCKET_IFNAME=interface)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -138,30 +247,56 @@ def launch(fn: Callable[..., Any], args: Sequence[Any], procs: int, *, kwargs: d
 
     Raises:
         RankFailed: a rank died or raised (the first one); every other rank has been stopped.
+        ParameterError: more ranks than this machine has GPUs, or CPU cores (:func:`check_local_ranks`).
     """
+    check_local_ranks(procs)
     reports = mp.get_context("spawn").SimpleQueue()
-    ranks_args = (fn, tuple(args), dict(kwargs or {}), procs, free_port(), threads, reports)
-    context = torch_mp.start_processes(_rank_main, args=ranks_args, nprocs=procs, join=False, start_method="spawn")
-    try:
-        while not context.join():  # a failed rank: the others are stopped at once (SIGTERM, then SIGKILL)
-            pass
-    except ProcessException as err:
-        raise _cause(context, err, procs, _drain(reports)) from None
+    with _sigterm_exits(), _rendezvous() as store:
+        ranks_args = (fn, tuple(args), dict(kwargs or {}), procs, store, os.getpid(), threads, reports)
+        context = torch_mp.start_processes(_rank_main, args=ranks_args, nprocs=procs, join=False,
+                                           start_method="spawn")
+        try:
+            while not context.join():  # a failed rank: the others are stopped at once (SIGTERM, then SIGKILL)
+                pass
+        except ProcessException as err:
+            raise _cause(context, err, procs, _drain(reports)) from None
+        except BaseException:  # Ctrl-C, or an error of the launcher's own: no rank is left behind
+            _stop(context)
+            raise
     return next((out for kind, _, _, out in _drain(reports) if kind == "result"), None)
 
 
-def _train_rank(config: dict[str, Any], run_dir: str, resume: bool, progress: bool) -> RunRecord | None:
-    return train(config_from_dict(config), run_dir, resume=resume, progress=progress)
+def _stop(context) -> None:
+    for process in context.processes:
+        if process.is_alive():
+            process.kill()
+    for process in context.processes:
+        process.join(timeout=10)
+
+
+def _train_rank(config: dict[str, Any], run_dir: str, resume: bool, progress: bool,
+                token: str | None = None) -> RunRecord | None:
+    """One rank of ``train``; with the launcher's claim ``token``, every write is fenced by it, as a sweep's ranks'
+    are (:mod:`robustscale.store.fence`): a rank whose launcher lost the run writes nothing more."""
+    if token is None:
+        return train(config_from_dict(config), run_dir, resume=resume, progress=progress)
+    claim = Claim(Path(run_dir) / CLAIM, token, heartbeat_s=0.0)  # the launcher beats; a rank only checks
+    with fence(run_dir, claim.holds, "claim"):
+        return train(config_from_dict(config), run_dir, resume=resume, progress=progress)
 
 
 def train_on_ranks(cfg: Config, run_dir: str | os.PathLike, procs: int, *, resume: bool = False,
-                   progress: bool = True) -> RunRecord | None:
+                   progress: bool = True, claim: Claim | None = None) -> RunRecord | None:
     """``train`` as a DDP job of ``procs`` processes on this machine (``robustscale train --procs-per-node``): the
     cores shared between them on CPUs, one GPU each on GPUs. A rank that dies ends the run ``failed`` (naming the
-    rank), never ``running``, and :class:`RankFailed` is raised."""
+    rank), never ``running``, and :class:`RankFailed` is raised. ``claim``: the run folder's claim, held by the
+    caller (:func:`robustscale.store.rundir.holding_claim`); the ranks write only while it holds."""
+    check_local_ranks(procs)
     threads = threads_per_rank(available_cores(), 1, procs)
+    token = claim.token if claim is not None else None
     try:
-        return launch(_train_rank, (config_to_dict(cfg), str(run_dir), resume, progress), procs, threads=threads)
+        return launch(_train_rank, (config_to_dict(cfg), str(run_dir), resume, progress, token), procs,
+                      threads=threads)
     except RankFailed as err:
         mark_failed_if_running(run_dir, err)
         raise

@@ -21,6 +21,7 @@ from robustscale.datasets import dataset_info
 from robustscale.errors import UserError
 from robustscale.models import NormalizedModel, create_model
 from robustscale.store.atomic import atomic_path
+from robustscale.store.safe_json import loads
 
 __all__ = ["create_from_config", "save_model", "load_model", "MODEL_FORMAT"]
 
@@ -65,7 +66,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", which: str 
             meta = fh.metadata() or {}
         if "config" not in meta:
             raise UserError(f"'{file}' has no robustscale config in its metadata: was it saved by robustscale?")
-        cfg = config_from_dict(json.loads(meta["config"]))
+        cfg = config_from_dict(loads(meta["config"], f"{file} (its config metadata)"))
         model = create_from_config(cfg)
         model.load_state_dict(load_file(str(file), device="cpu"))
     except (OSError, ValueError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
