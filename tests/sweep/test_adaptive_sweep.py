@@ -75,7 +75,7 @@ def interrupt_mid_round(monkeypatch, out) -> list:
 def test_interrupted_adaptive_sweep_resumes_the_recorded_plan(tmp_path, spec, monkeypatch, capsys, one_torch_thread):
     out = tmp_path / "out"
     grid = grid_candidates(load_spec(spec), out)
-    budget = 0.6 * sum(c.planned_flops for c in grid.values())
+    budget = 0.7 * sum(c.planned_flops for c in grid.values())  # leaves a round of two runs (one to interrupt)
     started = interrupt_mid_round(monkeypatch, out)
     with pytest.raises(KeyboardInterrupt):
         adaptive_sweep(spec, out, budget_flops=budget, metric="clean_acc", round_size=2)
@@ -124,11 +124,18 @@ def test_interrupted_adaptive_sweep_resumes_the_recorded_plan(tmp_path, spec, mo
 
 @pytest.mark.slow
 def test_target_ci_and_gpu_hour_budget_stop_the_sweep(tmp_path, spec, capsys, one_torch_thread):
-    wide = adaptive_sweep(spec, tmp_path / "ci", target_ci=100.0, metric="clean_acc", round_size=2)
-    assert wide["stop_reason"] == "target_ci"
-    widths = [r["ci_width"] for r in wide["rounds"]]
-    assert widths[-1] is not None and widths[-1] < 100.0
-    assert all(w is None or w >= 100.0 for w in widths[:-1])  # it stopped at the first narrow enough round
+    wide = adaptive_sweep(spec, tmp_path / "ci", target_ci=100.0, metric="clean_acc", round_size=2, settle_runs=0)
+    assert wide["stop_reason"] == "target_ci" and wide["pinned"] and wide["not_pinned"] == []
+    narrow = [r["ci_width"] is not None and r["ci_width"] < 100.0 for r in wide["rounds"]]
+    assert narrow[-1] and wide["rounds"][-1]["pinned"]
+    # it stopped at the first round both pinned and narrow enough; a narrow interval alone did not stop it
+    assert not any(r["pinned"] for r in wide["rounds"][:-1]) and any(narrow[:-1])
+    assert all(r["not_pinned"] for r in wide["rounds"][:-1])
+    settled = adaptive_sweep(spec, tmp_path / "settled", target_ci=100.0, metric="clean_acc", round_size=2,
+                             settle_runs=2)  # the same rounds, and one more, whose law must stay pinned
+    assert [r["run_ids"] for r in settled["rounds"][:len(wide["rounds"])]] == [r["run_ids"] for r in wide["rounds"]]
+    assert len(settled["rounds"]) == len(wide["rounds"]) + 1 and settled["stop_reason"] == "target_ci"
+    assert settled["rounds"][-1]["pinned"] and settled["rounds"][-1]["ci_width"] < 100.0
 
     hours = tmp_path / "hours"  # the text output; one worker, so rounds of one run
     assert main(["sweep", str(spec), "--out", str(hours), "--adaptive", "--budget-gpu-hours", "1e-9"]) == 0

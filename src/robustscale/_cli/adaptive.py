@@ -28,14 +28,15 @@ BUDGET_FLOPS = typer.Option(None, "--budget-flops", help="Adaptive: stop when no
                             "training FLOPs (as the results table counts train_flops).")
 BUDGET_GPU_HOURS = typer.Option(None, "--budget-gpu-hours", help="Adaptive: stop at this many GPU-hours (wall hours "
                                 "of CPU runs).")
-TARGET_CI = typer.Option(None, "--target-ci", help="Adaptive: stop once alpha's 95% interval is narrower than this.")
+TARGET_CI = typer.Option(None, "--target-ci", help="Adaptive: stop once the law is pinned (README) and alpha's 95% "
+                         "interval is narrower than this.")
 ADAPTIVE_SEED = typer.Option(None, "--seed", help="Adaptive: the strategy's seed (default 0, or the folder's plan).")
 ADAPTIVE_METRIC = typer.Option(None, "--metric", help="Adaptive: accuracy the law is fitted to (autoattack_acc, or "
                                "pgd40_acc when the runs skip AutoAttack; clean_acc).")
 
 _STOPS = {
     "budget": "no untrained run fits the budget left",
-    "target_ci": "alpha's interval is narrower than --target-ci",
+    "target_ci": "the law is pinned and alpha's interval is narrower than --target-ci",
     "grid_exhausted": "every run of the spec was chosen",
     "interrupted": "a run of the last round did not finish (its worker died or another holds it): rerun to continue",
 }
@@ -75,6 +76,8 @@ def _print_adaptive(summary: dict) -> None:
                f"{'' if frac is None else f' ({frac:.0%} of the grid)'}; {law}")
     reason = summary["stop_reason"]
     typer.echo(f"stopped: {reason}: {_STOPS.get(reason, '')}")
+    if summary.get("not_pinned"):
+        typer.echo(f"the runs do not pin the law: {'; '.join(summary['not_pinned'])}")
     for rid, why in summary["reasons"].items():
         typer.echo(f"failed {rid}: {why}", err=True)
 
@@ -86,6 +89,9 @@ def replay(
     seeds: int = typer.Option(8, "--seeds", min=1, max=MAX_REPLAY_SEEDS, help="Seeds to replay (0, 1, ...)."),
     first_seed: int = typer.Option(0, "--first-seed", min=0, max=SEED_MAX, help="First seed."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Runs chosen per round (a live sweep's workers)."),
+    target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop a seed once the law is pinned and "
+                                              "alpha's 95% interval is narrower than this (as sweep --adaptive)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=2, help="Bootstrap resamples of each 95% interval."),
     mapping: Optional[List[str]] = MAPPING,
     bins: int = BINS,
     min_acc: Optional[float] = MIN_ACC,
@@ -96,19 +102,29 @@ def replay(
     from robustscale.analysis.replay import replay as run_replay
 
     result = run_replay(_table(table, mapping), strategy, budget_frac=budget_frac, seeds=seeds,
-                        first_seed=first_seed, batch_size=batch_size, metric=metric, bins=bins, min_acc=min_acc)
+                        first_seed=first_seed, batch_size=batch_size, metric=metric, bins=bins, min_acc=min_acc,
+                        target_ci=target_ci, bootstrap=bootstrap)
     if as_json:
         return print_json(result)
-    typer.echo(f"{result['n_candidates']} runs in the grid, full-table alpha {result['full_alpha']:.5g}; "
-               f"strategy {strategy}, budget {budget_frac:g} of the grid's FLOPs")
+    typer.echo(f"{result['n_candidates']} runs in the grid, full-table alpha {result['full_alpha']:.5g}"
+               f"{_interval(result['full_alpha_ci'])}; strategy {strategy}, budget {budget_frac:g} of the grid's FLOPs"
+               f"{'' if target_ci is None else f', or until pinned with an interval under {target_ci:g}'}")
     for episode in result["seeds"]:
-        alpha = "no law" if episode["alpha"] is None else f"alpha {episode['alpha']:.5g} "
-        error = "" if episode["alpha_error"] is None else f"(error {episode['alpha_error']:.2g})"
-        typer.echo(f"  seed {episode['seed']}: {alpha}{error}, {episode['runs']} runs, "
-                   f"{episode['compute_frac']:.3f} of the compute")
+        alpha = "no law" if episode["alpha"] is None else f"alpha {episode['alpha']:.5g}"
+        error = "" if episode["alpha_error"] is None else f" (error {episode['alpha_error']:.2g})"
+        why = ", ".join(reason.split(":")[0] for reason in episode["not_pinned"])
+        typer.echo(f"  seed {episode['seed']}: {alpha}{_interval(episode['alpha_ci'])}{error}, {episode['runs']} "
+                   f"runs, {episode['compute_frac']:.3f} of the compute, stop {episode['stop_reason']}"
+                   f"{'' if episode['pinned'] else f'; not pinned: {why}'}")
     median = result["median_alpha_error"]
     typer.echo(f"median alpha error {'n/a' if median is None else format(median, '.2g')}, median runs "
-               f"{result['median_runs']:g}, median compute {result['median_compute_frac']:.3f}")
+               f"{result['median_runs']:g}, median compute {result['median_compute_frac']:.3f}; the 95% interval "
+               f"holds the full-table alpha in {sum(e['covered'] for e in result['seeds'])} of {len(result['seeds'])} "
+               "seeds")
+
+
+def _interval(ci: Optional[list]) -> str:
+    return "" if ci is None else f" [{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
 def register(app: typer.Typer) -> None:

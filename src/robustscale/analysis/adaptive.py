@@ -33,10 +33,13 @@ from scipy.stats import norm
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import GradientBoostingRegressor
 
+from robustscale.analysis.adaptive_law import law_interval
 from robustscale.analysis.predictor import BOOLEAN_FEATURES, CATEGORICAL_FEATURES, RECIPE_FEATURES, recipe_features
+from robustscale.analysis.scaling import envelope_indices
 from robustscale.errors import ParameterError, UserError, shown
 
 _LOG_FLOOR = 1e-3  # accuracies below this fraction of the best seen count as collapsed when taken to log space
+_CHECK_BOOTSTRAP = 200  # resamples of the interval a strategy checks before replicating (a choice, not a report)
 
 
 class Strategy(BaseEstimator):
@@ -150,6 +153,23 @@ class EnvelopeGain(_ModelStrategy):
     slope, ``|log10 FLOPs - mean| / Sxx`` (how far alpha moves when that point moves), and divided by
     ``FLOPs**cost_power``. A batch of ``k`` is chosen greedily, each choice assumed to land at its predicted mean.
 
+    **Anchoring the ends (issue 31).** Dividing by the cost keeps such a strategy in the cheap end of the grid for
+    long, and on a small noisy grid it never leaves it: the law it fits then spans a third of the compute range and
+    its slope is the cheap end's. While the revealed runs leave alpha's interval ``wide`` (or give no law yet:
+    :mod:`robustscale.analysis.adaptive_law`), ``anchor`` first takes, in the grid's highest FLOP bin and then its
+    lowest, the candidate the ensemble predicts best, as long as no usable run lies that far out yet: a slope is
+    pinned by its ends (the optimal design for a line puts its points there). On the out-of-sample benchmark's
+    tuning grids (``benchmarks/adaptive_oos.py --dev``) this cut the median error of alpha on the digits-like grids
+    from 0.139 to 0.023 at a tenth of the compute and from 0.073 to 0.016 at a fifth, and on the paper-like grids
+    from 0.0019 to 0.0010 at a fifth (BENCHMARKS.md).
+
+    ``replicate`` (off by default) is the other remedy issue 31 proposed for noisy grids with replicate seeds (a
+    sweep with ``seeds: [0, 1, 2]``, whose runs differ only in their seed and look alike to a strategy): while the
+    interval is wide, train another seed of the recipes that hold the envelope's points first (the fewest seeds so
+    far, then the most leverage). Measured on the same tuning grids it made alpha worse at a fifth of the compute
+    (0.130 alone, 0.030 with ``anchor`` against 0.016 without): the replicates spend the budget where the envelope
+    already is, in the cheap end.
+
     Args:
         n_models: members of the bootstrap ensemble.
         n_estimators, max_depth, learning_rate: each member's boosting (fewer, shallower trees than the paper's
@@ -157,13 +177,16 @@ class EnvelopeGain(_ModelStrategy):
         cost_power: 1 divides by the FLOPs (value per unit of compute); the crude strategy's sqrt is 0.5.
         noise_log10: spread of one recipe's accuracy around a prediction, in log10 accuracy (seed-to-seed noise).
         min_leverage: floor on ``|log10 FLOPs - mean|`` as a share of the FLOP range, so middle bins still count.
+        anchor: take the grid's highest and lowest FLOP bins first while alpha's interval is wide.
+        replicate: replicate the envelope's recipes first while alpha's interval is wide (where the grid has seeds).
     """
 
     name = "envelope"
 
     def __init__(self, seed: int = 0, metric: str = "autoattack_acc", bins: int = 19, n_models: int = 8,
                  n_estimators: int = 30, max_depth: int = 3, learning_rate: float = 0.2, cost_power: float = 1.0,
-                 noise_log10: float = 0.002, min_leverage: float = 0.1):
+                 noise_log10: float = 0.002, min_leverage: float = 0.1, anchor: bool = True,
+                 replicate: bool = False):
         super().__init__(seed=seed, metric=metric, bins=bins)
         self.n_models = n_models
         self.n_estimators = n_estimators
@@ -172,6 +195,8 @@ class EnvelopeGain(_ModelStrategy):
         self.cost_power = cost_power
         self.noise_log10 = noise_log10
         self.min_leverage = min_leverage
+        self.anchor = anchor
+        self.replicate = replicate
 
     def _choose(self, finished: pd.DataFrame, candidates: pd.DataFrame, done_x: np.ndarray, cand_x: np.ndarray,
                 k: int) -> list:
@@ -181,8 +206,8 @@ class EnvelopeGain(_ModelStrategy):
         floor = _LOG_FLOOR * max(np.nanmax(np.where(accuracy > 0, accuracy, np.nan), initial=0.0), 1e-12)
         log_draws = np.log10(np.maximum(draws, floor))
         log_x, cost = np.log10(_flops(candidates)), _flops(candidates) ** float(self.cost_power)
-        chosen: list[int] = []
-        for _ in range(min(k, len(candidates))):
+        chosen = self._first(finished, candidates, done_x, cand_x, log_draws)[:k]
+        for _ in range(min(k, len(candidates)) - len(chosen)):
             reference = np.min([view.reference(log_x) for view in views], axis=0)
             leverage = views[0].envelope.leverage(log_x, float(self.min_leverage) * np.ptp(views[0].edges))
             score = _expected_improvement(log_draws, reference, float(self.noise_log10)) * leverage / cost
@@ -191,6 +216,59 @@ class EnvelopeGain(_ModelStrategy):
             chosen.append(pick)
             views = [view.with_point(pick, log_x[pick], float(np.mean(log_draws[:, pick]))) for view in views]
         return list(candidates.index[chosen])
+
+    def _first(self, finished: pd.DataFrame, candidates: pd.DataFrame, done_x: np.ndarray, cand_x: np.ndarray,
+               log_draws: np.ndarray) -> list[int]:
+        """Candidates to take before the expected improvement while alpha's interval is wide: the grid's ends
+        (``anchor``), then replicates of the envelope's recipes (``replicate``)."""
+        if not (self.anchor or self.replicate):
+            return []
+        law = law_interval(finished, metric=self.metric, bins=self.bins, bootstrap=_CHECK_BOOTSTRAP,
+                           seed=int(self.seed))
+        if law["alpha"] is not None and not any(reason.startswith("wide") for reason in law["not_pinned"]):
+            return []
+        first = self._anchors(finished, candidates, log_draws) if self.anchor else []
+        if self.replicate:
+            first += [i for i in self._replicas(finished, candidates, done_x, cand_x) if i not in first]
+        return first
+
+    def _anchors(self, finished: pd.DataFrame, candidates: pd.DataFrame, log_draws: np.ndarray) -> list[int]:
+        """The candidate predicted best in the grid's highest (then lowest) FLOP bin, where no usable run lies that
+        far out yet: a slope is pinned by its ends."""
+        edges = self._edges(finished, candidates)
+        accuracy = _accuracy(finished, self.metric)
+        done_bin = _bin_of(_flops(finished)[np.isfinite(accuracy) & (accuracy > 0)], edges)
+        cand_bin, mean, flops = _bin_of(_flops(candidates), edges), log_draws.mean(axis=0), _flops(candidates)
+        picks = []
+        for end, beyond in ((cand_bin.max(), cand_bin.max() > done_bin.max(initial=-1)),
+                            (cand_bin.min(), cand_bin.min() < done_bin.min(initial=edges.size))):
+            if beyond:
+                inside = np.flatnonzero(cand_bin == end)
+                picks.append(int(inside[np.lexsort((flops[inside], -mean[inside]))[0]]))
+        return list(dict.fromkeys(picks))
+
+    def _replicas(self, finished: pd.DataFrame, candidates: pd.DataFrame, done_x: np.ndarray,
+                  cand_x: np.ndarray) -> list[int]:
+        """Positions of candidates that replicate an envelope run's recipe, while alpha's interval is wide: the
+        recipes with the fewest seeds so far first, then by leverage on the slope; one per recipe per pass."""
+        flops, accuracy = _flops(finished), _accuracy(finished, self.metric)
+        done_keys = [(*row, f) for row, f in zip(map(tuple, done_x), flops)]
+        cand_keys = [(*row, f) for row, f in zip(map(tuple, cand_x), _flops(candidates))]
+        if not set(done_keys) & set(cand_keys):
+            return []  # no untrained seed of a trained recipe (a grid without replicates)
+        usable = np.flatnonzero(np.isfinite(accuracy) & (accuracy > 0))
+        top = usable[envelope_indices(flops[usable], accuracy[usable], int(self.bins))]
+        centre = np.mean(np.log10(flops[top]))
+        queues = []
+        for run in top:
+            spares = [i for i, key in enumerate(cand_keys) if key == done_keys[run]]
+            if spares:
+                queues.append((done_keys.count(done_keys[run]), -abs(np.log10(flops[run]) - centre), spares))
+        queues.sort(key=lambda q: q[:2])
+        picks = []
+        for depth in range(max((len(q[2]) for q in queues), default=0)):
+            picks += [q[2][depth] for q in queues if depth < len(q[2])]
+        return picks
 
     def _binnings(self, finished: pd.DataFrame, candidates: pd.DataFrame) -> list[np.ndarray]:
         """Bin edges over the whole grid, and over the finished usable runs' range (the law's own bins today)."""

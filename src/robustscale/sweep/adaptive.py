@@ -7,7 +7,9 @@ runs finished so far and the untrained runs with their planned train FLOPs (the 
 the same executors and :func:`robustscale.sweep.worker.run_one` as any sweep. After each round the law is refitted on
 every run chosen so far (:func:`robustscale.analysis.adaptive_law.law_interval`), and the sweep stops when
 
-* ``target_ci``: alpha's 95% bootstrap interval is narrower than this; or
+* ``target_ci``: the chosen runs pin the law (:mod:`robustscale.analysis.adaptive_law`: enough FLOP bins, more
+  than one recipe family where the grid has several, an interval no wider than ``|alpha|``) and alpha's 95% bootstrap
+  interval is narrower than this, after every round of the last 8 runs chosen (``SETTLE_RUNS``); or
 * ``budget``: no untrained run fits what is left of ``budget_flops`` (train FLOPs as the results table counts them,
   the law's x axis: PGD validation and AutoAttack are not counted; a chosen run costs its measured ``train_flops``, or
   its planned ones until it has them) or of ``budget_gpu_hours`` (what the chosen runs' records report, wall hours for
@@ -37,7 +39,7 @@ import pandas as pd
 from robustscale.accounting.budget import run_flops_plan
 from robustscale.accounting.flops import step_flops_for_config
 from robustscale.analysis.adaptive import STRATEGIES, Strategy, make_strategy
-from robustscale.analysis.adaptive_law import law_interval
+from robustscale.analysis.adaptive_law import SETTLE_RUNS, law_interval, target_reached
 from robustscale.config_checks import MAX_BINS, MAX_SEED
 from robustscale.enums import AutoAttackVersion, ExecutorKind, Status, Tracker
 from robustscale.errors import ParameterError, UserError, shown
@@ -66,12 +68,15 @@ class Limits:
     budget_flops: float | None = None
     budget_gpu_hours: float | None = None
     target_ci: float | None = None
+    settle_runs: int = SETTLE_RUNS  # target_ci must hold over this many of the latest runs (adaptive_law)
 
     def check(self) -> "Limits":
         for name in ("budget_flops", "budget_gpu_hours", "target_ci"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
                 raise ParameterError(f"{name} {shown(value)}: must be a positive number", name)
+        if isinstance(self.settle_runs, bool) or not isinstance(self.settle_runs, int) or self.settle_runs < 0:
+            raise ParameterError(f"settle_runs {shown(self.settle_runs)}: a number of runs, 0 or more", "settle_runs")
         if self.budget_flops is None and self.budget_gpu_hours is None and self.target_ci is None:
             raise ParameterError("an adaptive sweep needs a stopping rule: budget_flops, budget_gpu_hours or target_ci "
                                  "(e.g. budget_flops 1e15)", "budget_flops", "budget_gpu_hours", "target_ci")
@@ -107,7 +112,8 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
                    executor: ExecutorKind | str = ExecutorKind.local, workers: int | None = None,
                    round_size: int | None = None, retry_failed: bool = False, stale_s: float | None = None,
                    slurm: dict[str, Any] | None = None, progress: bool = False, nodes: int | None = None,
-                   procs_per_node: int | None = None, trackers: Sequence[Tracker] | None = None) -> dict[str, Any]:
+                   procs_per_node: int | None = None, trackers: Sequence[Tracker] | None = None,
+                   settle_runs: int = SETTLE_RUNS) -> dict[str, Any]:
     """Train the runs of a spec in rounds chosen by ``strategy`` until a limit is reached; resumable.
 
     Args:
@@ -123,14 +129,16 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
         executor, workers, retry_failed, stale_s, slurm, nodes, procs_per_node, trackers: as for
             :func:`robustscale.sweep.sweep`.
         round_size: runs per round (default: ``workers``, else the spec's ``workers``, else 1).
+        settle_runs: ``target_ci`` must have held after every round of this many latest runs.
         progress: show the live progress view and one line per round on stderr.
 
     Returns:
         The ``sweep --adaptive --json`` object: ``rounds`` (per round: ``run_ids``, cumulative ``spent_flops`` and
-        ``spent_gpu_hours``, ``alpha``, ``alpha_ci``, ``ci_width``), ``runs_trained`` (by this call), ``chosen``,
-        ``spent_flops``, ``spent_gpu_hours``, ``compute_frac``, ``alpha``, ``alpha_ci`` and ``stop_reason``.
+        ``spent_gpu_hours``, ``alpha``, ``alpha_ci``, ``ci_width``, ``pinned``, ``not_pinned``), ``runs_trained`` (by
+        this call), ``chosen``, ``spent_flops``, ``spent_gpu_hours``, ``compute_frac``, ``alpha``, ``alpha_ci``,
+        ``pinned``, ``not_pinned`` and ``stop_reason``.
     """
-    limits = Limits(budget_flops, budget_gpu_hours, target_ci).check()
+    limits = Limits(budget_flops, budget_gpu_hours, target_ci, settle_runs).check()
     _check_choices(strategy, seed, metric, bins, round_size)
     spec = load_spec(spec_path)
     out = Path(out) if out is not None else spec.out or Path("runs") / spec.name
@@ -219,6 +227,7 @@ class _AdaptiveSweep:
         self.round_size, self.retry_failed, self.stale_s, self.progress = round_size, retry_failed, stale_s, progress
         self.strategy: Strategy = make_strategy(plan.strategy, seed=plan.seed, metric=plan.metric, bins=plan.bins)
         self.grid_flops = sum(c.planned_flops for c in grid.values())
+        self.grid_rows = pd.DataFrame([c.row for c in grid.values()])  # the families the grid holds
         self.trained: list[str] = []
         self.rounds: list[dict[str, Any]] = []
 
@@ -244,8 +253,9 @@ class _AdaptiveSweep:
         return self._end_round(entry, self._spent(upto=entry.round), replayed=replayed, outcomes=outcomes)
 
     def _target_reached(self) -> str | None:
-        width = self.rounds[-1]["ci_width"] if self.rounds else None
-        if self.limits.target_ci is not None and width is not None and width < self.limits.target_ci:
+        history = [(r["runs"], r) for r in self.rounds]
+        if self.limits.target_ci is not None and target_reached(history, self.limits.target_ci,
+                                                                self.limits.settle_runs):
             return "target_ci"
         return None
 
@@ -335,7 +345,7 @@ class _AdaptiveSweep:
 
     def _end_round(self, entry: PlanRound, spent: Spent, *, replayed: bool, outcomes: list[dict[str, Any]]) -> bool:
         """Record what the round cost and the law after it (in the plan and in this call's rounds)."""
-        law = law_interval(spent.finished, metric=self.plan.metric, bins=self.plan.bins)
+        law = law_interval(spent.finished, metric=self.plan.metric, bins=self.plan.bins, grid=self.grid_rows)
         ended = all(_status(self.out / rid) in _ENDED for rid in entry.run_ids)
         entry.ended = entry.ended or (now() if ended else None)
         entry.spent_flops, entry.spent_gpu_hours = spent.flops, spent.gpu_hours
@@ -369,6 +379,7 @@ class _AdaptiveSweep:
             "spent_flops": spent.flops, "spent_gpu_hours": spent.gpu_hours,
             "compute_frac": spent.flops / self.grid_flops if self.grid_flops else None,
             "alpha": last.get("alpha"), "alpha_ci": last.get("alpha_ci"), "ci_width": last.get("ci_width"),
+            "pinned": last.get("pinned", False), "not_pinned": last.get("not_pinned", ["no_law: no round yet"]),
             "stop_reason": stop,
         }
 
@@ -391,6 +402,8 @@ def _round_line(entry: dict[str, Any]) -> str:
     law = "no law yet" if entry["alpha"] is None else f"alpha {entry['alpha']:.4g}"
     if entry["alpha_ci"] is not None:
         law += f" [{entry['alpha_ci'][0]:.4g}, {entry['alpha_ci'][1]:.4g}]"
+    if entry["alpha"] is not None and not entry["pinned"]:
+        law += f", not pinned ({', '.join(reason.split(':')[0] for reason in entry['not_pinned'])})"
     frac = "" if entry["compute_frac"] is None else f" ({entry['compute_frac']:.0%} of the grid)"
     runs = len(entry["run_ids"])
     return (f"round {entry['round']}: {runs} run{'s' if runs != 1 else ''} ({len(entry['trained'])} trained), "
