@@ -44,7 +44,9 @@ TINY = {"model.name": "wrn_10_1", "train.epochs": 1, "eval.pgd_steps": 2, "eval.
         "data.val_size": 50, "attack.steps": 1, "attack.step_size": None, "data.batch_size": 64}
 STEPS_PER_EPOCH = 22
 SHORT_STEPS = 4  # a run that only has to end
-LONG_EPOCHS = 20  # outlasts a requeue's 5 s KillWait (scripts/slurm-local.sh) and the epoch after its restart
+# outlasts a requeue's 5 s KillWait (scripts/slurm-local.sh; submitit ignores the SIGTERM, so an idle fast machine
+# trains on for 17 epochs of 0.3 s before the SIGKILL) and the epoch after its restart
+LONG_EPOCHS = 30
 DEADLINE_S = 900
 NAME = "robustscale-test"  # the jobs' name
 LIMITED = "robustscale-test-limited"  # the time-limited run's job
@@ -266,10 +268,12 @@ def interrupted(slurm, tmp_path_factory) -> dict:
     waiting = robustscale("sweep", spec, "--out", out, "--executor", "slurm", "--json", stdout=root / "sweep.json")
     wait_for(lambda: list((out / ".submitit").glob("*_submission.sh")), "the sweep's jobs")
     with ThreadPoolExecutor(1) as pool:
-        limit = pool.submit(outlast_time_limit, limited, root / "limited" / "out")
         both = by_loss(out)
         run, killed, seen = both["at"], both["trades"], {}
         wait_for(lambda: lines(killed / "attempts.jsonl") and lines(run / "metrics.jsonl"), "both jobs training")
+        # submitted once both train: on the node's 2 CPUs a third job would keep one of the two waiting meanwhile,
+        # while the other trains most of its epochs on a fast machine before the requeue below
+        limit = pool.submit(outlast_time_limit, limited, root / "limited" / "out")
         os.kill(lines(killed / "attempts.jsonl")[0]["pid"], signal.SIGKILL)
         job = job_of(run)
         sh("scontrol", "requeue", job)
