@@ -17,6 +17,7 @@ from robustscale.sweep.spec import expand_runs, load_spec
 
 pytestmark = pytest.mark.slow
 
+REFERENCE_CAPABILITY = "capability AVX2"  # the demo's prices were fitted on AVX2 (BENCHMARKS.md, the estimate)
 FIGURES = ["fig1a", "fig1b", "fig1c", "fig2", "fig3a", "fig3b", "fig3c"]
 
 
@@ -101,8 +102,9 @@ def test_the_start_up_estimate_scales_with_the_work_and_the_machine(recordings):
 
 def test_the_run_prices_follow_the_recorded_runs(recordings):
     """Each run's core-seconds from its planned FLOPs, against the CPU seconds it took: within 10% over a demo, and
-    within 25% over each model size (the costlier runs cost more, as recorded)."""
-    for recording in recordings:
+    within 25% over each model size (the costlier runs cost more, as recorded), on the host kind the prices were
+    fitted on (torch at AVX2). Elsewhere only the probe scales them, and the whole estimate is what is tested."""
+    for recording in [r for r in recordings if r["host"].endswith(REFERENCE_CAPABILITY)]:
         runs = recording["runs"]
         assert sum(map(run_core_s, _flops(recording))) == pytest.approx(sum(r["core_s"] for r in runs), rel=0.10)
         for model in {r["run_id"].split("-")[1] for r in runs}:
