@@ -14,6 +14,8 @@ from robustscale.analysis.adaptive_law import MIN_PINNED_BINS, law_interval
 from robustscale.analysis.replay import replay
 from robustscale.cli import main
 
+pytestmark = pytest.mark.xdist_group("test_adaptive_interval")  # module fixtures built once (conftest.py)
+
 ALPHA = 0.05
 
 

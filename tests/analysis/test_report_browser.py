@@ -21,6 +21,8 @@ from robustscale.analysis import build_report
 
 from tests.analysis.test_workflow import synthetic_table
 
+pytestmark = pytest.mark.xdist_group("test_report_browser")  # module fixtures built once (conftest.py)
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FIGURES = ("fig1a", "fig1b", "fig1c", "fig2", "fig3a", "fig3b", "fig3c")
 WINDOW = (1280, 900)  # a laptop's first screen

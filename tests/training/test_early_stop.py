@@ -15,7 +15,7 @@ from robustscale.enums import Status, StopReason
 from robustscale.store.results import results_table
 from robustscale.training import load_config, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_early_stop")]  # module fixtures built once (conftest.py)
 
 FAST = ["eval.autoattack_n=20", "eval.batch_size=100"]  # AutoAttack on a few points: it must run, not be precise
 STEPS = 20  # optimiser steps an epoch: ceil((1437 - 200 validation images) / 64)
