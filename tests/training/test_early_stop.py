@@ -17,7 +17,10 @@ from robustscale.training import load_config, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_early_stop")]  # module fixtures built once (conftest.py)
 
-FAST = ["eval.autoattack_n=20", "eval.batch_size=100"]  # AutoAttack on a few points: it must run, not be precise
+# AutoAttack on a few points (it must run, not be precise) and PGD-10 validation: on this recipe at seed 0 it alarms
+# at the same epoch (15) with the same best epoch (12) as the recipe's PGD-40, and its twin raises nothing, as with
+# PGD-40 (measured 2026-12-07), for half the CPU time of a run (12 vs 24 s)
+FAST = ["eval.autoattack_n=20", "eval.batch_size=100", "eval.pgd_steps=10"]
 STEPS = 20  # optimiser steps an epoch: ceil((1437 - 200 validation images) / 64)
 
 
