@@ -270,7 +270,8 @@ def interrupted(slurm, tmp_path_factory) -> dict:
     with ThreadPoolExecutor(1) as pool:
         both = by_loss(out)
         run, killed, seen = both["at"], both["trades"], {}
-        wait_for(lambda: lines(killed / "attempts.jsonl") and lines(run / "metrics.jsonl"), "both jobs training")
+        # `trades` past its setup (its record says running: a kill in the setup is tests/sweep/test_resilience.py's)
+        wait_for(lambda: status(killed) == "running" and lines(run / "metrics.jsonl"), "both jobs training")
         # submitted once both train: on the node's 2 CPUs a third job would keep one of the two waiting meanwhile,
         # while the other trains most of its epochs on a fast machine before the requeue below
         limit = pool.submit(outlast_time_limit, limited, root / "limited" / "out")

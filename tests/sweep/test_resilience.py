@@ -103,3 +103,30 @@ def test_two_concurrent_sweeps_never_train_a_run_twice(tmp_path, digits_yaml):
     for run_dir in run_dirs(out):
         assert status(run_dir) == "done" and attempts(run_dir) == 1
         assert record_problems(read_record(run_dir)) == []
+
+
+@pytest.mark.parametrize("record_status", ["pending", "running", "done"])
+def test_a_job_that_died_after_taking_its_run_fails_it_and_one_that_never_got_to_it_does_not(tmp_path, record_status):
+    """What the sweep does with the run of a job that ended without a result (``SlurmExecutor._died``): a run in
+    training (``running``) or in its setup (``pending``, its attempt logged: data and model were being built) fails
+    with the death as its reason; a ``pending`` run no worker got to (no attempt) stays ``pending`` for the next sweep
+    to train; a ``done`` run stays done."""
+    from robustscale.config import config_to_dict, load_config
+    from robustscale.store.record import Status, new_record, write_record
+    from robustscale.sweep.worker import fail_abandoned
+
+    config = config_to_dict(load_config("configs/digits.yaml"))
+    started, untouched = tmp_path / "started", tmp_path / "untouched"
+    for run_dir in (started, untouched):
+        run_dir.mkdir()
+        write_record(run_dir, new_record(config, Status(record_status)))
+    (started / ATTEMPTS).write_text(json.dumps({"pid": 1, "job": "slurm:7"}) + "\n")
+    reason = "job 7 died (srun: task 0: Killed) without finishing the run; its log: 7_0_log.err"
+    failed = {run_dir.name: fail_abandoned(run_dir, reason, ended_job="slurm:7") for run_dir in (started, untouched)}
+    if record_status == "done":
+        assert failed == {"started": None, "untouched": None} and status(started) == status(untouched) == "done"
+        return
+    assert failed["started"] is not None and status(started) == "failed"
+    assert read_record(started).reason.startswith(reason) and "--retry-failed" in read_record(started).reason
+    assert status(untouched) == ("failed" if record_status == "running" else "pending")
+    assert not (started / "claim.json").exists()  # released: the next sweep (with --retry-failed) takes it

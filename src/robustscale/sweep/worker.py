@@ -188,7 +188,9 @@ def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT
                    ended_job: str | None = None, reword_failed: bool = False) -> RunRecord | None:
     """A run whose processes died (a rank killed, a node lost, a job out of requeues) without writing its end: when
     its record still says ``running`` and nobody live holds it, mark it ``failed`` with ``reason`` (and log it), so
-    it is never left ``running``; ``--retry-failed`` resumes it from its checkpoint.
+    it is never left ``running``; ``--retry-failed`` resumes it from its checkpoint. A record still ``pending`` with
+    an attempt logged died in the run's setup (data, model, before training writes ``running``): failed too, so the
+    death is the run's reason and not only a line in the sweep's summary.
 
     Args:
         run_dir: the run folder.
@@ -200,7 +202,8 @@ def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT
             echo of another rank's death (a broken connection): ``reason`` replaces it.
 
     Returns:
-        The failed record written, or None (another worker holds the run, or it is not ``running``).
+        The failed record written, or None (another worker holds the run, or it is not ``running``, nor ``pending``
+        with an attempt logged).
     """
     run_dir = Path(run_dir)
     held = acquire_claim(run_dir, stale_s, ended_job=ended_job)
@@ -210,6 +213,8 @@ def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT
         append_line(run_dir / ERROR_LOG, _stamp() + reason + "\n")  # what died, whatever the record says
         record = read_record(run_dir)
         ended = {Status.running, Status.failed} if reword_failed else {Status.running}
+        if (run_dir / ATTEMPTS).is_file() and (run_dir / ATTEMPTS).stat().st_size:  # a worker got to it
+            ended.add(Status.pending)
         if record is None or record.status not in ended:
             return None
         record = record.failed(f"{reason}; rerun with --retry-failed to resume from the last checkpoint")
