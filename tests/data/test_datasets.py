@@ -2,6 +2,8 @@
 
 import hashlib
 import pickle
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -175,6 +177,32 @@ def test_digits_split_is_fixed_and_a_partition_of_the_dataset():
     full = _hashes(bunch.images.astype(np.uint8), bunch.target)
     assert _hashes(levels(a_x), a_y) + _hashes(levels(t_x), t_y) == full
     assert len(a_y) + len(t_y) == len(bunch.target) == 1797
+
+
+def test_digits_are_scikit_learns_arrays_and_its_split_without_importing_it(monkeypatch):
+    """What ``load_digits`` and ``train_test_split(..., test_size=0.2, random_state=0, stratify=labels)`` give with the
+    installed scikit-learn, pixel for pixel and in the same order, read from its CSV and the stored split; in a fresh
+    process scikit-learn is never imported for it; where its CSV is not found, one line says so and how to fix it."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from robustscale.data import digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images / 16.0 * 255.0).astype(np.uint8)
+    train, test = train_test_split(np.arange(1797), test_size=digits.TEST_FRACTION, random_state=digits.SPLIT_SEED,
+                                   stratify=bunch.target)
+    assert len(train) == digits.N_TRAIN
+    for split, idx in (("train", train), ("test", test)):
+        x, y = digits.load_digits_arrays(split)
+        assert np.array_equal(x[..., 0], images[idx]) and np.array_equal(y, bunch.target[idx]), split
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="digits.csv.gz not found .*pip install --force-reinstall"):
+        digits.load_digits_arrays("test")
+    code = ("import sys; from robustscale.data import load_data; load_data('digits', 'train'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_digits_upsampling_preserves_content():
