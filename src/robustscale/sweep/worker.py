@@ -213,7 +213,7 @@ def fail_abandoned(run_dir: str | Path, reason: str, *, stale_s: float = DEFAULT
         append_line(run_dir / ERROR_LOG, _stamp() + reason + "\n")  # what died, whatever the record says
         record = read_record(run_dir)
         ended = {Status.running, Status.failed} if reword_failed else {Status.running}
-        if (run_dir / ATTEMPTS).is_file() and (run_dir / ATTEMPTS).stat().st_size:  # a worker got to it
+        if (run_dir / ATTEMPTS).is_file():  # a worker got to it (the attempt is logged before the run's setup)
             ended.add(Status.pending)
         if record is None or record.status not in ended:
             return None
