@@ -17,7 +17,7 @@ _LAZY = {  # public name -> the module defining it
     "Config": "robustscale.config",
     "load_config": "robustscale.training.run_config",
     "load_data": "robustscale.data",
-    "create_model": "robustscale.models",  # importing it registers the WideResNets into timm
+    "create_model": "robustscale.models",
     "load_model": "robustscale.training.model_files",
 }
 

@@ -1,15 +1,15 @@
-"""WideResNets registered into timm, any timm model behind Normalize, parameter counts on the meta device."""
+"""WideResNets built without timm and registered into it on request, any timm model behind Normalize, parameter
+counts on the meta device. (That a WideResNet's run imports neither timm nor torchvision: tests/tracking.)"""
 
 import pytest
 import timm
 import torch
 from torch import nn
 
-import robustscale  # noqa: F401  (registers the WRNs into timm)
 from robustscale.errors import ConfigError
-from robustscale.models import WideResNet, count_params, create_model, wrn_params
+from robustscale.models import WideResNet, count_params, create_model, register_wrn, register_wrns, wrn_params
 
-REGISTERED = timm.list_models("wrn_*")
+REGISTERED = register_wrns()
 ACT_NAMES = {"GELU", "ReLU", "SiLU", "GELUTanh", "QuickGELU"}  # torch's or timm's own classes, by name
 
 
@@ -39,6 +39,21 @@ def test_paper_model_sizes():
 
 def test_registry_holds_the_paper_sizes():
     assert {"wrn_28_10", "wrn_34_10", "wrn_34_20", "wrn_70_16", "wrn_16_4", "wrn_10_1"} <= set(REGISTERED)
+    assert set(REGISTERED) <= set(timm.list_models("wrn_*"))
+
+
+@pytest.mark.parametrize("act, style", [("relu", "robustbench"), ("gelu", "robustbench"), ("silu", "deepmind")])
+def test_ours_and_timms_build_the_same_network(act, style):
+    """Built here or by ``timm.create_model`` after registration: the same modules, the same weights from a seed."""
+    torch.manual_seed(0)
+    ours = create_model("wrn_16_2", num_classes=7, act_layer=act, style=style).model
+    torch.manual_seed(0)
+    theirs = timm.create_model("wrn_16_2", num_classes=7, act_layer=act, style=style)
+    assert [type(m).__name__ for m in ours.modules()] == [type(m).__name__ for m in theirs.modules()]
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(ours.eval()(x), theirs.eval()(x))
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -83,9 +98,10 @@ def test_forward_backward_on_cpu(name, size, act):
     _train_step(model, size)
 
 
-def test_unregistered_valid_wrn_is_registered_on_demand():
+def test_any_valid_wrn_builds_and_registers_on_request():
     model = create_model("wrn_40_2", num_classes=10)
-    assert timm.is_model("wrn_40_2")
+    assert not timm.is_model("wrn_40_2")
+    assert register_wrn(40, 2) == "wrn_40_2" and timm.is_model("wrn_40_2")
     assert len(model.model.blocks) == 18 and model.model.head.in_features == 128
     assert count_params("wrn_40_2") == _wrn_params(40, 2)
     model.eval()

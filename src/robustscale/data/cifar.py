@@ -3,19 +3,18 @@
 The batches are pickles (see :mod:`robustscale.data.safe_pickle`): each is read with the restricted unpickler and
 checked (a dict with a uint8 ``data`` array of 3072-byte rows and one integer label in range per row) before its
 pixels are used, so a crafted or damaged file is one :class:`DataError` line naming it. ``download=True`` fetches
-the official archive through torchvision (checksum verified) and then reads it the same way; torchvision's own
-loader, a plain ``pickle.load``, is never used.
+the official archive through torchvision (checksum verified; :mod:`robustscale.data.torchvision_sets`, imported only
+then) and then reads it the same way; torchvision's own loader, a plain ``pickle.load``, is never used.
 """
 
 from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
-import torchvision
-from torchvision.datasets.utils import download_and_extract_archive
 
 from robustscale.data.safe_pickle import UnsafePickle, safe_load_file
 from robustscale.enums import Dataset
@@ -43,15 +42,6 @@ CIFAR_FILES = {
     Dataset.cifar100: CifarFiles("cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR100",
                            "cifar-100-python/ (train, test, meta)"),
 }
-
-
-def _download(files: CifarFiles, root: Path) -> None:
-    cls = getattr(torchvision.datasets, files.torchvision_class)
-    try:
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-    except Exception as err:  # network, disk, checksum: say which
-        raise DataError(f"download of {files.torchvision_class} into '{shown(root)}' failed ({type(err).__name__}: "
-                        f"{shown(err)}); check the network or fetch the files by hand") from None
 
 
 def _read_batch(path: Path, files: CifarFiles) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +75,7 @@ def load_cifar_arrays(name: Dataset, split: str, root: Path | None, download: bo
     folder = root / files.folder
     names = files.train if split == "train" else files.test
     if download and not all((folder / n).is_file() for n in names):
-        _download(files, root)
+        import_module("robustscale.data.torchvision_sets").download_archive(files.torchvision_class, root)
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DataError(f"{name} not found: expected {files.expected} in '{shown(root)}' (missing {missing[0]}); set "

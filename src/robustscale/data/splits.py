@@ -8,6 +8,7 @@ float NCHW in [0, 1] (normalisation lives inside the model, so eps is in pixel u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +18,6 @@ import torch
 from robustscale.data.cifar import load_cifar_arrays
 from robustscale.data.digits import load_digits_arrays
 from robustscale.data.synthetic import load_synthetic
-from robustscale.data.torchvision_sets import load_torchvision_arrays
 from robustscale.datasets import DatasetInfo, dataset_info
 from robustscale.enums import Dataset, ValSource
 from robustscale.errors import DataError, shown
@@ -42,7 +42,8 @@ def load_arrays(dataset: Dataset | str, split: str = "train", root: Path | None 
         return load_digits_arrays(split, image_size or 8)
     if dataset in (Dataset.cifar10, Dataset.cifar100):
         return load_cifar_arrays(dataset, split, root, download)
-    return load_torchvision_arrays(dataset, split, root, download)
+    # SVHN: through torchvision, imported only here (robustscale.data.torchvision_sets)
+    return import_module("robustscale.data.torchvision_sets").load_torchvision_arrays(dataset, split, root, download)
 
 
 def to_float(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""SVHN from a local folder in its distributed format (``.mat`` files, read by scipy: no code in them runs), through
-torchvision's class. CIFAR is read by :mod:`robustscale.data.cifar` instead: torchvision unpickles its batches with a
-plain ``pickle.load``.
+"""What needs torchvision: SVHN from a local folder in its distributed format (``.mat`` files, read by scipy: no code
+in them runs) through torchvision's class, and the download of the CIFAR archives. CIFAR is read by
+:mod:`robustscale.data.cifar` instead: torchvision unpickles its batches with a plain ``pickle.load``.
 
 ``download=True`` uses torchvision's own download (needs network). Without it, missing files give one line saying
-which files are expected where.
+which files are expected where. Imported only for those (``import_module``): torchvision imports ``torch._dynamo``,
+about a second of a process's start on a 2-core host, which a run on CIFAR or digits does without.
 """
 
 from __future__ import annotations
@@ -12,11 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import torchvision
+from torchvision.datasets.utils import download_and_extract_archive
 
 from robustscale.enums import Dataset
-from robustscale.errors import DataError
+from robustscale.errors import DataError, shown
 
 _EXPECTED = {Dataset.svhn: "train_32x32.mat and test_32x32.mat"}
+
+
+def download_archive(torchvision_class: str, root: Path) -> None:
+    """Download and unpack the official archive of torchvision's ``torchvision_class`` (CIFAR10, CIFAR100) into
+    ``root``, its md5 checked."""
+    cls = getattr(torchvision.datasets, torchvision_class)
+    try:
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    except Exception as err:  # network, disk, checksum: say which
+        raise DataError(f"download of {torchvision_class} into '{shown(root)}' failed ({type(err).__name__}: "
+                        f"{shown(err)}); check the network or fetch the files by hand") from None
 
 
 def _presence_only(cls):

@@ -1,5 +1,6 @@
-"""Building models by name: any timm model, ``wrn_D_W`` registered on demand, behind the normalisation that lets
-every attack work in [0, 1] pixel units; and the checks that a name and its options build at all.
+"""Building models by name: ``wrn_D_W`` (ours, built here without importing timm) or any timm model (through
+:mod:`robustscale.models.timm_models`), behind the normalisation that lets every attack work in [0, 1] pixel units;
+and the checks that a name and its options build at all.
 
 Nothing here knows the config: :mod:`robustscale.training.model_files` builds the model a config describes.
 """
@@ -9,22 +10,26 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
+from importlib import import_module
 
-import timm
 import torch
 
 from robustscale.enums import Activation
 from robustscale.errors import ConfigError, shown
 from robustscale.models.normalize import NormalizedModel
-from robustscale.models.wideresnet import parse_wrn_name, register_wrn
+from robustscale.models.wideresnet import WideResNet, check_wrn_size, parse_wrn_name
 
 __all__ = ["create_model", "count_params", "check_model_name", "check_model_builds"]
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_]{1,100}(\.[A-Za-z0-9_]{1,100})?")  # timm: architecture[.pretrained_tag]
 
 
+def _timm():
+    return import_module("robustscale.models.timm_models")  # imports timm: only for a model that is not ours
+
+
 def check_model_name(name: str) -> None:
-    """Raise a one-line :class:`ConfigError` unless ``name`` is a timm model (``wrn_D_W`` registered on demand).
+    """Raise a one-line :class:`ConfigError` unless ``name`` is a valid ``wrn_D_W`` or a timm model.
 
     The whole name is checked, not just what timm looks at: timm stops at the first dot (a pretrained tag), so
     ``resnet18./../../x`` would pass its check and then name a run folder outside the sweep's output.
@@ -35,32 +40,36 @@ def check_model_name(name: str) -> None:
     wrn = parse_wrn_name(name)
     if wrn is not None:
         try:
-            register_wrn(*wrn)
+            check_wrn_size(*wrn)
         except ValueError as err:
             raise ConfigError(f"model.name: {err}") from None
-    if not timm.is_model(name):
+    elif not _timm().is_model(name):
         raise ConfigError(f"model.name: '{name}' is not a timm model (try wrn_28_10, wrn_16_4, resnet18; "
                           "`python -c \"import timm; print(timm.list_models())\"` lists them)")
 
 
 def create_model(name: str, *, num_classes: int = 10, in_chans: int = 3, act_layer: Activation | str | None = None,
                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kwargs) -> NormalizedModel:
-    """Build ``name`` from timm's registry (``wrn_D_W`` registered on demand) behind a :class:`Normalize`.
+    """Build ``name`` (``wrn_D_W`` here, any other model by timm) behind a :class:`Normalize`.
 
     ``act_layer`` is an :class:`~robustscale.enums.Activation` or any timm activation name; None keeps the model's.
+    An option that is None is left out, as ``timm.create_model`` leaves it out.
 
     Raises:
-        ConfigError: timm cannot build the model with these options (a wrong type or value in ``model.kwargs``).
+        ConfigError: the model cannot be built with these options (a wrong type or value in ``model.kwargs``).
     """
     check_model_name(name)
+    options = {"num_classes": num_classes, "in_chans": in_chans,
+               "act_layer": None if act_layer is None else str(act_layer), **kwargs}
+    options = {key: value for key, value in options.items() if value is not None}
+    wrn = parse_wrn_name(name)
     try:
-        net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
-                                act_layer=None if act_layer is None else str(act_layer), **kwargs)
+        net = WideResNet(*wrn, **options) if wrn is not None else _timm().create(name, **options)
     except TypeError as err:
-        raise ConfigError(f"model: timm model '{name}' rejected an option ({shown(err)}); set model.act_layer=null "
+        raise ConfigError(f"model: '{name}' rejected an option ({shown(err)}); set model.act_layer=null "
                           "or remove the model.kwargs it does not take") from None
     except Exception as err:  # third-party constructors fail every way on a bad value: the kwargs are user input
-        raise ConfigError(f"model: timm could not build '{name}' with model.kwargs {shown(kwargs)} "
+        raise ConfigError(f"model: could not build '{name}' with model.kwargs {shown(kwargs)} "
                           f"({type(err).__name__}: {shown(err)}); fix or remove those kwargs") from None
     return NormalizedModel(net, mean[:in_chans], std[:in_chans])
 

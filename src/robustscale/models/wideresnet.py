@@ -17,27 +17,42 @@ Two implementations of that block ran in the paper's grid, and ``style`` picks o
   ``logits`` and then calls ``init_modules(self)``, which only acts on a module that is itself a ``Conv2d`` or
   ``BatchNorm2d``, and the root module is neither, so its ``trunc_normal_`` never runs.
 
-After ``import robustscale.models``: ``timm.create_model("wrn_28_10", num_classes=10, act_layer="gelu")``. Any other valid
-``wrn_D_W`` is registered on demand by :func:`robustscale.models.create_model` (or :func:`register_wrn`).
+Nothing here imports timm: a run of a WideResNet never loads it (timm imports torchvision and ``torch._dynamo``, 1.4 s of
+every process's start on a 2-core host, and a sweep starts a process per run and rank). An activation named other than
+``relu``, ``gelu`` or ``silu`` is looked up in timm, and :mod:`robustscale.models.timm_models` registers these
+models into timm's registry (``register_wrns()``, then ``timm.create_model("wrn_28_10", act_layer="gelu")``).
 """
 
 from __future__ import annotations
 
 import re
-import sys
+from importlib import import_module
 
-import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import get_act_layer
-from timm.models import register_model
 from torch import nn
 
 from robustscale.enums import WRNStyle, choice
 
-__all__ = ["WideResNet", "register_wrn", "parse_wrn_name", "wrn_params", "same_padding"]
+__all__ = ["WideResNet", "parse_wrn_name", "check_wrn_size", "wrn_params", "same_padding", "activation_layer",
+           "PAPER_SIZES"]
 
 _WRN_NAME = re.compile(r"^wrn_(\d+)_(\d+)$")
+# the sizes the paper studies, and small ones for CPU work
+PAPER_SIZES = ((10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (22, 2), (28, 2), (28, 4), (28, 10), (34, 10),
+               (34, 20), (70, 16))
+# the activations a config can name (robustscale.enums.Activation): the classes timm's get_act_layer gives for relu
+# and silu; for gelu timm gives a GELU of its own whose forward is F.gelu(x), as nn.GELU's is
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def activation_layer(name: str | type[nn.Module]) -> type[nn.Module]:
+    """The class of activation ``name``: ``relu``, ``gelu``, ``silu``, else whatever timm calls it; a class as is."""
+    if not isinstance(name, str):
+        return name
+    if name in _ACTIVATIONS:
+        return _ACTIVATIONS[name]
+    return import_module("robustscale.models.timm_models").act_layer(name)  # imports timm (module docstring)
 
 
 def same_padding(stride: int) -> tuple[int, int, int, int] | None:
@@ -92,7 +107,7 @@ class WideResNet(nn.Module):
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, 40, 70...), got {depth}")
         if width < 1:
             raise ValueError(f"WideResNet width must be >= 1, got {width}")
-        act = get_act_layer(act_layer) if isinstance(act_layer, str) else act_layer
+        act = activation_layer(act_layer)
         n = (depth - 4) // 6
         widths = [16, 16 * width, 32 * width, 64 * width]
         self.num_classes, self.num_features, self.drop_rate = num_classes, widths[3], drop_rate
@@ -110,6 +125,8 @@ class WideResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if self.stem.weight.is_meta:  # built to be counted or checked (no values), and meta's normal_ imports dynamo
+            return
         if self.style is WRNStyle.deepmind:  # PyTorch's defaults but a zero classifier (module docstring)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -164,27 +181,8 @@ def parse_wrn_name(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def register_wrn(depth: int, width: int) -> str:
-    """Register ``wrn_{depth}_{width}`` in timm's registry (idempotent) and return its name."""
-    name = f"wrn_{depth}_{width}"
-    if name in timm.list_models(name):
-        return name
+def check_wrn_size(depth: int, width: int) -> None:
+    """Raise ``ValueError`` unless ``wrn_{depth}_{width}`` can be built."""
     if depth < 10 or (depth - 4) % 6 or width < 1:
-        raise ValueError(f"'{name}' is not a valid WideResNet: depth must be 6n+4 (10, 16, 22, 28, 34, 70...), width >= 1")
-
-    def entrypoint(pretrained: bool = False, **kwargs) -> WideResNet:
-        if pretrained:
-            raise ValueError(f"{name}: robustscale ships no pretrained weights")
-        return WideResNet(depth, width, **kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = __name__
-    setattr(sys.modules[__name__], name, entrypoint)
-    register_model(entrypoint)
-    return name
-
-
-# The sizes the paper studies, and small ones for CPU work.
-for _d, _w in [(10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (22, 2), (28, 2), (28, 4), (28, 10), (34, 10),
-               (34, 20), (70, 16)]:
-    register_wrn(_d, _w)
+        raise ValueError(f"'wrn_{depth}_{width}' is not a valid WideResNet: depth must be 6n+4 (10, 16, 22, 28, 34, "
+                         "70...), width >= 1")
