@@ -62,7 +62,9 @@ def bench_kernels(repeats: int) -> None:
 
     import timm
 
-    import robustscale.models  # noqa: F401  (registers the WideResNets)
+    from robustscale.models import register_wrns
+
+    register_wrns()
 
     print("model     batch | forward ms: oneDNN  oneDNN+CL  native+CL | forward+grad ms: oneDNN  oneDNN+CL  native+CL")
     for name in MODELS:
