@@ -16,7 +16,7 @@ from torch import nn
 
 from robustscale.models.wideresnet import PAPER_SIZES, WideResNet, check_wrn_size
 
-__all__ = ["is_model", "create", "act_layer", "register_wrn", "register_wrns"]
+__all__ = ["act_layer", "create", "is_model", "register_wrn", "register_wrns"]
 
 
 def is_model(name: str) -> bool:

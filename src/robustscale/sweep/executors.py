@@ -319,9 +319,9 @@ def _map_array(executor: submitit.AutoExecutor, job: Callable[..., Any], *args: 
         # submitit waits up to 15 s for an ended job's result file to show (Job._results_timeout_s), for network
         # filesystems; on this machine a job's process writes it before it exits, so a job without one died, and
         # its run fails at once (submitit's own tests set the same attribute to 0)
-        for job in jobs:
-            for rank in range(job.num_tasks):
-                _task(job, rank)._results_timeout_s = 0
+        for submitted in jobs:
+            for rank in range(submitted.num_tasks):
+                _task(submitted, rank)._results_timeout_s = 0
     return jobs
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch._dynamo  # noqa: F401  (before any process group: see below)
+import torch._dynamo  # before any process group: see below
 import torch.distributed as dist
 
 # torch imports its compiler (torch._dynamo) on the first meta-device op: here the model check and the FLOP count,
