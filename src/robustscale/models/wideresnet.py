@@ -1,4 +1,5 @@
-"""Pre-activation WideResNets as used across the adversarial-training literature, registered into timm.
+"""Pre-activation WideResNets as used across the adversarial-training literature (timm-compatible: registered into
+timm on request).
 
 The block follows Zhang et al. (TRADES) / Gowal et al. (2020): BN -> act -> conv3x3 -> BN -> act -> conv3x3, with a
 1x1 projection on the pre-activated input where the shape changes. Depth ``d`` gives ``(d - 4) / 6`` blocks in each of
