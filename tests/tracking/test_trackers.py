@@ -113,8 +113,8 @@ print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules if m.spl
 @pytest.mark.slow
 def test_a_run_without_trackers_loads_none_of_their_libraries_nor_timm(tmp_path, digits_yaml):
     """No tracker module, TensorBoard, MLflow or W&B is imported; nor timm and torchvision, which a WideResNet on
-    digits does not use (timm imports W&B itself when it is installed, and torchvision ``torch._dynamo``: a second of
-    every run's and rank's start on a 2-core host)."""
+    digits does not use (timm imports W&B itself when it is installed; timm and torchvision cost 0.9 s of every
+    run's and rank's start on a 2-core host)."""
     argv = ["train", str(digits_yaml), "--out", str(tmp_path / "run"), "--quiet", "model.name=wrn_10_1",
             "train.epochs=1", "train.max_steps=2", "data.val_size=20", "eval.pgd_steps=1", "eval.autoattack=none",
             "eval.autoattack_n=20"]

@@ -3,8 +3,8 @@ in them runs) through torchvision's class, and the download of the CIFAR archive
 :mod:`robustscale.data.cifar` instead: torchvision unpickles its batches with a plain ``pickle.load``.
 
 ``download=True`` uses torchvision's own download (needs network). Without it, missing files give one line saying
-which files are expected where. Imported only for those (``import_module``): torchvision imports ``torch._dynamo``,
-about a second of a process's start on a 2-core host, which a run on CIFAR or digits does without.
+which files are expected where. Imported only for those (``import_module``): torchvision, with timm, cost 0.9 s of a
+process's start on a 2-core host, which a run on CIFAR or digits does without.
 """
 
 from __future__ import annotations

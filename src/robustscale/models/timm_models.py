@@ -1,8 +1,9 @@
 """Everything that needs timm: its models by name, its activations by name, and our WideResNets in its registry.
 
 Imported only where a config names something of timm's (any model but ``wrn_D_W``, an activation other than relu,
-gelu and silu), or by a user who wants ``timm.create_model("wrn_28_10")``: importing timm imports torchvision and
-``torch._dynamo`` (1.4 s of a process's start on a 2-core host), which a run of a WideResNet does without.
+gelu and silu), or by a user who wants ``timm.create_model("wrn_28_10")``: timm and the torchvision it imports
+cost 0.9 s of a process's start on a 2-core host (BENCHMARKS.md, "Test suite"), which a run of a WideResNet does
+without.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ Two implementations of that block ran in the paper's grid, and ``style`` picks o
   ``logits`` and then calls ``init_modules(self)``, which only acts on a module that is itself a ``Conv2d`` or
   ``BatchNorm2d``, and the root module is neither, so its ``trunc_normal_`` never runs.
 
-Nothing here imports timm: a run of a WideResNet never loads it (timm imports torchvision and ``torch._dynamo``, 1.4 s of
-every process's start on a 2-core host, and a sweep starts a process per run and rank). An activation named other than
+Nothing here imports timm: a run of a WideResNet never loads it (timm and the torchvision it imports cost 0.9 s of every
+process's start on a 2-core host, and a sweep starts a process per run and rank). An activation named other than
 ``relu``, ``gelu`` or ``silu`` is looked up in timm, and :mod:`robustscale.models.timm_models` registers these
 models into timm's registry (``register_wrns()``, then ``timm.create_model("wrn_28_10", act_layer="gelu")``).
 """
@@ -126,7 +126,7 @@ class WideResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        if self.stem.weight.is_meta:  # built to be counted or checked (no values), and meta's normal_ imports dynamo
+        if self.stem.weight.is_meta:  # built to be counted or checked: no values to initialise
             return
         if self.style is WRNStyle.deepmind:  # PyTorch's defaults but a zero classifier (module docstring)
             nn.init.zeros_(self.head.weight)
