@@ -13,6 +13,9 @@ from robustscale.training.model_files import load_model
 # one xdist worker builds the module fixture (tests/conftest.py)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_robustness_gain")]
 
+# Validation (the best checkpoint's pick) by PGD-10, not the recipe's PGD-40: PGD-20 test accuracy standard 0.003 /
+# AT 0.403 / TRADES 0.561 against 0.003 / 0.406 / 0.561 with PGD-40 (2026-12-07), in 25 s of training, not 38
+
 
 @pytest.fixture(scope="module")
 def pgd20(tmp_path_factory):
@@ -21,7 +24,8 @@ def pgd20(tmp_path_factory):
 
     def run(loss):
         if loss not in cache:
-            cfg = load_config("configs/digits.yaml", [f"train.loss={loss}", "train.epochs=8", "eval.autoattack=none"])
+            cfg = load_config("configs/digits.yaml", [f"train.loss={loss}", "train.epochs=8", "eval.autoattack=none",
+                                                      "eval.pgd_steps=10"])
             run_dir = tmp_path_factory.mktemp(loss)
             train(cfg, run_dir, progress=False)
             torch.manual_seed(0)
