@@ -257,7 +257,8 @@ def interrupted(slurm, tmp_path_factory) -> dict:
     """One waiting sweep of two runs: ``trades``'s process is killed once it trains; ``at`` is requeued by
     ``scontrol requeue`` after its first epoch and left in the queue until ``trades`` has failed and the sweep was
     rerun with ``--stale-after 1``, then sent ``USR2`` after one more epoch. Meanwhile a third run outlasts its
-    1-minute time limit (:func:`outlast_time_limit`)."""
+    1-minute time limit (:func:`outlast_time_limit`), and once the sweep has returned, ``at`` trains uninterrupted in
+    this process, the reference for the requeued run (while the time-limited run waits for its limit, paused)."""
     root = tmp_path_factory.mktemp("interrupted")
     spec, out = write_spec(root, epochs={"at": LONG_EPOCHS, "trades": LONG_EPOCHS}, slurm={"cpus": 1}), root / "out"
     # Slurm sends the time-limit signal up to a check interval (30 s) early: with the default 15 s of a 1-minute job,
@@ -291,9 +292,12 @@ def interrupted(slurm, tmp_path_factory) -> dict:
         wait_for(lambda: len(lines(run / "metrics.jsonl")) > resumed_epochs, "an epoch after the restart")
         sh("scancel", "--signal=USR2", job)
         wait_for(lambda: waiting.poll() is not None, "the sweep", hurrying=lambda: hurry(jobs=[job]))
+        straight = sweep(write_spec(root / "straight", losses=("at",), epochs={"at": LONG_EPOCHS}),
+                         root / "straight" / "out")
         limited_run, limited_job = limit.result(timeout=DEADLINE_S)
     return {"run": run, "killed": killed, "job": job, "limited": limited_run, "limited_job": limited_job,
-            "seen": seen, "returncode": waiting.returncode, "summary": json.loads((root / "sweep.json").read_text())}
+            "seen": seen, "returncode": waiting.returncode, "summary": json.loads((root / "sweep.json").read_text()),
+            "reference": root / "straight" / "out" / straight["done"][0]}
 
 
 def test_a_job_that_dies_fails_its_run_naming_its_log_while_the_others_still_run(interrupted):
@@ -316,7 +320,7 @@ def test_a_requeued_job_waiting_in_the_queue_keeps_its_run(interrupted):
     assert {a["job"] for a in lines(interrupted["run"] / "attempts.jsonl")} == {f"slurm:{interrupted['job']}"}
 
 
-def test_a_requeued_and_a_preempted_job_come_back_and_end_as_if_uninterrupted(interrupted, tmp_path):
+def test_a_requeued_and_a_preempted_job_come_back_and_end_as_if_uninterrupted(interrupted):
     run = interrupted["run"]
     first, second, third = lines(run / "attempts.jsonl")
     assert not first["resume"] and second["resume"] and third["resume"]
@@ -326,8 +330,7 @@ def test_a_requeued_and_a_preempted_job_come_back_and_end_as_if_uninterrupted(in
     assert third["from_step"] > second["from_step"]
     assert third["claim"] == second["claim"]  # the claim parked by the preempted job, adopted by its requeued self
     assert [row["epoch"] for row in lines(run / "metrics.jsonl")] == list(range(1, LONG_EPOCHS + 1))
-    straight = sweep(write_spec(tmp_path, losses=("at",), epochs={"at": LONG_EPOCHS}), tmp_path / "out")
-    reference = tmp_path / "out" / straight["done"][0]
+    reference = interrupted["reference"]  # the same run trained straight through, in the test's process
     assert reference.name == run.name
     for name in ("last.safetensors", "best.safetensors"):
         a, b = load_file(run / name), load_file(reference / name)
