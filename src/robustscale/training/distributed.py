@@ -15,8 +15,9 @@ import torch
 import torch._dynamo  # before any process group: see below
 import torch.distributed as dist
 
-# torch imports its compiler (torch._dynamo) on the first meta-device op: here the model check and the FLOP count,
-# which a rank runs after it joined its group. Imported then, with a gloo group alive, a rank of a two-process
+# torch imports its compiler (torch._dynamo) the first time a function it wraps in `torch._disable_dynamo` runs: the
+# first meta-device op, FlopCounterMode, the first backward; here the model check and the FLOP count, which a rank
+# runs after it joined its group. Imported then, with a gloo group alive, a rank of a two-process
 # `robustscale eval --procs-per-node 2` aborted at exit ("terminate called without an active exception", SIGABRT)
 # in 2-3 of 10 runs; imported first, as it was while timm imported it, in none of 20 (2026-12-07).
 
