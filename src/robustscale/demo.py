@@ -206,13 +206,17 @@ def _others_busy_cores(before: tuple[int, int] | None, after: tuple[int, int] | 
 
 
 def _background_load(probe: Callable[[], float], window_s: float = 1.0) -> tuple[float, float]:
-    """The probe's CPU seconds (best of three) and the cores other jobs keep busy meanwhile, measured over at least
-    ``window_s``: what they take now, where the 1-minute load average still carries what just ended (README command
-    1 starts the demo right after pip's install, which left the average near 1 on an idle machine). The load
-    average where ``/proc/stat`` is missing."""
+    """The probe's CPU seconds (the best of as many as fit in ``window_s``, at least three) and the cores other jobs
+    keep busy meanwhile: what they take now, where the 1-minute load average still carries what just ended (README
+    command 1 starts the demo right after pip's install, which left the average near 1 on an idle machine). The load
+    average where ``/proc/stat`` is missing. The best of many: on a shared VM one probe took 0.10-0.18 CPU-s from
+    one moment to the next, the best of three once 0.139 before a demo whose runs went at the speed of 0.095
+    (BENCHMARKS.md, "The demo's start-up estimate")."""
     start, own, before = time.perf_counter(), time.process_time(), _cpu_ticks()
-    probe_cpu_s = min(probe() for _ in range(3))
-    time.sleep(max(0.0, window_s - (time.perf_counter() - start)))
+    probes = [probe() for _ in range(3)]
+    while time.perf_counter() - start < window_s:
+        probes.append(probe())
+    probe_cpu_s = min(probes)
     busy = _others_busy_cores(before, _cpu_ticks(), time.process_time() - own)
     if busy is None:
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
