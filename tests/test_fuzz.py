@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -176,6 +177,8 @@ def tables(draw) -> tuple[str, str]:
 def _valid_fit(out: str) -> None:
     result = json.loads(out)
     assert result["n_runs"] >= 3 and "accuracy_law" in result
+    law = result["accuracy_law"]  # a law is numbers: an infinite C is written as null
+    assert all(isinstance(law[k], float) and math.isfinite(law[k]) for k in ("C", "alpha")), law
 
 
 @FUZZ
@@ -187,6 +190,8 @@ def _valid_fit(out: str) -> None:
 @example(table=(".csv", "run_id,status,train_flops,autoattack_acc\na,done,1e15,1.3407807929942597e+154\n"
                         "b,done,2e15,0.32\nc,done,4e15,0.34\n"), metric="autoattack_acc")  # found by a random run:
 # an accuracy of 1e154 overflowed the fit (C = inf); accuracies above 100 are now one line
+@example(table=(".csv", "run_id,status,train_flops,autoattack_acc\na,done,1e300,1\nb,done,1e301,1e-150\n"
+                        "c,done,1e302,1e-300\n"), metric="autoattack_acc")  # C = 10^45000 came out as null
 def test_tables_give_a_fit_or_one_line(table, metric, tmp_path_factory):
     suffix, text = table
     path = tmp_path_factory.mktemp("tab") / f"t{suffix}"

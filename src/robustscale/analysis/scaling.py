@@ -74,6 +74,17 @@ def _select(flops: np.ndarray, y: np.ndarray, bins: int, envelope: bool, what: s
     return support
 
 
+def _power_of_ten(log_c: float, flops: np.ndarray, y: np.ndarray) -> float:
+    """``10 ** log_c``, the law's C; a :class:`UserError` where it is out of a float's reach with room to compute
+    with (accuracies of 1e-150 and 1e-300 over FLOPs of 1e301 and 1e302 fit C = 10^45000), rather than a law whose
+    C is infinite or zero."""
+    if not -300.0 < log_c < 300.0:
+        raise UserError(f"power law: its fit puts C at 10^{log_c:.4g}, outside 10^-300..10^300, from y "
+                        f"{y.min():.3g}..{y.max():.3g} over FLOPs {flops.min():.3g}..{flops.max():.3g}: check the "
+                        "table's accuracy and FLOP columns")
+    return float(10.0**log_c)
+
+
 def _r2(y: np.ndarray, fitted: np.ndarray) -> float:
     total = float(np.sum((y - y.mean()) ** 2))
     return float(1.0 - np.sum((y - fitted) ** 2) / total) if total > 0 else float("nan")
@@ -126,8 +137,7 @@ class ScalingLaw(BaseEstimator):
         self.support_ = _select(flops, values, self.bins, self.envelope, "power law")
         px, py = flops[self.support_], values[self.support_]
         self.alpha_, log_c = np.polyfit(np.log10(px), np.log10(py), 1)
-        self.C_ = float(10.0**log_c)
-        self.alpha_ = float(self.alpha_)
+        self.C_, self.alpha_ = _power_of_ten(log_c, px, py), float(self.alpha_)
         self.r2_ = _r2(np.log10(py), log_c + self.alpha_ * np.log10(px))
         self.n_ = int(px.size)
         self.points_ = np.column_stack([px, py])
