@@ -225,6 +225,39 @@ def test_help_loads_no_heavy_library():
     assert result["loaded"] == []
 
 
+ANALYSIS = """
+import contextlib, io, json, sys
+from robustscale.cli import main
+codes = {}
+for argv in [["fit", sys.argv[1], "--json"], ["extrapolate", sys.argv[1], "--target", "0.6", "--json"],
+             ["predict", sys.argv[1], "--json"], ["plan", sys.argv[1], "--flops", "1e18", "--json"]]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        codes[argv[0]] = main(argv)
+print(json.dumps({"codes": codes, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm"))}))
+"""
+
+
+def test_the_analysis_of_a_table_loads_no_torch(tmp_path):
+    """``robustscale fit``, ``extrapolate``, ``predict`` and ``plan`` on a results table never build a model, so
+    they do not wait for torch (about 2 s of each command's 6 on a 2-core host): the cost and hardware tables and
+    the WideResNets' sizes they read are torch-free modules behind lazy package faces."""
+    header = "run_id,status,model,params,samples_seen,train_flops,adv_loss,autoattack_acc,clean_acc,loss,ema"
+    rows = []  # a loss that falls with both parameters N and samples D, L = 0.5 + 50 / N^0.3 + 30 / D^0.3
+    for i, (n, d) in enumerate([(n, d) for n in (1e4, 1e5, 1e6) for d in (1e4, 1e5, 1e6)]):
+        loss = 0.5 + 50 / n**0.3 + 30 / d**0.3
+        rows.append(f"r{i},done,wrn_{10 + 6 * (i % 3)}_1,{n:.0f},{d:.0f},{6 * n * d:.3g},{loss:.4f},"
+                    f"{1.5 / (1 + loss):.4f},0.9,at,{i % 2 == 0}")
+    table = tmp_path / "results.csv"
+    table.write_text("\n".join([header, *rows]) + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", ANALYSIS, str(table)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["codes"] == {"fit": 0, "extrapolate": 0, "predict": 0, "plan": 0}, proc.stderr[-2000:]
+    assert result["loaded"] == []
+
+
 @pytest.mark.parametrize("name", ["load_config", "Config", "create_model", "load_model", "load_data"])
 def test_the_package_face_still_exports_its_names(name):
     import robustscale

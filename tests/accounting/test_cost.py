@@ -6,8 +6,9 @@ from dataclasses import asdict
 import pytest
 
 from robustscale.accounting import (REGIONS, CostModel, EnergyReading, RunAccounting, RunFlops, accounting_block,
-                                    hardware, step_flops)
+                                    step_flops)
 from robustscale.accounting.budget import plan
+from robustscale.accounting.host import hardware
 from robustscale.cli import main
 from robustscale.config import AccountingConfig, load_config
 from robustscale.errors import ConfigError, ParameterError

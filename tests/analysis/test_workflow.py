@@ -228,7 +228,7 @@ def test_model_name_falls_back_to_the_table_when_the_model_cannot_be_counted(mon
     def cannot(*args, **kwargs):
         raise RuntimeError("no such model here")
 
-    monkeypatch.setattr("robustscale.analysis.predictor.count_params", cannot)
+    monkeypatch.setattr("robustscale.models.count_params", cannot)  # the predictor looks it up when it counts
     assert params_for_model("wrn_70_16", table) == WRN_PARAMS["wrn_70_16"]
     with pytest.raises(Exception, match="pass params"):
         params_for_model("resnet_nope", table)

@@ -22,9 +22,9 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import KFold, train_test_split
 
+import robustscale.models as models  # count_params on first use: builds a model, so imports torch (PEP 562)
 from robustscale.analysis._table import Runs, numeric_columns, usable_runs
 from robustscale.errors import ParameterError, UserError, shown
-from robustscale.models import count_params
 
 RECIPE_FEATURES = ("params", "synthetic", "activation", "loss", "attack_steps", "ema")  # the paper's six
 CATEGORICAL_FEATURES = ("activation", "loss", "dataset", "model")
@@ -236,7 +236,7 @@ def params_for_model(name: str, table: pd.DataFrame, dataset: str | None = None)
     """Parameter count of a timm model name: counted from the model, else the table's median for that model."""
     num_classes = NUM_CLASSES.get(str(dataset or _single_dataset(table)).lower(), 10)
     try:
-        return int(count_params(name, num_classes))
+        return int(models.count_params(name, num_classes))
     except Exception as err:  # an unknown name or a model that fails to build: fall back to the table
         reason = f"count_params failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     if "model" in table and "params" in table:

@@ -17,7 +17,8 @@ import torch
 from robustscale.enums import Activation
 from robustscale.errors import ConfigError, shown
 from robustscale.models.normalize import NormalizedModel
-from robustscale.models.wideresnet import WideResNet, check_wrn_size, parse_wrn_name
+from robustscale.models.sizes import check_wrn_size, parse_wrn_name
+from robustscale.models.wideresnet import WideResNet
 
 __all__ = ["create_model", "count_params", "check_model_name", "check_model_builds"]
 

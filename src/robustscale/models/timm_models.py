@@ -15,7 +15,8 @@ from timm.layers import get_act_layer
 from timm.models import register_model
 from torch import nn
 
-from robustscale.models.wideresnet import PAPER_SIZES, WideResNet, check_wrn_size
+from robustscale.models.sizes import PAPER_SIZES, check_wrn_size
+from robustscale.models.wideresnet import WideResNet
 
 __all__ = ["act_layer", "create", "is_model", "register_wrn", "register_wrns"]
 
