@@ -21,8 +21,8 @@ CLI = ("robustscale.cli", "robustscale._cli", "robustscale.__main__")  # the one
 # Bottom to top; a module may import its own layer and the ones below, never one above. The longest matching prefix
 # names a module's layer.
 LAYERS = {
-    "robustscale._version": 0, "robustscale.errors": 0, "robustscale.enums": 0, "robustscale.datasets": 0,
-    "robustscale.safe_yaml": 0, "robustscale.config_checks": 0,
+    "robustscale._version": 0, "robustscale._lazy": 0, "robustscale.errors": 0, "robustscale.enums": 0,
+    "robustscale.datasets": 0, "robustscale.safe_yaml": 0, "robustscale.config_checks": 0,
     "robustscale.config": 1,  # the pure schema: pydantic and YAML
     "robustscale.store": 1,  # records, atomic writes, claims, the results table: nothing of torch
     "robustscale.data": 2, "robustscale.models": 2, "robustscale.attacks": 2,

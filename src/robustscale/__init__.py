@@ -7,8 +7,7 @@ every run's FLOPs, energy, cost and CO2, sweep whole grids, and fit the laws tha
 imported on first use (PEP 562). ``load_config`` is the one a run uses (schema and model checks).
 """
 
-from importlib import import_module
-
+from robustscale._lazy import attribute
 from robustscale._version import __version__
 
 __all__ = ["__version__", "Config", "load_config", "load_data", "create_model", "load_model"]
@@ -23,9 +22,4 @@ _LAZY = {  # public name -> the module defining it
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'robustscale' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
+    return attribute(__name__, _LAZY, globals(), name)

@@ -16,7 +16,7 @@ The names below are imported on first use (PEP 562): the cost and hardware table
 that describes this machine is :func:`robustscale.accounting.host.hardware`.
 """
 
-from importlib import import_module
+from robustscale._lazy import attribute
 
 __all__ = ["StepFlops", "RunFlops", "step_flops", "step_flops_for_config", "EnergyMeter", "EnergyReading",
            "reduce_across_ranks", "Backend", "NVMLBackend", "RAPLBackend", "EstimateBackend", "TDPEstimateBackend",
@@ -39,8 +39,4 @@ _LAZY = {  # public name -> the module defining it
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'robustscale.accounting' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    return attribute(__name__, _LAZY, globals(), name)

@@ -8,7 +8,7 @@ Every name is imported on first use (PEP 562): the WideResNets' names and sizes 
 without torch, which the analysis reads; ``register_wrn`` and ``register_wrns`` import timm.
 """
 
-from importlib import import_module
+from robustscale._lazy import attribute
 
 __all__ = ["WideResNet", "Normalize", "NormalizedModel", "create_model", "count_params", "register_wrn",
            "register_wrns", "wrn_params", "parse_wrn_name", "check_model_name", "check_model_builds", "PAPER_SIZES"]
@@ -24,8 +24,4 @@ _LAZY = {  # public name -> the module defining it
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'robustscale.models' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    return attribute(__name__, _LAZY, globals(), name)
