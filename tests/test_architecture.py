@@ -199,6 +199,14 @@ def test_package_faces_only_re_export():
     assert defined == []
 
 
+def _in_a_fresh_interpreter(code: str, *args: str) -> dict:
+    """Run ``code`` in a new Python on this source tree; the JSON object its last line prints."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 HELP = """
 import contextlib, io, json, sys
 from robustscale.cli import app, main
@@ -215,11 +223,7 @@ print(json.dumps({"commands": names, "codes": codes, "loaded": sorted(m for m in
 def test_help_loads_no_heavy_library():
     """``robustscale --help`` and every ``robustscale <command> --help`` in a fresh interpreter: the command modules
     import the library inside each command, so help never waits for torch (9 s before this test existed)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", HELP, json.dumps(HEAVY)], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = _in_a_fresh_interpreter(HELP, json.dumps(HEAVY))
     assert {"train", "eval", "sweep", "fit", "budget", "bench", "results"} <= set(result["commands"])
     assert all(code == 0 and usage for code, usage in result["codes"].values()), result["codes"]
     assert result["loaded"] == []
@@ -249,12 +253,8 @@ def test_the_analysis_of_a_table_loads_no_torch(tmp_path):
                     f"{1.5 / (1 + loss):.4f},0.9,at,{i % 2 == 0}")
     table = tmp_path / "results.csv"
     table.write_text("\n".join([header, *rows]) + "\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", ANALYSIS, str(table)], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["codes"] == {"fit": 0, "extrapolate": 0, "predict": 0, "plan": 0}, proc.stderr[-2000:]
+    result = _in_a_fresh_interpreter(ANALYSIS, str(table))
+    assert result["codes"] == {"fit": 0, "extrapolate": 0, "predict": 0, "plan": 0}
     assert result["loaded"] == []
 
 
