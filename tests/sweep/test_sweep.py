@@ -6,14 +6,19 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 import yaml
 from rich.console import Console
 
 from robustscale.cli import main
+from robustscale.data import save_synthetic
+from robustscale.data.synthetic import cache_key
+from robustscale.errors import UserError
 from robustscale.store.record import read_record, record_problems
 from robustscale.store.results import results_table
 from robustscale.sweep import SweepProgress, sweep
+from robustscale.sweep.adaptive import adaptive_sweep
 from robustscale.sweep.run import ATTEMPTS, ERROR_LOG
 
 pytestmark = pytest.mark.slow
@@ -94,6 +99,33 @@ def test_failed_runs_keep_their_reason_and_are_retried_only_on_request(tmp_path,
     assert sweep(spec, out)["trained"] == [] and len(attempts(out / rid)) == 1
     retried = sweep(spec, out, retry_failed=True)
     assert retried["trained"] == [rid] and retried["failed"] == [rid] and len(attempts(out / rid)) == 2
+
+
+def test_a_done_run_is_not_taken_for_another_file_at_its_synthetic_path(tmp_path, digits_yaml, capsys,
+                                                                          assert_one_line):
+    """A run's id holds data.synthetic.path, not the file: regenerated in place, the set would leave the done runs
+    standing for images they never saw. The sweep and the adaptive sweep stop with one line, training nothing; with
+    the first file back, the sweep goes on."""
+    rng = np.random.default_rng(0)
+    path = save_synthetic(tmp_path / "synthetic.npz", rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8),
+                          rng.integers(0, 10, 64))
+    first = path.read_bytes()
+    spec = write_spec(tmp_path, digits_yaml, axes={"train.loss": ["at"]}, overrides={"data.synthetic.path": str(path)})
+    out = tmp_path / "out"
+    (rid,) = sweep(spec, out)["done"]
+    assert read_record(out / rid).synthetic_key == cache_key(path)
+
+    save_synthetic(path, rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 64))
+    assert main(["sweep", str(spec), "--out", str(out)]) == 2
+    line = assert_one_line(capsys.readouterr().err)
+    assert f"1 done run(s) in '{out}'" in line and f"data.synthetic.path '{path}'" in line and rid in line
+    with pytest.raises(UserError, match="trained on another file"):
+        adaptive_sweep(spec, out, budget_flops=1e15)
+    assert len(attempts(out / rid)) == 1 and not (out / "adaptive_plan.json").exists()
+
+    path.write_bytes(first)
+    again = sweep(spec, out)
+    assert again["trained"] == [] and again["skipped"] == [rid]
 
 
 @pytest.mark.xdist_group("ports")

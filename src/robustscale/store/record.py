@@ -283,6 +283,9 @@ class RunRecord:
     epochs_run: int = 0
     # the per-channel (x - mean) / std the model applied (data.mean / data.std, or the dataset's statistics)
     normalization: dict[str, list[float]] | None = None
+    # the content key of the synthetic set it trained on (data.synthetic.path; robustscale.data.synthetic.cache_key):
+    # the path is part of the run id, the file's content is not, so this is what tells another file at that path
+    synthetic_key: str | None = None
     accounting: Accounting = field(default_factory=Accounting)
     versions: dict[str, str] = field(default_factory=versions)
     hardware: Hardware = field(default_factory=Hardware)
@@ -304,6 +307,7 @@ class RunRecord:
         return {"schema": self.schema, "run_id": self.run_id, "status": self.status.value, "reason": self.reason,
                 "config": self.config, "metrics": asdict(self.metrics), "evaluations": self.evaluations,
                 "params": self.params, "epochs_run": self.epochs_run, "normalization": self.normalization,
+                "synthetic_key": self.synthetic_key,
                 "accounting": asdict(self.accounting), "versions": self.versions, "hardware": asdict(self.hardware),
                 "stopped_early": self.stopped_early.to_dict() if self.stopped_early is not None else None,
                 "alarms": [a.to_dict() for a in self.alarms], "created": self.created, "updated": self.updated}
@@ -327,7 +331,7 @@ class RunRecord:
         return cls(run_id=raw.get("run_id"), config=raw.get("config") or {}, status=status, reason=raw.get("reason"),
                    metrics=_known(Metrics, raw.get("metrics") or {}), evaluations=raw.get("evaluations") or {},
                    params=raw.get("params"), epochs_run=raw.get("epochs_run", 0),
-                   normalization=raw.get("normalization"),
+                   normalization=raw.get("normalization"), synthetic_key=raw.get("synthetic_key"),
                    accounting=_known(Accounting, raw.get("accounting") or {}),
                    versions=raw.get("versions") or {}, hardware=_known(Hardware, raw.get("hardware") or {}),
                    stopped_early=Alarm.from_dict(raw["stopped_early"]) if raw.get("stopped_early") else None,

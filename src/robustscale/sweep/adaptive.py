@@ -51,7 +51,7 @@ from robustscale.store.safe_paths import run_folder
 from robustscale.sweep.executors import Executor, make_executor
 from robustscale.sweep.progress import SweepProgress
 from robustscale.sweep.spec import SweepSpec, expand_runs, load_spec, run_output
-from robustscale.sweep.worker import RUN_FILES, nothing_to_do
+from robustscale.sweep.worker import RUN_FILES, nothing_to_do, refuse_other_synthetic_data
 from robustscale.tracking import require_installed
 
 __all__ = ["adaptive_sweep", "Limits", "METRICS", "DEFAULT_STRATEGY"]
@@ -150,6 +150,7 @@ def adaptive_sweep(spec_path: str | Path, out: str | Path | None = None, *, stra
     if out.exists() and not out.is_dir():
         raise ParameterError(f"out '{shown(out)}' is a file: pass a folder for the run folders", "out")
     out.mkdir(parents=True, exist_ok=True)
+    refuse_other_synthetic_data(out, [(out / rid, c.config) for rid, c in grid.items() if (out / rid).is_dir()])
     with plan_lock(out):
         plan = _open_plan(out, spec, grid, strategy, seed, metric, bins)
         stale_s = float(stale_s or spec.stale_after_s or DEFAULT_STALE_S)

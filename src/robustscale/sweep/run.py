@@ -19,7 +19,8 @@ from robustscale.store.safe_paths import run_folder
 from robustscale.sweep.executors import make_executor
 from robustscale.sweep.progress import SweepProgress
 from robustscale.sweep.spec import SweepSpec, expand_runs, load_spec, run_output
-from robustscale.sweep.worker import ATTEMPTS, ERROR_LOG, RUN_FILES, RunJob, nothing_to_do, outcome, run_one
+from robustscale.sweep.worker import (ATTEMPTS, ERROR_LOG, RUN_FILES, RunJob, nothing_to_do, outcome,
+                                      refuse_other_synthetic_data, run_one)
 from robustscale.tracking import require_installed
 from robustscale.training.optim import effective_lr
 
@@ -140,6 +141,7 @@ def sweep(spec_path: str | Path, out: str | Path | None = None, executor: Execut
                            folder=out / ".submitit", slurm={**spec.slurm, **(slurm or {})}, wait=wait,
                            ddp=spec.layout(nodes, procs_per_node))
     prepared = _prepare(spec, out, trackers)
+    refuse_other_synthetic_data(out, prepared)
     stale_s = float(stale_s or spec.stale_after_s or DEFAULT_STALE_S)
     todo, left = _select(prepared, retry_failed, stale_s)
     with SweepProgress([run_dir for run_dir, _ in prepared], enabled=progress):

@@ -30,9 +30,10 @@ import socket
 import threading
 import time
 import traceback
+import zipfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import submitit
 import torch
@@ -40,7 +41,8 @@ from submitit.core.utils import UncompletedJobError
 from submitit.helpers import DelayedSubmission, TorchDistributedEnvironment
 
 import robustscale.training.preemption as preemption
-from robustscale.errors import UserError
+from robustscale.data.synthetic import cache_key
+from robustscale.errors import UserError, shown
 from robustscale.store.atomic import append_line
 from robustscale.store.fence import WriteFenced, fence
 from robustscale.store.record import RECORD, RunRecord, Status, failed_record, now, read_record, write_record
@@ -52,7 +54,8 @@ from robustscale.training.distributed import DistInfo, broadcast_object, cleanup
 from robustscale.training.loop import train
 from robustscale.training.run_config import config_from_dict
 
-__all__ = ["run_one", "RunJob", "outcome", "nothing_to_do", "fail_abandoned", "ATTEMPTS", "ERROR_LOG", "RUN_FILES"]
+__all__ = ["run_one", "RunJob", "outcome", "nothing_to_do", "refuse_other_synthetic_data", "fail_abandoned", "ATTEMPTS",
+           "ERROR_LOG", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,33 @@ def nothing_to_do(record: RunRecord | None, retry_failed: bool) -> bool:
     """Whether a run is at an end state (done; failed, unless retrying)."""
     status = record.status if record else None
     return status is Status.done or (status is Status.failed and not retry_failed)
+
+
+def refuse_other_synthetic_data(out: Path, runs: Iterable[tuple[Path, dict[str, Any]]]) -> None:
+    """A run's id holds its ``data.synthetic.path``, not the file's content: a done run whose record names another
+    content key (``synthetic_key``) than the file now at that path would be skipped as done, its numbers standing for
+    data it never saw. The sweep stops first, with one line, before anything trains. ``runs``: each run's folder and
+    resolved config. Records without a key (from robustscale before it was kept) and files that are gone or
+    unreadable pass: nothing checks them here."""
+    keys: dict[str, str | None] = {}
+    changed: list[tuple[str, str]] = []
+    for run_dir, config in runs:
+        path = config["data"]["synthetic"]["path"]
+        record = read_record(run_dir) if path is not None else None
+        if record is None or record.status is not Status.done or not isinstance(record.synthetic_key, str):
+            continue
+        if path not in keys:
+            try:
+                keys[path] = cache_key(Path(path))
+            except (OSError, ValueError, zipfile.BadZipFile):  # gone or corrupt: training reports it, if it runs
+                keys[path] = None
+        if keys[path] is not None and keys[path] != record.synthetic_key:
+            changed.append((run_dir.name, path))
+    if changed:
+        first, path = changed[0]
+        raise UserError(f"{len(changed)} done run(s) in '{shown(out)}' trained on another file at data.synthetic.path "
+                        f"'{shown(path)}' than the one there now (first: {first}): sweep into a new --out, or put "
+                        "the file they trained on back")
 
 
 def _stamp() -> str:

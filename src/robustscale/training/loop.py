@@ -154,6 +154,7 @@ class Run:
     accounting: RunAccounting
     progress: Progress = field(default_factory=Progress)
     trackers: Trackers = field(default_factory=Trackers)  # rank 0's experiment trackers (empty elsewhere)
+    synthetic_key: str | None = None  # the content key of the synthetic set it trains on (checkpoint and record)
 
     @property
     def net(self) -> nn.Module:
@@ -200,7 +201,7 @@ def _train(cfg: Config, run_dir: Path, *, resume: bool, progress: bool, trackers
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune the convolutions once
     accounting = RunAccounting.from_config(cfg, dist.world_size, dist.local_rank, device, nodes=dist.nodes)
-    run = Run(cfg, dist, device, run_dir, parts, accounting, trackers=trackers)
+    run = Run(cfg, dist, device, run_dir, parts, accounting, trackers=trackers, synthetic_key=data.synthetic_key)
 
     record = read_record(run_dir) if resume else None
     if resume and (run_dir / ckpt.CHECKPOINT).is_file():  # killed before its first checkpoint: start over
@@ -405,6 +406,7 @@ def _save(run: Run) -> None:
         "accounting": run.accounting.state_dict(),
         "env": ckpt.runtime_env(run.device),
         "progress": asdict(run.progress),
+        "synthetic_key": run.synthetic_key,
     })
 
 
@@ -424,10 +426,15 @@ def _restore(run: Run, path: Path) -> Progress:
         ckpt.set_rng_state(saved["rng"])
         run.accounting.load_state_dict(saved["accounting"])
         progress = Progress(**saved["progress"])
+        started_on = saved.get("synthetic_key")  # absent from checkpoints of robustscale before it was kept
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
         raise UserError(f"checkpoint '{path}' does not fit this run ({type(err).__name__}: "
                         f"{shown(str(err).splitlines()[0] if str(err) else '')}); delete it to restart the run") \
             from None
+    if started_on is not None and started_on != run.synthetic_key:
+        raise UserError(f"data.synthetic.path '{run.cfg.data.synthetic.path}' is not the file this run started on "
+                        f"(content key {started_on}, now {run.synthetic_key}): put that file back to resume, or train "
+                        "into a new run folder")
     changed = ckpt.env_differences(saved.get("env"), ckpt.runtime_env(run.device))
     if changed:
         log.warning("resuming %s with %s: the continuation is not bitwise identical to an uninterrupted run (exact "
@@ -476,6 +483,7 @@ def _finish(run: Run, record: RunRecord, status: Status, reason: str | None,
     record.params = sum(p.numel() for p in run.parts.model.parameters())
     norm = run.parts.model.normalize
     record.normalization = {"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()}
+    record.synthetic_key = run.synthetic_key
     record.epochs_run = state.epoch
     watch = Watch.from_dict(state.watch)
     record.stopped_early, record.alarms = watch.stopped, watch.alarms
