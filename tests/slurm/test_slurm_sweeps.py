@@ -35,6 +35,7 @@ from robustscale.cli import main
 from robustscale.store.record import read_record, record_problems
 from robustscale.store.scheduler import slurm_job_end
 from robustscale.sweep import sweep
+from robustscale.training.checkpoint import CHECKPOINT, saved_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
@@ -288,8 +289,11 @@ def interrupted(slurm, tmp_path_factory) -> dict:
         seen["state_after_rerun"] = queue_state(job)
         wait_for(lambda: len(lines(run / "attempts.jsonl")) == 2, "the requeued job to start again",
                  hurrying=lambda: hurry(jobs=[job]))
-        resumed_epochs = lines(run / "attempts.jsonl")[1]["from_step"] // STEPS_PER_EPOCH
-        wait_for(lambda: len(lines(run / "metrics.jsonl")) > resumed_epochs, "an epoch after the restart")
+        # an epoch trained after the restart: its checkpoint, not metrics.jsonl's length, which still holds the epoch
+        # the killed job logged and did not checkpoint until the resumed one has set up and trimmed it (the USR2 sent
+        # then stopped the job before its first step, at the step it resumed from)
+        restart = lines(run / "attempts.jsonl")[1]["from_step"]
+        wait_for(lambda: (saved_step(run / CHECKPOINT) or 0) > restart, "a checkpoint after the restart")
         sh("scancel", "--signal=USR2", job)
         wait_for(lambda: waiting.poll() is not None, "the sweep", hurrying=lambda: hurry(jobs=[job]))
         straight = sweep(write_spec(root / "straight", losses=("at",), epochs={"at": LONG_EPOCHS}),
