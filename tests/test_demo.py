@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from robustscale.demo import (PROBE_REFERENCE_CPU_S, SPEC_SYNTHETIC, _background_load, _others_busy_cores,
-                              default_out, expected_s, planned_flops, run_core_s, run_demo, spec_path)
+                              _probe_cpu_s, default_out, expected_s, planned_flops, run_core_s, run_demo, spec_path)
 from robustscale.sweep.spec import expand_runs, load_spec
 
 pytestmark = pytest.mark.slow
@@ -153,6 +153,16 @@ def test_the_probe_is_the_best_of_as_many_as_fit_in_the_window():
     calls.clear()
     assert _background_load(lambda: calls.append(time.sleep(0.05)) or 0.4, window_s=0.0)[0] == 0.4
     assert len(calls) == 3
+
+
+def test_the_probe_reads_no_more_cpu_seconds_than_wall_seconds(monkeypatch):
+    """One thread cannot use more CPU seconds than wall seconds: where the CPU clock runs ahead of the wall clock (a
+    VM's, once, after pip's install), the probe reads the wall clock."""
+    true = _probe_cpu_s()
+    process_time = time.process_time
+    monkeypatch.setattr(time, "process_time", lambda: 5.0 * process_time())  # a CPU clock at 5x the wall clock
+    ahead = _probe_cpu_s()
+    assert ahead < 2.5 * true, "the probe took the CPU clock's reading"  # the VM's own noise: up to 1.8x
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="no /proc/stat: the load average is used instead")
