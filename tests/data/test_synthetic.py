@@ -1,12 +1,14 @@
 """Synthetic images in the DDPM/EDM npz release format: memory-mapped, validated against the real dataset."""
 
 import os
+import zipfile
 
 import numpy as np
 import pytest
 
 from robustscale.config import load_config
 from robustscale.data import load_synthetic, load_train_data, save_synthetic
+from robustscale.data.synthetic import cache_key, content_key
 from robustscale.errors import DataError
 
 SHAPE = dict(image_size=8, channels=3, num_classes=10)
@@ -122,6 +124,23 @@ def test_a_replaced_archive_never_serves_the_old_cache(tmp_path):
     assert np.array_equal(mx, 255 - x)
     caches = sorted(p.name for p in tmp_path.glob("c.image.*.npy"))
     assert len(caches) == 1  # the stale cache of the old content is gone
+
+
+def test_the_content_key_follows_the_arrays_not_how_the_archive_was_written(tmp_path):
+    """What a run's record keeps of its synthetic set: the same arrays compressed, or stamped another time, keep the
+    key (the decompression cache's key does not: it keys the file); one changed pixel changes it."""
+    x, y = _arrays(30)
+    plain = save_synthetic(tmp_path / "plain.npz", x, y)
+    np.savez_compressed(tmp_path / "packed.npz", image=x, label=y)
+    stamped = tmp_path / "stamped.npz"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(stamped, "w") as dst:
+        for info in src.infolist():
+            info.date_time = (2026, 12, 7, 12, 0, 0)
+            dst.writestr(info, src.read(info.filename))
+    assert content_key(plain) == content_key(tmp_path / "packed.npz") == content_key(stamped)
+    assert len({cache_key(plain), cache_key(tmp_path / "packed.npz"), cache_key(stamped)}) == 3
+    x[0, 0, 0, 0] ^= 1
+    assert content_key(save_synthetic(tmp_path / "other.npz", x, y)) != content_key(plain)
 
 
 def test_two_openers_of_a_fresh_archive_do_not_share_a_temp_name(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from robustscale.cli import main
 from robustscale.data import save_synthetic
-from robustscale.data.synthetic import cache_key
+from robustscale.data.synthetic import content_key
 from robustscale.errors import UserError
 from robustscale.store.record import read_record, record_problems
 from robustscale.store.results import results_table
@@ -113,7 +113,7 @@ def test_a_done_run_is_not_taken_for_another_file_at_its_synthetic_path(tmp_path
     spec = write_spec(tmp_path, digits_yaml, axes={"train.loss": ["at"]}, overrides={"data.synthetic.path": str(path)})
     out = tmp_path / "out"
     (rid,) = sweep(spec, out)["done"]
-    assert read_record(out / rid).synthetic_key == cache_key(path)
+    assert read_record(out / rid).synthetic_key == content_key(path)
 
     save_synthetic(path, rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 64))
     assert main(["sweep", str(spec), "--out", str(out)]) == 2

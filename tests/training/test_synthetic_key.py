@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustscale.data import save_synthetic
-from robustscale.data.synthetic import cache_key
+from robustscale.data.synthetic import content_key
 from robustscale.errors import UserError
 from robustscale.store.record import read_record
 from robustscale.training import train
@@ -31,13 +31,13 @@ def test_a_resume_refuses_another_file_at_the_synthetic_path_and_goes_on_on_the_
                                                                                      assert_one_line):
     path = tmp_path / "synthetic.npz"
     first = save_synthetic(path, *_digits_like(0)).read_bytes()
-    key = cache_key(path)
+    key = content_key(path)
     run = ["train.epochs=2", "data.batch_size=100", f"data.synthetic.path={path}", "data.synthetic.fraction=0.3"]
     killed = train(tiny_cfg(*run, f"train.max_steps={STEPS}"), tmp_path / "run", progress=False)
     assert killed.epochs_run == 1 and killed.synthetic_key == key  # the record of a run stopped after epoch 1
 
     save_synthetic(path, *_digits_like(1))  # regenerated in place: same path, same size, other images
-    assert cache_key(path) != key
+    assert content_key(path) != key
     with pytest.raises(UserError) as err:
         train(tiny_cfg(*run), tmp_path / "run", resume=True, progress=False)
     line = assert_one_line(err.value)

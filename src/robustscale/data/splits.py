@@ -17,7 +17,7 @@ import torch
 
 from robustscale.data.cifar import load_cifar_arrays
 from robustscale.data.digits import load_digits_arrays
-from robustscale.data.synthetic import cache_key, load_synthetic
+from robustscale.data.synthetic import content_key, load_synthetic
 from robustscale.datasets import DatasetInfo, dataset_info
 from robustscale.enums import Dataset, ValSource
 from robustscale.errors import DataError, shown
@@ -70,7 +70,7 @@ class DataBundle:
     val_y: np.ndarray
     synthetic_x: Optional[np.ndarray] = None  # memory-mapped
     synthetic_y: Optional[np.ndarray] = None
-    synthetic_key: Optional[str] = None  # the synthetic set's content key (synthetic.cache_key): a run's record and
+    synthetic_key: Optional[str] = None  # the synthetic set's content key (synthetic.content_key): a run's record and
     # checkpoints keep it, so that a resume or a sweep notices another file at the same path
 
     @property
@@ -109,7 +109,7 @@ def load_train_data(data_cfg) -> DataBundle:
         sx, sy = load_synthetic(data_cfg.synthetic.path, image_size=x.shape[1], channels=x.shape[3],
                                 num_classes=info.num_classes)
         bundle.synthetic_x, bundle.synthetic_y = _first(sx, sy, data_cfg.synthetic)
-        bundle.synthetic_key = cache_key(Path(data_cfg.synthetic.path))
+        bundle.synthetic_key = content_key(Path(data_cfg.synthetic.path))
     return bundle
 
 

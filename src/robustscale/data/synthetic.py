@@ -22,7 +22,7 @@ import numpy as np
 from robustscale.errors import DataError, shown
 from robustscale.store.atomic import atomic_path
 
-__all__ = ["load_synthetic", "save_synthetic", "cache_key"]
+__all__ = ["load_synthetic", "save_synthetic", "cache_key", "content_key"]
 
 _HEAD_BYTES = 1 << 16  # hashed with the archive's member table to key the decompressed cache
 
@@ -80,6 +80,15 @@ def cache_key(path: Path) -> str:
     with open(path, "rb") as fh:
         digest.update(fh.read(_HEAD_BYTES))
     return digest.hexdigest()[:16]
+
+
+def content_key(path: Path) -> str:
+    """A key for the arrays an archive holds: every member's name, uncompressed size and CRC-32, from the zip's
+    directory (no array is read). Unlike :func:`cache_key`, the same arrays written again, compressed or not, by
+    another zlib or with other timestamps, get the same key: what a run's record keeps of the set it trained on."""
+    with zipfile.ZipFile(path) as zf:
+        members = sorted((i.filename, i.CRC, i.file_size) for i in zf.infolist())
+    return hashlib.sha256(json.dumps(members).encode()).hexdigest()[:16]
 
 
 def _decompress_to(path: Path, key: str, cache: Path) -> None:

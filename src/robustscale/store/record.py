@@ -283,7 +283,7 @@ class RunRecord:
     epochs_run: int = 0
     # the per-channel (x - mean) / std the model applied (data.mean / data.std, or the dataset's statistics)
     normalization: dict[str, list[float]] | None = None
-    # the content key of the synthetic set it trained on (data.synthetic.path; robustscale.data.synthetic.cache_key):
+    # the content key of the synthetic set it trained on (data.synthetic.path; robustscale.data.synthetic.content_key):
     # the path is part of the run id, the file's content is not, so this is what tells another file at that path
     synthetic_key: str | None = None
     accounting: Accounting = field(default_factory=Accounting)

@@ -41,7 +41,7 @@ from submitit.core.utils import UncompletedJobError
 from submitit.helpers import DelayedSubmission, TorchDistributedEnvironment
 
 import robustscale.training.preemption as preemption
-from robustscale.data.synthetic import cache_key
+from robustscale.data.synthetic import content_key
 from robustscale.errors import UserError, shown
 from robustscale.store.atomic import append_line
 from robustscale.store.fence import WriteFenced, fence
@@ -93,7 +93,7 @@ def refuse_other_synthetic_data(out: Path, runs: Iterable[tuple[Path, dict[str, 
             continue
         if path not in keys:
             try:
-                keys[path] = cache_key(Path(path))
+                keys[path] = content_key(Path(path))
             except (OSError, ValueError, zipfile.BadZipFile):  # gone or corrupt: training reports it, if it runs
                 keys[path] = None
         if keys[path] is not None and keys[path] != record.synthetic_key:
