@@ -40,16 +40,6 @@ def spec(tmp_path, digits_yaml):
     return write_spec(tmp_path, digits_yaml)
 
 
-@pytest.fixture
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def attempts(run_dir) -> int:
     path = run_dir / ATTEMPTS
     return len(path.read_text().splitlines()) if path.exists() else 0

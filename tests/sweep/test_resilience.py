@@ -22,17 +22,6 @@ TINY = {"model.name": "wrn_10_1", "train.epochs": 1, "train.max_steps": 2, "eval
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """In-process training on one thread, like the subprocesses (OMP_NUM_THREADS=1): the cores are shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_spec(tmp_path, digits_yaml):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"base": str(digits_yaml),

@@ -28,18 +28,6 @@ TINY = {"model.name": "wrn_10_1", "train.epochs": 1, "train.max_steps": 2, "eval
         "data.batch_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """In-process training on one thread: the CI's cores are shared, and two OpenMP threads spinning against other
-    processes make these tiny runs 20x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_spec(tmp_path, digits_yaml, **body):
     body.setdefault("axes", {"model.act_layer": ["relu", "gelu"], "train.loss": ["at", "trades"]})
     body["overrides"] = {**TINY, **body.get("overrides", {})}

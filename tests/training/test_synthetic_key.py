@@ -3,7 +3,6 @@ another file at that path with one line, and goes on once the file it started on
 
 import numpy as np
 import pytest
-import torch
 
 from robustscale.data import save_synthetic
 from robustscale.data.synthetic import content_key
@@ -17,14 +16,6 @@ STEPS = 14  # optimiser steps an epoch: ceil((1437 - 100 validation images) / 10
 def _digits_like(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 64).astype(np.int64)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_resume_refuses_another_file_at_the_synthetic_path_and_goes_on_on_the_first(tiny_cfg, tmp_path,
