@@ -101,7 +101,7 @@ def test_a_done_run_is_not_taken_for_another_file_at_its_synthetic_path(tmp_path
     spec = write_spec(tmp_path, digits_yaml, axes={"train.loss": ["at"]}, overrides={"data.synthetic.path": str(path)})
     out = tmp_path / "out"
     (rid,) = sweep(spec, out)["done"]
-    assert read_record(out / rid).synthetic_key == content_key(path)
+    assert read_record(out / rid).synthetic_key == content_key(path) == results_table(out).loc[0, "synthetic_key"]
 
     save_synthetic(path, rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 64))
     assert main(["sweep", str(spec), "--out", str(out)]) == 2

@@ -38,7 +38,7 @@ COLUMNS = (
 EXTRA_COLUMNS = ("reason", "run_dir", "wall_s", "samples_seen", "attack_flops", "eval_flops", "mean_power_w",
                  "epochs_run", "best_epoch", "updated", "recipe_id", "eval_wall_s", "eval_energy_kwh",
                  "total_energy_kwh", "adv_loss", "adv_margin", "unique_images", "unique_synthetic_images",
-                 "synthetic_n", "stop_reason", "stop_epoch", "collapse_epoch")
+                 "synthetic_n", "stop_reason", "stop_epoch", "collapse_epoch", "synthetic_key")
 _BOOL = ("ema", "synthetic", "energy_estimated")
 _INT = ("params", "attack_steps", "epochs", "seed", "samples_seen", "epochs_run", "best_epoch", "unique_images",
         "unique_synthetic_images", "synthetic_n", "stop_epoch", "collapse_epoch")
@@ -70,7 +70,8 @@ def _get(tree: Any, *keys: str) -> Any:
     return tree
 
 
-_STR = ("run_id", "status", "dataset", "model", "activation", "loss", "reason", "updated", "recipe_id", "stop_reason")
+_STR = ("run_id", "status", "dataset", "model", "activation", "loss", "reason", "updated", "recipe_id", "stop_reason",
+        "synthetic_key")
 
 
 def _type_problem(record: RunRecord, row: dict[str, Any]) -> str | None:
@@ -146,6 +147,7 @@ def record_row(record: RunRecord, run_dir: Path) -> dict[str, Any]:
         "epochs": _get(cfg, "train", "epochs"), "ema": _get(cfg, "train", "ema"), "synthetic": synthetic,
         "synthetic_fraction": _get(cfg, "data", "synthetic", "fraction") if synthetic else 0.0,
         "synthetic_n": _get(cfg, "data", "synthetic", "n") if synthetic else None,
+        "synthetic_key": record.synthetic_key,  # which arrays the path held (two folders' runs of one id can differ)
         "seed": _get(cfg, "train", "seed"),
         **{k: getattr(metrics, k) for k in ("clean_acc", "pgd40_acc", "autoattack_acc", "best_epoch", "adv_loss",
                                             "adv_margin")},
