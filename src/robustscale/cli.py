@@ -12,11 +12,13 @@ exit with status 2; anything else is a bug and keeps its traceback. A library er
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 import sys
 
 import typer
+from typer.main import get_command
 
 import robustscale._cli as areas
 from robustscale._version import __version__
@@ -51,6 +53,13 @@ def _register_all() -> None:
 
 
 _register_all()
+
+
+@functools.cache
+def _command():
+    """The app as one click command, built once per process: typer rebuilds it from every command's signature on
+    each call (12 ms here), and tests and scripts call :func:`main` hundreds of times in one process."""
+    return get_command(app)
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     exit status 2."""
     try:
         # standalone_mode=False: click returns typer.Exit's code and raises usage errors instead of printing them
-        code = app(args=argv, standalone_mode=False, prog_name="robustscale")
+        code = _command().main(args=argv, standalone_mode=False, prog_name="robustscale")
     except UserError as err:
         typer.echo(f"error: {one_line(err.reworded({p: flag(p) for p in err.params}))}", err=True)
         return 2

@@ -11,16 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robustscale.training import train
+from robustscale.training import load_config, train
 
 pytestmark = pytest.mark.slow
 
+ARGS = ["configs/digits.yaml", "model.name=wrn_10_1", "data.val_size=100", "eval.pgd_steps=5", "eval.autoattack=none",
+        "train.epochs=4", "attack.steps=2", "attack.step_size=0.1"]
 
-def _cli(run_dir, *extra):
-    args = [sys.executable, "-m", "robustscale", "train", "configs/digits.yaml", "--out", str(run_dir), "--quiet",
-            "model.name=wrn_10_1", "data.val_size=100", "eval.pgd_steps=5", "eval.autoattack=none", "train.epochs=4",
-            "attack.steps=2", "attack.step_size=0.1", *extra]
-    return args
+
+def _cli(run_dir):
+    return [sys.executable, "-m", "robustscale", "train", *ARGS, "--out", str(run_dir), "--quiet"]
 
 
 def _lines(path):
@@ -28,9 +28,11 @@ def _lines(path):
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """The uninterrupted run trains in this process (one torch thread, tests/conftest.py), as the killed one does in
+    its own: a process of its own would add only torch's start-up (test_ddp.py compares the same way)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = tmp_path / "ref"
-    subprocess.run(_cli(ref), check=True, env=env, capture_output=True)
+    train(load_config(ARGS[0], ARGS[1:]), ref, progress=False)
 
     run = tmp_path / "killed"
     proc = subprocess.Popen(_cli(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
