@@ -126,19 +126,19 @@ def _rows(logs: Path, kind: str) -> list[dict]:
 
 
 def census(logs: Path, start_up_s: float, top: int) -> dict:
-    tests = _rows(logs, "tests")
+    tests = [{**row, "cpu": row["own"] + row["children"]} for row in _rows(logs, "tests")]
     by_file: dict[str, float] = defaultdict(float)
     for row in tests:
-        by_file[row["id"].split("::")[0]] += row["own"] + row["children"]
+        by_file[row["id"].split("::")[0]] += row["cpu"]
     procs = [p for p in _rows(logs, "procs") if p["test"]]  # started by a test (pytest's own have none)
     with_torch = [p for p in procs if p["torch"]]
     return {
         "tests": len(tests),
-        "tests_cpu_s": sum(r["own"] + r["children"] for r in tests),
+        "tests_cpu_s": sum(r["cpu"] for r in tests),
         "tests_own_cpu_s": sum(r["own"] for r in tests),
         "by_file": dict(sorted(by_file.items(), key=lambda kv: -kv[1])[:top]),
-        "costliest": [{"id": r["id"], "cpu_s": r["own"] + r["children"], "wall_s": r["wall"]}
-                      for r in sorted(tests, key=lambda r: -(r["own"] + r["children"]))[:top]],
+        "costliest": [{"id": r["id"], "cpu_s": r["cpu"], "wall_s": r["wall"]}
+                      for r in sorted(tests, key=lambda r: -r["cpu"])[:top]],
         "processes": len(procs), "processes_with_torch": len(with_torch),
         "processes_cpu_s": sum(p["cpu"] for p in procs),
         "median_torch_process_cpu_s": statistics.median(p["cpu"] for p in with_torch) if with_torch else None,
