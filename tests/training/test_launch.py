@@ -122,6 +122,12 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _ranks(launcher: int) -> tuple[list[int], list[int]]:
+    """A launcher's forkserver(s) and its ranks, which fork from the server (its children, not the launcher's)."""
+    servers = [p for p in _children(launcher) if "multiprocessing.forkserver" in _cmdline(p)]
+    return servers, [rank for server in servers for rank in _children(server)]
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie (an orphan reaped late by a container's init stays a zombie for a while)."""
     try:
@@ -135,8 +141,8 @@ def _running(pid: int) -> bool:
 def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
     """`train --procs-per-node 2`'s launcher killed: its ranks were re-parented to init and trained on, writing
     checkpoints and records into a folder a `train --resume` could be training too. Now they die with it (SIGKILL:
-    their parent-death signal; SIGTERM: the launcher stops them on its way out), and the claim the launcher held is
-    free for the next `train`."""
+    each rank watches the launcher; SIGTERM: the launcher stops them on its way out), the forkserver they forked from
+    ends too, and the claim the launcher held is free for the next `train`."""
     from robustscale.store.rundir import CLAIM, acquire_claim
 
     out, temp = tmp_path / "run", tmp_path / "tmp"
@@ -146,11 +152,12 @@ def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "robustscale", "train", *TRAIN, "train.epochs=500", "--quiet",
                              "--procs-per-node", "2", "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    servers: list[int] = []
     ranks: list[int] = []
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:  # both ranks training: rank 0 logged an epoch
-            ranks = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+            servers, ranks = _ranks(proc.pid)
             if len(ranks) == 2 and (out / "metrics.jsonl").exists() and (out / CLAIM).exists():
                 break
             time.sleep(0.2)
@@ -158,9 +165,9 @@ def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
         os.kill(proc.pid, sig)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 30  # a rank that outlived its launcher would train on and never leave this
-        while [p for p in ranks if _running(p)] and time.monotonic() < deadline:
+        while [p for p in ranks + servers if _running(p)] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert [p for p in ranks if _running(p)] == []
+        assert [p for p in ranks if _running(p)] == [] and [p for p in servers if _running(p)] == []
         if sig == signal.SIGTERM:  # handled: the ranks stopped, the rendezvous folder removed, the claim released
             assert proc.returncode == 128 + signal.SIGTERM
             assert list(temp.glob("robustscale-group-*")) == [] and not (out / CLAIM).exists()
@@ -170,7 +177,7 @@ def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
-        for pid in ranks:
+        for pid in ranks + servers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 

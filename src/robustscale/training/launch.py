@@ -1,16 +1,24 @@
 """One machine, P processes: run a function on every rank of a local process group, as ``torchrun`` would.
 
-``launch(fn, args, procs)`` spawns ``procs`` processes (``spawn``: CUDA and torch's thread pools do not survive a
-fork), describes the group to each in torchrun's environment variables
-(:func:`robustscale.training.distributed.rank_env`), and returns rank 0's return value. When one rank fails the
-others are stopped and :class:`RankFailed` says which rank and why, so a caller never waits on a group that lost a
-member. NCCL on GPUs (rank ``r`` on ``cuda:r`` of the devices ``CUDA_VISIBLE_DEVICES`` leaves visible), gloo on CPUs.
+``launch(fn, args, procs)`` starts ``procs`` processes, describes the group to each in torchrun's environment
+variables (:func:`robustscale.training.distributed.rank_env`), and returns rank 0's return value. When one rank fails
+the others are stopped and :class:`RankFailed` says which rank and why, so a caller never waits on a group that lost
+a member. NCCL on GPUs (rank ``r`` on ``cuda:r`` of the devices ``CUDA_VISIBLE_DEVICES`` leaves visible), gloo on
+CPUs.
 
-No rank outlives the launcher: each sets its parent-death signal (``PR_SET_PDEATHSIG``, SIGKILL) as it starts, then
-checks that its parent is still the launcher (which may have died before the signal was set); a launcher killed with
-SIGKILL takes its ranks with it, instead of leaving them to init, training on and writing into the run folder.
-(``torch.multiprocessing.spawn`` sets no such signal. Linux only; elsewhere a thread polls the parent.) SIGTERM, where
-nobody else handles it, makes the launcher stop its ranks and clean up before it exits (status 143).
+The ranks fork from multiprocessing's forkserver: a clean process that imports torch and this package once, the
+first time a process launches, and never starts CUDA or torch's thread pools (neither survives a fork). A spawned
+rank paid Python, torch and ``torch._dynamo`` itself, about 3 CPU-seconds before its first step on a 2-core VM, and
+more where the package lies on a shared file system; a forked one pays none of it. A rank takes the launcher's
+environment as it is at the launch (``CUDA_VISIBLE_DEVICES`` included), not the server's. ``spawn`` where there is no
+forkserver (Windows).
+
+No rank outlives the launcher: each watches it from the moment it starts (a pidfd on Linux, which wakes as the
+launcher ends; elsewhere a thread polling it) and exits with it, so a launcher killed with SIGKILL takes its ranks
+with it instead of leaving them to init, training on and writing into the run folder; the forkserver then ends too.
+(A rank's parent is the server, not the launcher, so the parent-death signal would watch the wrong process;
+``torch.multiprocessing.spawn`` watches nothing.) SIGTERM, where nobody else handles it, makes the launcher stop its
+ranks and clean up before it exits (status 143).
 
 Nothing of the group listens beyond this machine: the ranks meet in a ``FileStore`` in a private (0700) temporary
 folder, removed when the group ends, instead of a TCPStore that binds every interface, and gloo's and NCCL's own
@@ -25,14 +33,13 @@ by side.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing as mp
 import os
 import re
+import select
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -55,11 +62,10 @@ from robustscale.training.loop import train
 from robustscale.training.run_config import config_from_dict
 
 __all__ = ["launch", "train_on_ranks", "RankFailed", "free_port", "gpu_sets", "threads_per_rank", "available_cores",
-           "check_local_ranks", "die_with_parent", "loopback_interface"]
+           "check_local_ranks", "die_with", "loopback_interface"]
 
 # how gloo and NCCL say that a peer of a collective is gone
 _PEER_LOST = re.compile(r"gloo|nccl|connection (closed|reset)|broken pipe|DistBackendError", re.IGNORECASE)
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RankFailed(RuntimeError):
@@ -119,27 +125,32 @@ def check_local_ranks(procs: int) -> None:
                              "sweep spec's ddp.procs_per_node)", "procs_per_node")
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Make this process die with its parent ``parent_pid``: the kernel's parent-death signal on Linux (SIGKILL when
-    the thread that started this process ends), a thread polling the parent elsewhere. The parent may have died before
-    the signal was set (this process was re-parented already): then exit at once."""
-    libc = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-    if libc is not None and libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
-        if os.getppid() != parent_pid:
+def die_with(pid: int) -> None:
+    """Exit (status 1) the moment process ``pid`` ends, which may have happened already: a thread waits on a pidfd of it
+    (Linux 5.3+), or, where there is none, polls it twice a second."""
+    try:
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    except ProcessLookupError:
+        os._exit(1)
+    except OSError:  # a kernel without pidfds
+        pidfd = None
+
+    def wait() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable once the process has ended
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                while True:
+                    os.kill(pid, 0)
+                    time.sleep(0.5)
+        os._exit(1)
+
+    if pidfd is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
             os._exit(1)
-        return
-
-    def orphaned() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    threading.Thread(target=orphaned, name="die-with-parent", daemon=True).start()
+    threading.Thread(target=wait, name=f"die-with-{pid}", daemon=True).start()
 
 
 def loopback_interface() -> str:
@@ -183,11 +194,13 @@ def _rendezvous() -> Iterator[str]:
 
 
 def _rank_main(local_rank: int, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], procs: int,
-               store: str, parent_pid: int, threads: int | None, reports) -> None:
-    """One spawned rank: die with the launcher, describe the group in the environment (a file store, loopback only),
-    run ``fn``; rank 0 hands back the result, and a rank that raises says when (the first to fail is the cause, the
-    others failed on its broken connections)."""
-    die_with_parent(parent_pid)
+               store: str, launcher: int, env: dict[str, str], threads: int | None, reports) -> None:
+    """One rank: die with the launcher, take its environment and describe the group in it (a file store, loopback
+    only), run ``fn``; rank 0 hands back the result, and a rank that raises says when (the first to fail is the cause,
+    the others failed on its broken connections)."""
+    die_with(launcher)
+    os.environ.clear()
+    os.environ.update(env)
     interface = loopback_interface()
     os.environ.update(rank_env(local_rank, procs, local_rank, procs, "127.0.0.1", 0, store=store),
                       GLOO_SOCKET_IFNAME=interface, NCCL_SOCKET_IFNAME=interface)
@@ -250,11 +263,13 @@ def launch(fn: Callable[..., Any], args: Sequence[Any], procs: int, *, kwargs: d
         ParameterError: more ranks than this machine has GPUs, or CPU cores (:func:`check_local_ranks`).
     """
     check_local_ranks(procs)
-    reports = mp.get_context("spawn").SimpleQueue()
+    method = _start_method(fn)
+    reports = mp.get_context(method).SimpleQueue()
     with _sigterm_exits(), _rendezvous() as store:
-        ranks_args = (fn, tuple(args), dict(kwargs or {}), procs, store, os.getpid(), threads, reports)
+        ranks_args = (fn, tuple(args), dict(kwargs or {}), procs, store, os.getpid(), dict(os.environ), threads,
+                      reports)
         context = torch_mp.start_processes(_rank_main, args=ranks_args, nprocs=procs, join=False,
-                                           start_method="spawn")
+                                           start_method=method)
         try:
             while not context.join():  # a failed rank: the others are stopped at once (SIGTERM, then SIGKILL)
                 pass
@@ -264,6 +279,15 @@ def launch(fn: Callable[..., Any], args: Sequence[Any], procs: int, *, kwargs: d
             _stop(context)
             raise
     return next((out for kind, _, _, out in _drain(reports) if kind == "result"), None)
+
+
+def _start_method(fn: Callable[..., Any]) -> str:
+    """``forkserver``, its server preloading this module (torch, the training loop) and ``fn``'s (the first launch in a
+    process starts the server; later ones reuse it); ``spawn`` where there is none."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return "spawn"
+    mp.set_forkserver_preload([__name__] + ([fn.__module__] if fn.__module__ not in ("__main__", __name__) else []))
+    return "forkserver"
 
 
 def _stop(context) -> None:
