@@ -4,7 +4,9 @@ Runs README command 2's pytest (``-n 2 --dist loadgroup``, or the pytest argumen
 as a pytest plugin that logs each test's CPU seconds (its own process, and the child processes it reaped), and with a
 ``sitecustomize`` on ``PYTHONPATH`` that logs every Python process the tests start (Slurm jobs too: sbatch exports
 the environment; it shadows a ``sitecustomize`` the Python may have, for the run). A process killed by a signal
-runs no exit handler and is not in the census. Then prints:
+runs no exit handler and is not in the census, nor is a rank forked from multiprocessing's forkserver
+(``training/launch.py``): it starts no interpreter and the server, not the test, reaps it, so its CPU is in the
+machine's figure only. Then prints:
 
 - the wall time, the CPU seconds of pytest's process tree, those of the whole machine (``/proc/stat``, so Slurm's
   jobs are in), and how busy the cores were;
