@@ -1,6 +1,7 @@
-"""Real DDP: 2 processes on the gloo backend (torchrun), against 1 process with the same global batch: the run trained
-in the test's own process, one torch thread (tests/conftest.py), rather than as a command line in one more process
-(tests/training/test_resume.py trains through that)."""
+"""Real DDP: 2 processes on the gloo backend, against 1 process with the same global batch (trained in the test's own
+process, one torch thread: tests/conftest.py). PGD-AT's two ranks are started by torchrun, as on a cluster; TRADES's
+by robustscale's own launcher from this process (``train --procs-per-node 2``'s path), whose ranks fork from its
+forkserver instead of importing torch three times over."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 from robustscale.training import load_config, train
+from robustscale.training.launch import train_on_ranks
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ports")]  # see tests/conftest.py
 
@@ -23,7 +25,10 @@ def _train_one(run_dir):
     return json.loads((run_dir / "record.json").read_text())
 
 
-def _train_two(run_dir):
+def _train_two(run_dir, launcher):
+    if launcher == "robustscale":
+        train_on_ranks(load_config(ARGS[0], ARGS[1:]), run_dir, 2, progress=False)
+        return json.loads((run_dir / "record.json").read_text())
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -36,14 +41,14 @@ def _train_two(run_dir):
     return json.loads((run_dir / "record.json").read_text())
 
 
-@pytest.mark.parametrize("loss", ["at", "trades"])
-def test_two_gloo_processes_match_one(tmp_path, loss):
+@pytest.mark.parametrize(("loss", "launcher"), [("at", "torchrun"), ("trades", "robustscale")])
+def test_two_gloo_processes_match_one(tmp_path, loss, launcher):
     ARGS.append(f"train.loss={loss}")
     try:
-        one, two = _train_one(tmp_path / "one"), _train_two(tmp_path / "two")
+        one, two = _train_one(tmp_path / "one"), _train_two(tmp_path / "two", launcher)
     finally:
         ARGS.pop()
-    assert two["status"] == "done"
+    assert two["status"] == "done" and (two["hardware"]["world_size"], one["hardware"]["world_size"]) == (2, 1)
     # same global batch: the same samples and FLOPs, counted once over both ranks
     assert two["accounting"]["samples_seen"] == one["accounting"]["samples_seen"]
     assert two["accounting"]["train_flops"] == one["accounting"]["train_flops"]
