@@ -1,7 +1,6 @@
 """The energy meter with a fake NVML (none here) and fake or unreadable RAPL trees: it measures what it can,
 flags what it estimates, and never raises into training."""
 
-import sys
 import time
 import types
 
@@ -211,31 +210,32 @@ def test_readings_add_across_resume_segments_and_round_trip():
     assert reduce_across_ranks(a) is a  # no process group: a no-op
 
 
-RANK = """
-import json, sys
-import torch.distributed as dist
-from robustscale.accounting.energy import EnergyReading, reduce_across_ranks
-rank = int(sys.argv[1])
-dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
-reading = EnergyReading(gpu_kwh=rank + 1.0, seconds=10.0 * (rank + 1), gpu_names=[f"gpu{rank}"])
-print(json.dumps(reduce_across_ranks(reading).state_dict()))
-dist.destroy_process_group()
-"""
+def reduce_on_rank() -> list[dict]:
+    """One rank of a two-process gloo group (robustscale's launcher): its own reading, reduced; every rank's result,
+    gathered to rank 0."""
+    import torch.distributed as dist
+
+    from robustscale.training.distributed import cleanup, init_distributed
+
+    info = init_distributed()
+    try:
+        reading = EnergyReading(gpu_kwh=info.rank + 1.0, seconds=10.0 * (info.rank + 1),
+                                gpu_names=[f"gpu{info.rank}"])
+        states: list = [None] * info.world_size
+        dist.all_gather_object(states, reduce_across_ranks(reading).state_dict())
+        return states
+    finally:
+        cleanup()
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ports")
-def test_reduce_across_gloo_ranks(tmp_path):
+def test_reduce_across_gloo_ranks():
     """Two real gloo processes: energies add, time is the longest, every rank gets the sum."""
-    import json
-    import os
-    import subprocess
+    from robustscale.training.launch import launch
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", RANK, str(r), str(tmp_path / "rdzv")], env=env,
-                              stdout=subprocess.PIPE, text=True) for r in range(2)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    for out in outs:
-        state = json.loads(out.strip().splitlines()[-1])
+    states = launch(reduce_on_rank, (), 2, threads=1)
+    assert len(states) == 2
+    for state in states:
         assert state["gpu_kwh"] == 3.0 and state["seconds"] == 20.0
         assert state["gpu_names"] == ["gpu0", "gpu1"]
