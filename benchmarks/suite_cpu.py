@@ -134,6 +134,9 @@ def census(logs: Path, start_up_s: float, top: int) -> dict:
         by_file[row["id"].split("::")[0]] += row["cpu"]
     procs = [p for p in _rows(logs, "procs") if p["test"]]  # started by a test (pytest's own have none)
     with_torch = [p for p in procs if p["torch"]]
+    by_test: dict[str, list[dict]] = defaultdict(list)
+    for p in procs:
+        by_test[p["test"]].append(p)
     return {
         "tests": len(tests),
         "tests_cpu_s": sum(r["cpu"] for r in tests),
@@ -146,6 +149,10 @@ def census(logs: Path, start_up_s: float, top: int) -> dict:
         "median_torch_process_cpu_s": statistics.median(p["cpu"] for p in with_torch) if with_torch else None,
         "start_up_cpu_s": start_up_s,
         "start_up_share_cpu_s": sum(min(start_up_s, p["cpu"]) for p in with_torch),
+        "processes_by_test": [{"test": test, "processes": len(ps), "with_torch": sum(p["torch"] for p in ps),
+                               "cpu_s": sum(p["cpu"] for p in ps), "argv": sorted({" ".join(p["argv"]) for p in ps})}
+                              for test, ps in sorted(by_test.items(), key=lambda kv: -sum(p["cpu"] for p in kv[1]))
+                              ][:top],
     }
 
 
@@ -175,6 +182,10 @@ def _print(out: dict) -> None:
     print(f"processes the tests started (that exited normally): {c['processes']}, {c['processes_with_torch']} "
           f"importing torch, {c['processes_cpu_s']:.0f} CPU-s; a training process's start-up {c['start_up_cpu_s']:.2f} "
           f"CPU-s, so about {c['start_up_share_cpu_s']:.0f} CPU-s of start-ups")
+    print("tests that started processes (processes, with torch, CPU s, what):")
+    for row in c["processes_by_test"]:
+        print(f"  {row['processes']:3d} {row['with_torch']:3d} {row['cpu_s']:6.1f}  {row['test']}: "
+              f"{'; '.join(row['argv'])[:100]}")
     p = out.get("projection") or {}
     if p:
         line = f"at {p['factor']}x: {p['projected_wall_min']:.1f} min"

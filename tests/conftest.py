@@ -5,7 +5,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +27,9 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 # it is bound. And since `--dist loadgroup` schedules every other test on its own, both workers would build a costly
 # module-scoped fixture (a trained model, the paper grid's dry run, a report) when its module's tests land on both:
 # such modules carry `pytestmark = pytest.mark.xdist_group("<module>")`, and one worker builds it once.
+# torch itself is imported by the first test module that needs it, not here: xdist's controller process, which runs
+# no test, reads this file too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(1)
 
 
 def pytest_configure(config):
@@ -49,6 +49,8 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One torch thread for every test (``bench(threads=...)`` and in-process sweeps set it and keep it)."""
+    import torch
+
     torch.set_num_threads(1)
 
 
