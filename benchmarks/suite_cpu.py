@@ -167,6 +167,11 @@ def project(out: dict, factor: float | None, target_min: float | None) -> dict:
     return projected
 
 
+def _short(test_id: str, width: int = 160) -> str:
+    """A test id cut to ``width`` characters (a parametrized id can hold a whole YAML document)."""
+    return test_id if len(test_id) <= width else test_id[:width - 3] + "..."
+
+
 def _print(out: dict) -> None:
     print(f"{out['command']}: {out['outcome']}")
     print(f"wall {out['wall_s']:.1f} s; CPU: pytest's processes {out['pytest_tree_cpu_s']:.0f} s, the machine "
@@ -178,14 +183,14 @@ def _print(out: dict) -> None:
         print(f"  {cpu:7.1f} s  {name}")
     print("costliest tests (CPU s, wall s):")
     for row in c["costliest"]:
-        print(f"  {row['cpu_s']:6.1f} {row['wall_s']:6.1f}  {row['id']}")
+        print(f"  {row['cpu_s']:6.1f} {row['wall_s']:6.1f}  {_short(row['id'])}")
     print(f"processes the tests started (that exited normally): {c['processes']}, {c['processes_with_torch']} "
           f"importing torch, {c['processes_cpu_s']:.0f} CPU-s; a training process's start-up {c['start_up_cpu_s']:.2f} "
           f"CPU-s, so about {c['start_up_share_cpu_s']:.0f} CPU-s of start-ups")
     print("tests that started processes (processes, with torch, CPU s, what):")
     for row in c["processes_by_test"]:
-        print(f"  {row['processes']:3d} {row['with_torch']:3d} {row['cpu_s']:6.1f}  {row['test']}: "
-              f"{'; '.join(row['argv'])[:100]}")
+        print(f"  {row['processes']:3d} {row['with_torch']:3d} {row['cpu_s']:6.1f}  {_short(row['test'])}: "
+              f"{'; '.join(row['argv'])}"[:240])
     p = out.get("projection") or {}
     if p:
         line = f"at {p['factor']}x: {p['projected_wall_min']:.1f} min"
