@@ -3,9 +3,11 @@ rank outlives its launcher, none listens beyond loopback, and ``train`` holds it
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch.distributed as dist
 
 from robustscale.errors import UserError
 from robustscale.training.distributed import cleanup, init_distributed
-from robustscale.training.launch import RankFailed, launch
+from robustscale.training.launch import RankFailed, die_with, launch
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ports")]  # see tests/conftest.py
 
@@ -123,9 +125,10 @@ def _cmdline(pid: int) -> str:
 
 
 def _ranks(launcher: int) -> tuple[list[int], list[int]]:
-    """A launcher's forkserver(s) and its ranks, which fork from the server (its children, not the launcher's)."""
+    """A launcher's forkserver (or none) and its ranks: the server's children, or the launcher's spawned ones."""
     servers = [p for p in _children(launcher) if "multiprocessing.forkserver" in _cmdline(p)]
-    return servers, [rank for server in servers for rank in _children(server)]
+    spawned = [p for p in _children(launcher) if "spawn_main" in _cmdline(p)]
+    return servers, [rank for server in servers for rank in _children(server)] + spawned
 
 
 def _running(pid: int) -> bool:
@@ -136,17 +139,59 @@ def _running(pid: int) -> bool:
         return False
 
 
+def watch_then_sleep(pid: int, pidfd: bool) -> None:
+    """A process that dies with ``pid`` (through a pidfd, or polling as where there is none), else sleeps on."""
+    if not pidfd:
+        del os.pidfd_open
+    die_with(pid)
+    time.sleep(60)
+    os._exit(0)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no watching on Windows")
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+@pytest.mark.parametrize("when", ["ends later", "ended before"])
+def test_die_with_exits_when_the_watched_process_ends(pidfd, when):
+    """What every rank does as it starts, watching its launcher (its parent is the forkserver, not the launcher)."""
+    import multiprocessing as mp
+
+    if pidfd and not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfd_open here")
+    watched = subprocess.Popen(["sleep", "60"])
+    if when == "ended before":
+        watched.kill()
+        watched.wait()
+    watcher = mp.get_context("forkserver").Process(target=watch_then_sleep, args=(watched.pid, pidfd))
+    watcher.start()
+    try:
+        if when == "ends later":
+            time.sleep(0.5)
+            assert watcher.is_alive(), "exited while the watched process lived"
+            watched.kill()
+            watched.wait()
+        watcher.join(timeout=5)
+        assert watcher.exitcode == 1
+    finally:
+        watched.kill()
+        if watcher.is_alive():
+            watcher.kill()
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="finds the ranks in Linux's /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
+@pytest.mark.parametrize(("sig", "start"), [(signal.SIGKILL, "forkserver"), (signal.SIGTERM, "forkserver"),
+                                            (signal.SIGTERM, "spawn")], ids=["SIGKILL", "SIGTERM", "SIGTERM-spawn"])
+def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig, start):
     """`train --procs-per-node 2`'s launcher killed: its ranks were re-parented to init and trained on, writing
     checkpoints and records into a folder a `train --resume` could be training too. Now they die with it (SIGKILL:
     each rank watches the launcher; SIGTERM: the launcher stops them on its way out), the forkserver they forked from
-    ends too, and the claim the launcher held is free for the next `train`."""
+    ends too, and the claim the launcher held is free for the next `train`. Under a ``TMPDIR`` too long for the
+    forkserver's socket the ranks are spawned instead, and the same holds."""
     from robustscale.store.rundir import CLAIM, acquire_claim
 
-    out, temp = tmp_path / "run", tmp_path / "tmp"
-    temp.mkdir()
+    out = tmp_path / "run"
+    # short, in /tmp (pytest's folders, under xdist, can leave no room for the server's socket), or too long
+    temp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp")) if start == "forkserver" else tmp_path / ("t" * 90)
+    temp.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
            "TMPDIR": str(temp)}
     proc = subprocess.Popen([sys.executable, "-m", "robustscale", "train", *TRAIN, "train.epochs=500", "--quiet",
@@ -162,6 +207,7 @@ def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
                 break
             time.sleep(0.2)
         assert proc.poll() is None and len(ranks) == 2, proc.stderr.read() if proc.poll() is not None else ranks
+        assert len(servers) == (start == "forkserver")
         os.kill(proc.pid, sig)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 30  # a rank that outlived its launcher would train on and never leave this
@@ -180,6 +226,8 @@ def test_a_killed_launcher_leaves_no_rank_running(tmp_path, sig):
         for pid in ranks + servers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        if start == "forkserver":
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_train_refuses_a_folder_another_process_trains(tmp_path, capsys, assert_one_line):

@@ -11,7 +11,7 @@ first time a process launches, and never starts CUDA or torch's thread pools (ne
 rank paid Python, torch and ``torch._dynamo`` itself, about 3 CPU-seconds before its first step on a 2-core VM, and
 more where the package lies on a shared file system; a forked one pays none of it. A rank takes the launcher's
 environment as it is at the launch (``CUDA_VISIBLE_DEVICES`` included), not the server's. ``spawn`` where there is no
-forkserver (Windows).
+forkserver (Windows) or it cannot start (a temporary folder whose path is too long for the server's socket).
 
 No rank outlives the launcher: each watches it from the moment it starts (a pidfd on Linux, which wakes as the
 launcher ends; elsewhere a thread polling it) and exits with it, so a launcher killed with SIGKILL takes its ranks
@@ -126,8 +126,11 @@ def check_local_ranks(procs: int) -> None:
 
 
 def die_with(pid: int) -> None:
-    """Exit (status 1) the moment process ``pid`` ends, which may have happened already: a thread waits on a pidfd of it
-    (Linux 5.3+), or, where there is none, polls it twice a second."""
+    """Exit (status 1) the moment process ``pid`` ends, which may have happened already: a thread waits on a pidfd of
+    it (Linux 5.3+), or polls it twice a second where there is none. Not on Windows, where signal 0 would end ``pid``
+    (ranks are spawned there, the launcher's own children)."""
+    if os.name == "nt":
+        return
     try:
         pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
     except ProcessLookupError:
@@ -135,21 +138,25 @@ def die_with(pid: int) -> None:
     except OSError:  # a kernel without pidfds
         pidfd = None
 
-    def wait() -> None:
-        if pidfd is not None:
-            select.select([pidfd], [], [])  # readable once the process has ended
-        else:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                while True:
-                    os.kill(pid, 0)
-                    time.sleep(0.5)
-        os._exit(1)
-
-    if pidfd is None:
+    def alive() -> bool:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(1)
+        except (ProcessLookupError, PermissionError):  # gone (its pid may belong to someone else's process now)
+            return False
+        return True
+
+    def wait() -> None:
+        if pidfd is not None:
+            ended = select.poll()
+            ended.register(pidfd, select.POLLIN)  # readable once the process has ended
+            ended.poll()
+        else:
+            while alive():
+                time.sleep(0.5)
+        os._exit(1)
+
+    if pidfd is None and not alive():
+        os._exit(1)
     threading.Thread(target=wait, name=f"die-with-{pid}", daemon=True).start()
 
 
@@ -283,10 +290,18 @@ def launch(fn: Callable[..., Any], args: Sequence[Any], procs: int, *, kwargs: d
 
 def _start_method(fn: Callable[..., Any]) -> str:
     """``forkserver``, its server preloading this module (torch, the training loop) and ``fn``'s (the first launch in a
-    process starts the server; later ones reuse it); ``spawn`` where there is none."""
+    process starts the server; later ones reuse it); ``spawn`` where there is none, or where it cannot start: its
+    socket lives in the temporary folder, and a ``TMPDIR`` longer than about 75 characters leaves no room for its
+    path in a Unix socket address (108 bytes)."""
     if "forkserver" not in mp.get_all_start_methods():
         return "spawn"
+    from multiprocessing import forkserver
+
     mp.set_forkserver_preload([__name__] + ([fn.__module__] if fn.__module__ not in ("__main__", __name__) else []))
+    try:
+        forkserver.ensure_running()
+    except OSError:
+        return "spawn"
     return "forkserver"
 
 
