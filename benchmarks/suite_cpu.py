@@ -89,6 +89,12 @@ def pytest_runtest_protocol(item, nextitem):
                       "wall": time.time() - t0, "own": own1 - own0, "children": children1 - children0})
 
 
+def pytest_runtest_logreport(report):
+    """A failed test's id (in whichever phase it failed), to name it beside the figures."""
+    if LOG_ENV in os.environ and report.failed:
+        _append("failed", {"id": report.nodeid, "when": report.when})
+
+
 # ---------------------------------------------------------------------------------------------- the run
 
 
@@ -138,6 +144,7 @@ def census(logs: Path, start_up_s: float, top: int) -> dict:
     for p in procs:
         by_test[p["test"]].append(p)
     return {
+        "failed": sorted({f"{row['id']} ({row['when']})" for row in _rows(logs, "failed")}),
         "tests": len(tests),
         "tests_cpu_s": sum(r["cpu"] for r in tests),
         "tests_own_cpu_s": sum(r["own"] for r in tests),
@@ -177,6 +184,8 @@ def _print(out: dict) -> None:
     print(f"wall {out['wall_s']:.1f} s; CPU: pytest's processes {out['pytest_tree_cpu_s']:.0f} s, the machine "
           f"{out['machine_busy_cpu_s']:.0f} s ({out['machine_busy']:.0%} of its cores busy)")
     c = out["census"]
+    for failed in c["failed"]:
+        print(f"FAILED {_short(failed)}")
     print(f"{c['tests']} tests, {c['tests_cpu_s']:.0f} CPU-s ({c['tests_own_cpu_s']:.0f} in the tests' own processes)")
     print("by file:")
     for name, cpu in c["by_file"].items():

@@ -139,12 +139,13 @@ def _running(pid: int) -> bool:
         return False
 
 
-def watch_then_sleep(pid: int, pidfd: bool) -> None:
+def watch_then_sleep(pid: int, pidfd: bool, watching) -> None:
     """A process that dies with ``pid`` (through a pidfd, or polling as where there is none), else sleeps on."""
     if not pidfd:
         del os.pidfd_open
     die_with(pid)
-    time.sleep(60)
+    watching.set()
+    time.sleep(120)
     os._exit(0)
 
 
@@ -157,20 +158,25 @@ def test_die_with_exits_when_the_watched_process_ends(pidfd, when):
 
     if pidfd and not hasattr(os, "pidfd_open"):
         pytest.skip("no pidfd_open here")
-    watched = subprocess.Popen(["sleep", "60"])
+    ctx = mp.get_context("forkserver")
+    watched, watching = subprocess.Popen(["sleep", "120"]), ctx.Event()
     if when == "ended before":
         watched.kill()
         watched.wait()
-    watcher = mp.get_context("forkserver").Process(target=watch_then_sleep, args=(watched.pid, pidfd))
+    watcher = ctx.Process(target=watch_then_sleep, args=(watched.pid, pidfd, watching))
     watcher.start()
     try:
-        if when == "ends later":
-            time.sleep(0.5)
+        if when == "ends later":  # the watcher may take seconds to start (it imports this module): wait for it
+            assert watching.wait(timeout=120)
+            time.sleep(0.3)
             assert watcher.is_alive(), "exited while the watched process lived"
             watched.kill()
             watched.wait()
-        watcher.join(timeout=5)
-        assert watcher.exitcode == 1
+            ended = time.monotonic()
+            watcher.join(timeout=30)
+            assert time.monotonic() - ended < (1 if pidfd else 3)  # a pidfd wakes at once; polling every 0.5 s
+        watcher.join(timeout=120)
+        assert watcher.exitcode == 1 and (when == "ends later") == watching.is_set()
     finally:
         watched.kill()
         if watcher.is_alive():
