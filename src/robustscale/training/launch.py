@@ -43,6 +43,7 @@ import socket
 import tempfile
 import threading
 import time
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -295,8 +296,6 @@ def _start_method(fn: Callable[..., Any]) -> str:
     path in a Unix socket address (108 bytes)."""
     if "forkserver" not in mp.get_all_start_methods():
         return "spawn"
-    from multiprocessing import forkserver
-
     mp.set_forkserver_preload([__name__] + ([fn.__module__] if fn.__module__ not in ("__main__", __name__) else []))
     try:
         forkserver.ensure_running()
