@@ -128,8 +128,8 @@ def check_local_ranks(procs: int) -> None:
 
 def die_with(pid: int) -> None:
     """Exit (status 1) the moment process ``pid`` ends, which may have happened already: a thread waits on a pidfd of
-    it (Linux 5.3+), or polls it twice a second where there is none. Not on Windows, where signal 0 would end ``pid``
-    (ranks are spawned there, the launcher's own children)."""
+    it (Linux 5.3+), or polls it twice a second where there is none. Not on Windows, where signal 0 is a Ctrl-C event
+    for ``pid``'s console group (ranks are spawned there, the launcher's own children)."""
     if os.name == "nt":
         return
     try:
