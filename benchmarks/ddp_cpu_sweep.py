@@ -90,8 +90,8 @@ def main() -> None:
         print(json.dumps({"cores": len(os.sched_getaffinity(0)), "results": results}, indent=2))
         return
     for r in results:
-        print(f"{r['procs']} process(es), {r['runs']} run(s): sweep {r['wall_s']} s wall, {r['cpu_s']} CPU-s (machine), "
-              f"{r['tree_cpu_s']} (its tree); first run's training {r['train_wall_s']} s "
+        print(f"{r['procs']} process(es), {r['runs']} run(s): sweep {r['wall_s']} s wall, {r['cpu_s']} CPU-s "
+              f"(machine), {r['tree_cpu_s']} (its tree); one run's training {r['train_wall_s']} s "
               f"(epochs {r['epoch_s']} s); load {r['load_avg_before']} -> {r['load_avg_after']}")
 
 
