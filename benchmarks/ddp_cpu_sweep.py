@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from suite_cpu import machine_cpu  # benchmarks/, this script's folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,27 +41,18 @@ def spec_text(procs: int, epochs: int, runs: int = 1) -> str:
                        "ddp": {"nodes": 1, "procs_per_node": procs}})
 
 
-def machine_busy_s() -> float:
-    """Busy CPU seconds of every core since boot (``/proc/stat``); 0 where there is none."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(procs: int, epochs: int, root: Path, runs: int = 1) -> dict:
     spec, out = root / f"spec{procs}.yaml", root / f"out{procs}"
     spec.write_text(spec_text(procs, epochs, runs))  # JSON is YAML
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     load_before = os.getloadavg()
-    cpu_before, busy_before = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_s()
+    cpu_before, busy_before = resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu()[0]
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "robustscale", "sweep", str(spec), "--out", str(out), "--json"],
                           check=False, env=env, capture_output=True, text=True)
     wall_s = time.perf_counter() - t0
     time.sleep(0.5)  # the forkserver ends a moment after the sweep
-    cpu_after, busy_after = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_s()
+    cpu_after, busy_after = resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu()[0]
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])
     run_dir = min(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -98,9 +98,13 @@ def pytest_runtest_logreport(report):
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, all) CPU seconds of every core since boot, from /proc/stat."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot, from /proc/stat; (0, 0) where there is none (also what
+    benchmarks/ddp_cpu_sweep.py reads)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
     hz = os.sysconf("SC_CLK_TCK")
     idle = ticks[3] + ticks[4]  # idle + iowait
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
@@ -118,11 +122,11 @@ def run_suite(pytest_args: list[str], logs: Path) -> dict:
     path = os.pathsep.join([str(logs), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, LOG_ENV: str(logs), "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "suite_cpu", *pytest_args]
-    busy0, all0 = _machine_cpu()
+    busy0, all0 = machine_cpu()
     t0, before = time.time(), _cpu()[1]
     done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True)
     wall, tree = time.time() - t0, _cpu()[1] - before
-    busy1, all1 = _machine_cpu()
+    busy1, all1 = machine_cpu()
     tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-500:]
     return {"command": " ".join(["pytest", *cmd[3:]]), "exit_status": done.returncode, "outcome": tail,
             "wall_s": wall, "pytest_tree_cpu_s": tree, "machine_busy_cpu_s": busy1 - busy0,
